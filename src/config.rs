@@ -1,0 +1,379 @@
+//! Configuration: reads spoke's settings from an injected environment, validates
+//! them, and returns a [`Config`]. No I/O besides reading the variables, no ports
+//! bound here (the `main` thread binds them later).
+//!
+//! Variable names follow Linkerd's proxy where one exists (DESIGN.md, "External
+//! contract"). Tests pass a [`MapEnv`] instead of mutating the process environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::duration;
+
+/// Where configuration values come from: the process environment in production,
+/// a map in tests.
+pub trait Env {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+/// A fixed set of variables, for tests and embedding.
+#[derive(Clone, Debug, Default)]
+pub struct MapEnv(pub HashMap<String, String>);
+
+impl MapEnv {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+impl Env for MapEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+}
+
+pub const DESTINATION_SVC_ADDR: &str = "LINKERD2_PROXY_DESTINATION_SVC_ADDR";
+pub const CONTROLLER_CONFIG: &str = "SPOKE_CONTROLLER_CONFIG";
+pub const DESTINATION_CONTEXT: &str = "LINKERD2_PROXY_DESTINATION_CONTEXT";
+pub const PROFILE_SUFFIXES: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES";
+pub const GET_SUFFIXES: &str = "LINKERD2_PROXY_DESTINATION_GET_SUFFIXES";
+pub const OUTBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR";
+pub const INBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_INBOUND_LISTEN_ADDR";
+pub const ADMIN_LISTEN_ADDR: &str = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR";
+pub const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
+pub const BACKOFF_MIN: &str = "LINKERD2_PROXY_CONTROL_EXP_BACKOFF_MIN";
+pub const BACKOFF_MAX: &str = "LINKERD2_PROXY_CONTROL_EXP_BACKOFF_MAX";
+pub const BACKOFF_JITTER: &str = "LINKERD2_PROXY_CONTROL_EXP_BACKOFF_JITTER";
+pub const DISCOVERY_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT";
+pub const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
+pub const FAILFAST_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_FAILFAST_TIMEOUT";
+pub const POOL_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT";
+pub const LOG: &str = "LINKERD2_PROXY_LOG";
+
+/// A bad setting: names the variable and the value, so the operator can fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}={:?}: {}", self.var, self.value, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A list of DNS suffixes a name must fall under. Matching is label-aligned and
+/// ignores a trailing dot, as Linkerd's `NameMatch` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Suffixes {
+    /// `.`: every name.
+    All,
+    /// The listed suffixes, lowercased, without leading or trailing dots. Empty
+    /// means no name matches.
+    List(Vec<String>),
+}
+
+impl Suffixes {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for raw in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if raw == "." {
+                return Ok(Suffixes::All);
+            }
+            let trimmed = raw.trim_matches('.').to_ascii_lowercase();
+            let valid = !trimmed.is_empty()
+                && trimmed.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if !valid {
+                return Err(format!("{raw:?} is not a DNS suffix"));
+            }
+            out.push(trimmed);
+        }
+        Ok(Suffixes::List(out))
+    }
+
+    /// Whether `name` (no port) falls under one of the suffixes.
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.');
+        match self {
+            Suffixes::All => true,
+            Suffixes::List(list) => list.iter().any(|suffix| {
+                name.len() >= suffix.len()
+                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && (name.len() == suffix.len()
+                        || name.as_bytes()[name.len() - suffix.len() - 1] == b'.')
+            }),
+        }
+    }
+}
+
+/// Discovery reconnect backoff settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BackoffConfig {
+    pub min: Duration,
+    pub max: Duration,
+    /// Fraction of the base delay added at random, in `[0, 100]`.
+    pub jitter: f64,
+}
+
+/// Where the proxy learns its destinations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlPlane {
+    /// A remote Destination service at `host:port`.
+    Remote(String),
+    /// Start the embedded controller, serving this file.
+    Embedded(PathBuf),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub control_plane: ControlPlane,
+    pub context_token: String,
+    pub profile_suffixes: Suffixes,
+    pub get_suffixes: Suffixes,
+    pub outbound_listen: SocketAddr,
+    pub inbound_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub connect_timeout: Duration,
+    pub backoff: BackoffConfig,
+    pub discovery_idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// How long a request waits for a new destination's first discovery answer
+    /// before it fails fast (Linkerd: 3s).
+    pub failfast_timeout: Duration,
+    /// How long an idle upstream connection stays in the pool.
+    pub pool_idle_timeout: Duration,
+    pub log_filter: String,
+}
+
+impl Config {
+    /// Reads and validates every setting; the first bad one is returned as an
+    /// error naming the variable and the value.
+    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
+        let control_plane = match nonempty(env, DESTINATION_SVC_ADDR) {
+            Some(addr) => {
+                validate_host_port(&addr).map_err(|reason| ConfigError {
+                    var: DESTINATION_SVC_ADDR,
+                    value: addr.clone(),
+                    reason,
+                })?;
+                ControlPlane::Remote(addr)
+            }
+            None => ControlPlane::Embedded(PathBuf::from(
+                nonempty(env, CONTROLLER_CONFIG).unwrap_or_else(|| "examples/mesh.yaml".into()),
+            )),
+        };
+        let backoff = BackoffConfig {
+            min: dur(env, BACKOFF_MIN, "100ms")?,
+            max: dur(env, BACKOFF_MAX, "60s")?,
+            jitter: jitter(env)?,
+        };
+        if backoff.min > backoff.max {
+            return Err(ConfigError {
+                var: BACKOFF_MIN,
+                value: duration::format(backoff.min),
+                reason: format!(
+                    "larger than {BACKOFF_MAX} ({})",
+                    duration::format(backoff.max)
+                ),
+            });
+        }
+        Ok(Config {
+            control_plane,
+            context_token: env.get(DESTINATION_CONTEXT).unwrap_or_default(),
+            profile_suffixes: suffixes(env, PROFILE_SUFFIXES)?,
+            get_suffixes: suffixes(env, GET_SUFFIXES)?,
+            outbound_listen: addr(env, OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")?,
+            inbound_listen: addr(env, INBOUND_LISTEN_ADDR, "0.0.0.0:4143")?,
+            admin_listen: addr(env, ADMIN_LISTEN_ADDR, "127.0.0.1:4191")?,
+            connect_timeout: positive(env, OUTBOUND_CONNECT_TIMEOUT, "1s")?,
+            backoff,
+            discovery_idle_timeout: positive(env, DISCOVERY_IDLE_TIMEOUT, "5s")?,
+            shutdown_grace: dur(env, SHUTDOWN_GRACE_PERIOD, "2m")?,
+            failfast_timeout: positive(env, FAILFAST_TIMEOUT, "3s")?,
+            pool_idle_timeout: dur(env, POOL_IDLE_TIMEOUT, "3s")?,
+            log_filter: nonempty(env, LOG)
+                .or_else(|| nonempty(env, "RUST_LOG"))
+                .unwrap_or_else(|| "warn,spoke=info".into()),
+        })
+    }
+}
+
+fn nonempty(env: &dyn Env, var: &str) -> Option<String> {
+    env.get(var)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn dur(env: &dyn Env, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
+    let value = nonempty(env, var).unwrap_or_else(|| default.to_string());
+    duration::parse(&value).map_err(|e| ConfigError {
+        var,
+        value,
+        reason: e.to_string(),
+    })
+}
+
+fn positive(env: &dyn Env, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
+    let d = dur(env, var, default)?;
+    if d.is_zero() {
+        return Err(ConfigError {
+            var,
+            value: env.get(var).unwrap_or_default(),
+            reason: "must be greater than zero".into(),
+        });
+    }
+    Ok(d)
+}
+
+fn jitter(env: &dyn Env) -> Result<f64, ConfigError> {
+    let value = nonempty(env, BACKOFF_JITTER).unwrap_or_else(|| "0.1".into());
+    match value.parse::<f64>() {
+        Ok(j) if j.is_finite() && (0.0..=100.0).contains(&j) => Ok(j),
+        _ => Err(ConfigError {
+            var: BACKOFF_JITTER,
+            value,
+            reason: "expected a number between 0 and 100".into(),
+        }),
+    }
+}
+
+fn addr(env: &dyn Env, var: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
+    let value = nonempty(env, var).unwrap_or_else(|| default.to_string());
+    value.parse().map_err(|_| ConfigError {
+        var,
+        value,
+        reason: "expected ip:port, e.g. 127.0.0.1:4140 or [::1]:4140".into(),
+    })
+}
+
+fn suffixes(env: &dyn Env, var: &'static str) -> Result<Suffixes, ConfigError> {
+    // Unset means Linkerd's default; set-but-empty means "none".
+    let value = env.get(var).unwrap_or_else(|| "svc.cluster.local.".into());
+    Suffixes::parse(&value).map_err(|reason| ConfigError { var, value, reason })
+}
+
+fn validate_host_port(s: &str) -> Result<(), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port".to_string())?;
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("bad port {port:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_env(&MapEnv::new()).unwrap();
+        assert_eq!(
+            c.control_plane,
+            ControlPlane::Embedded(PathBuf::from("examples/mesh.yaml"))
+        );
+        assert_eq!(c.outbound_listen, "127.0.0.1:4140".parse().unwrap());
+        assert_eq!(c.inbound_listen, "0.0.0.0:4143".parse().unwrap());
+        assert_eq!(c.admin_listen, "127.0.0.1:4191".parse().unwrap());
+        assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.backoff.min, Duration::from_millis(100));
+        assert_eq!(c.backoff.max, Duration::from_secs(60));
+        assert_eq!(c.backoff.jitter, 0.1);
+        assert_eq!(c.discovery_idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(120));
+        assert_eq!(c.failfast_timeout, Duration::from_secs(3));
+        assert_eq!(c.log_filter, "warn,spoke=info");
+        assert!(c
+            .profile_suffixes
+            .matches("books.default.svc.cluster.local"));
+        assert!(!c.get_suffixes.matches("example.com"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_value() {
+        let err =
+            Config::from_env(&MapEnv::new().set(OUTBOUND_CONNECT_TIMEOUT, "soon")).unwrap_err();
+        assert_eq!(err.var, OUTBOUND_CONNECT_TIMEOUT);
+        assert!(err.to_string().contains("\"soon\""), "{err}");
+        let err = Config::from_env(&MapEnv::new().set(ADMIN_LISTEN_ADDR, "localhost")).unwrap_err();
+        assert_eq!(err.var, ADMIN_LISTEN_ADDR);
+        let err = Config::from_env(&MapEnv::new().set(BACKOFF_JITTER, "-1")).unwrap_err();
+        assert_eq!(err.var, BACKOFF_JITTER);
+        let err = Config::from_env(&MapEnv::new().set(DESTINATION_SVC_ADDR, "nohost")).unwrap_err();
+        assert_eq!(err.var, DESTINATION_SVC_ADDR);
+        let err = Config::from_env(&MapEnv::new().set(PROFILE_SUFFIXES, "a..b")).unwrap_err();
+        assert_eq!(err.var, PROFILE_SUFFIXES);
+        let err = Config::from_env(&MapEnv::new().set(BACKOFF_MIN, "2s").set(BACKOFF_MAX, "1s"))
+            .unwrap_err();
+        assert_eq!(err.var, BACKOFF_MIN);
+        let err = Config::from_env(&MapEnv::new().set(DISCOVERY_IDLE_TIMEOUT, "0s")).unwrap_err();
+        assert_eq!(err.var, DISCOVERY_IDLE_TIMEOUT);
+    }
+
+    #[test]
+    fn remote_control_plane() {
+        let c = Config::from_env(&MapEnv::new().set(
+            DESTINATION_SVC_ADDR,
+            "linkerd-dst-headless.linkerd.svc.cluster.local.:8086",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.control_plane,
+            ControlPlane::Remote("linkerd-dst-headless.linkerd.svc.cluster.local.:8086".into())
+        );
+    }
+
+    #[test]
+    fn suffix_matching_is_label_aligned() {
+        let s = Suffixes::parse("svc.cluster.local.").unwrap();
+        assert!(s.matches("books.default.svc.cluster.local"));
+        assert!(s.matches("books.default.svc.cluster.local."));
+        assert!(s.matches("BOOKS.default.SVC.cluster.local"));
+        assert!(s.matches("svc.cluster.local"));
+        assert!(!s.matches("books.default.xsvc.cluster.local"));
+        assert!(!s.matches("example.com"));
+        assert_eq!(Suffixes::parse(".").unwrap(), Suffixes::All);
+        assert!(Suffixes::parse(".").unwrap().matches("example.com"));
+        let none = Suffixes::parse("").unwrap();
+        assert!(!none.matches("books.default.svc.cluster.local"));
+        let two = Suffixes::parse("svc.cluster.local., example.com").unwrap();
+        assert!(two.matches("api.example.com"));
+    }
+
+    #[test]
+    fn empty_suffix_variable_means_none() {
+        let c = Config::from_env(&MapEnv::new().set(PROFILE_SUFFIXES, "")).unwrap();
+        assert_eq!(c.profile_suffixes, Suffixes::List(vec![]));
+    }
+}
