@@ -1,0 +1,1083 @@
+//! Protobuf -> domain conversion for the discovery client: the one module on the
+//! client side that touches `crate::proto` (the embedded controller in
+//! `controller/` is the other side of the wire).
+//!
+//! Runs on the `profile:<name:port>` and `endpoints:<name:port>` discovery
+//! threads, on every message they receive; the results are the domain types of
+//! `profile.rs` and `endpoints.rs`, which the event loop then uses. Pure: values
+//! in, values out, no I/O besides `log` warnings.
+//!
+//! Conversion never trusts the controller. Following Linkerd, anything invalid is
+//! dropped item by item with a warning naming the destination and the reason, and
+//! the rest still applies: a route whose condition does not convert, a response
+//! class with a bad status range, a dst override with a bad authority, an
+//! endpoint with a bad address. Path regexes are compiled here, once per update
+//! (`RequestMatch::path` anchors them and bounds their size). Match trees are
+//! depth-checked iteratively before the (bounded) recursive conversion, so a
+//! hostile message cannot overflow the stack. Weight-0 dst overrides are the one
+//! drop logged at debug: they are a deliberate way to park a backend.
+
+use crate::endpoints::{Endpoint, EndpointUpdate, ProtocolHint};
+use crate::profile::{
+    normalize_authority, normalize_dns_name, Method, Profile, RequestMatch, ResponseClass,
+    ResponseMatch, RetryBudget, Route, WeightedDst,
+};
+use crate::proto::destination as pb;
+use crate::proto::http_types::http_method;
+use crate::proto::net::{ipaddress, IPAddress, IPv6, TcpAddress};
+use protobuf::well_known_types::duration::Duration as PbDuration;
+use protobuf::MessageField;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deepest request or response condition accepted, counted in match messages
+/// from the route's condition (depth 1) down to a leaf. Real profiles nest a
+/// handful of levels; the limit bounds the recursion of conversion and matching.
+pub const MAX_MATCH_DEPTH: usize = 32;
+
+/// Longest duration accepted for a route timeout (anything longer is a mistake).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Retry budget `ttl` bounds, as Linkerd validates them.
+const MIN_BUDGET_TTL: Duration = Duration::from_secs(1);
+const MAX_BUDGET_TTL: Duration = Duration::from_secs(60);
+
+/// Why an item from the controller was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConvertError {
+    /// An `Update` with none of `add`, `remove`, `no_endpoints` set.
+    EmptyUpdate,
+    /// A `WeightedAddr` without its `addr`.
+    MissingAddr,
+    /// A `TcpAddress` without an IP (or with an IP kind spoke does not know).
+    MissingIp,
+    /// A port outside 1..=65535.
+    InvalidPort(u32),
+    /// A route or response class without a condition.
+    MissingCondition,
+    /// A request or response match with no variant set.
+    EmptyMatch,
+    /// A condition nested deeper than [`MAX_MATCH_DEPTH`].
+    TooDeep,
+    /// A path regex that does not compile (or exceeds `PATH_REGEX_SIZE_LIMIT`).
+    InvalidRegex { pattern: String, reason: String },
+    /// An unknown registered method or a malformed extension method.
+    InvalidMethod(String),
+    /// A status range with a bound outside 100..=999, or min > max.
+    InvalidStatusRange { min: u32, max: u32 },
+    /// A negative or malformed duration, or one longer than a day.
+    InvalidDuration { seconds: i64, nanos: i32 },
+    /// A retry budget outside Linkerd's bounds; says which field.
+    InvalidRetryBudget(String),
+    /// A dst override or authority override that is not `name[:port]`.
+    InvalidAuthority(String),
+    /// A fully-qualified name that is not a DNS name.
+    InvalidName(String),
+    /// A metrics label key that is not `[A-Za-z0-9_]+`.
+    InvalidLabel(String),
+}
+
+impl fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConvertError::EmptyUpdate => write!(f, "update has no add, remove or no_endpoints"),
+            ConvertError::MissingAddr => write!(f, "endpoint has no address"),
+            ConvertError::MissingIp => write!(f, "address has no (known) IP"),
+            ConvertError::InvalidPort(p) => write!(f, "port {p} is not in 1..=65535"),
+            ConvertError::MissingCondition => write!(f, "no condition"),
+            ConvertError::EmptyMatch => write!(f, "match has no variant set"),
+            ConvertError::TooDeep => {
+                write!(f, "condition nested deeper than {MAX_MATCH_DEPTH} levels")
+            }
+            ConvertError::InvalidRegex { pattern, reason } => {
+                write!(f, "invalid path regex {pattern:?}: {reason}")
+            }
+            ConvertError::InvalidMethod(m) => write!(f, "invalid method {m:?}"),
+            ConvertError::InvalidStatusRange { min, max } => write!(
+                f,
+                "invalid status range min={min} max={max} (need 100..=999, min <= max)"
+            ),
+            ConvertError::InvalidDuration { seconds, nanos } => write!(
+                f,
+                "invalid duration {seconds}s {nanos}ns (need non-negative, at most one day)"
+            ),
+            ConvertError::InvalidRetryBudget(why) => write!(f, "invalid retry budget: {why}"),
+            ConvertError::InvalidAuthority(a) => write!(f, "invalid authority {a:?}"),
+            ConvertError::InvalidName(n) => write!(f, "invalid DNS name {n:?}"),
+            ConvertError::InvalidLabel(k) => write!(f, "invalid metrics label key {k:?}"),
+        }
+    }
+}
+
+/// The `Ok` value, or `None` after logging the error after `ctx`: how every
+/// rejected item is dropped.
+fn kept<T>(r: Result<T, ConvertError>, ctx: fmt::Arguments<'_>) -> Option<T> {
+    r.map_err(|e| log::warn!("{ctx}: {e}")).ok()
+}
+
+/// At most 128 characters of untrusted text, for errors and logs.
+fn excerpt(s: &str) -> String {
+    const MAX: usize = 128;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+// === Profiles ===
+
+/// Converts a `GetProfile` answer for `dst` (`name:port`). Never fails: every
+/// rejected item is logged and dropped, and the rest applies.
+pub fn profile(pb: &pb::DestinationProfile, dst: &str) -> Profile {
+    let routes: Vec<Route> = pb
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, r)| {
+            let ctx = RouteCtx {
+                dst,
+                index,
+                route: r,
+            };
+            kept(route(r, &ctx), format_args!("{ctx}: dropped"))
+        })
+        .collect();
+
+    let retry_budget = pb.retry_budget.as_ref().and_then(|b| {
+        kept(
+            retry_budget(b),
+            format_args!("profile {dst}: retries disabled"),
+        )
+    });
+    if pb.retry_budget.is_none() && routes.iter().any(|r| r.is_retryable) {
+        log::warn!("profile {dst}: retry_budget is missing; retries are disabled");
+    }
+
+    let dst_overrides: Vec<WeightedDst> = pb
+        .dst_overrides
+        .iter()
+        .filter_map(|d| weighted_dst(d, dst))
+        .collect();
+
+    let fully_qualified_name = match pb.fully_qualified_name.as_str() {
+        "" => None,
+        name => {
+            let dns = normalize_dns_name(name);
+            if dns.is_none() {
+                let e = ConvertError::InvalidName(excerpt(name));
+                log::warn!("profile {dst}: fully_qualified_name ignored: {e}");
+            }
+            dns
+        }
+    };
+
+    let ep_ctx = format!("profile {dst}: endpoint");
+    let endpoint = pb.endpoint.as_ref().and_then(|ep| {
+        let ep = weighted_addr(ep, &HashMap::new(), &ep_ctx);
+        kept(ep, format_args!("{ep_ctx} ignored"))
+    });
+
+    Profile {
+        routes: routes.into(),
+        retry_budget,
+        dst_overrides: dst_overrides.into(),
+        opaque_protocol: pb.opaque_protocol,
+        fully_qualified_name,
+        endpoint,
+    }
+}
+
+/// Names a route in warnings: destination, position and `route` label.
+struct RouteCtx<'a> {
+    dst: &'a str,
+    index: usize,
+    route: &'a pb::Route,
+}
+
+impl fmt::Display for RouteCtx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "profile {}: route #{}", self.dst, self.index)?;
+        match self.route.metrics_labels.get("route") {
+            Some(name) => write!(f, " ({:?})", excerpt(name)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Converts one route; `Err` drops it. Problems in its parts (a response
+/// class, a label, the timeout) only drop that part.
+fn route(pb: &pb::Route, ctx: &RouteCtx<'_>) -> Result<Route, ConvertError> {
+    let cond = pb
+        .condition
+        .as_ref()
+        .ok_or(ConvertError::MissingCondition)?;
+    if too_deep(cond, request_children) {
+        return Err(ConvertError::TooDeep);
+    }
+    let condition = request_match(cond, ctx)?;
+
+    let response_classes: Vec<ResponseClass> = pb
+        .response_classes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            kept(
+                response_class(c, ctx),
+                format_args!("{ctx}: response class #{i} dropped"),
+            )
+        })
+        .collect();
+
+    let timeout = match pb.timeout.as_ref().map(duration) {
+        None => None,
+        Some(Ok(d)) if d.is_zero() => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            log::warn!("{ctx}: timeout ignored: {e}");
+            None
+        }
+    };
+
+    Ok(Route {
+        condition,
+        response_classes: response_classes.into(),
+        labels: labels(&HashMap::new(), &pb.metrics_labels, ctx),
+        is_retryable: pb.is_retryable,
+        timeout,
+    })
+}
+
+/// Children of a match node, for the iterative depth check.
+fn request_children(m: &pb::RequestMatch) -> &[pb::RequestMatch] {
+    use pb::request_match::Match;
+    match &m.match_ {
+        Some(Match::All(seq)) | Some(Match::Any(seq)) => &seq.matches,
+        Some(Match::Not(inner)) => std::slice::from_ref(&**inner),
+        _ => &[],
+    }
+}
+
+fn response_children(m: &pb::ResponseMatch) -> &[pb::ResponseMatch] {
+    use pb::response_match::Match;
+    match &m.match_ {
+        Some(Match::All(seq)) | Some(Match::Any(seq)) => &seq.matches,
+        Some(Match::Not(inner)) => std::slice::from_ref(&**inner),
+        _ => &[],
+    }
+}
+
+/// Whether any chain from `root` down has more than [`MAX_MATCH_DEPTH`] nodes.
+/// Walks with an explicit stack and stops descending past the limit, so it
+/// neither recurses nor visits anything deeper than the limit.
+fn too_deep<'a, T>(root: &'a T, children: fn(&'a T) -> &'a [T]) -> bool {
+    let mut stack = vec![(root, 1usize)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > MAX_MATCH_DEPTH {
+            return true;
+        }
+        stack.extend(children(node).iter().map(|k| (k, depth + 1)));
+    }
+    false
+}
+
+/// Converts a depth-checked request match. Inside `all`/`any`, sub-matches
+/// that fail are dropped (as Linkerd does, so a broken one widens an `all`).
+fn request_match(pb: &pb::RequestMatch, ctx: &RouteCtx<'_>) -> Result<RequestMatch, ConvertError> {
+    use pb::request_match::Match;
+    let seq = |ms: &[pb::RequestMatch]| -> Vec<RequestMatch> {
+        ms.iter()
+            .filter_map(|m| {
+                kept(
+                    request_match(m, ctx),
+                    format_args!("{ctx}: sub-match dropped"),
+                )
+            })
+            .collect()
+    };
+    match &pb.match_ {
+        Some(Match::All(s)) => Ok(RequestMatch::All(seq(&s.matches))),
+        Some(Match::Any(s)) => Ok(RequestMatch::Any(seq(&s.matches))),
+        Some(Match::Not(inner)) => Ok(RequestMatch::Not(Box::new(request_match(inner, ctx)?))),
+        Some(Match::Path(p)) => {
+            RequestMatch::path(&p.regex).map_err(|e| ConvertError::InvalidRegex {
+                pattern: excerpt(p.regex.trim()),
+                reason: regex_reason(&e),
+            })
+        }
+        Some(Match::Method(m)) => method(m).map(RequestMatch::Method),
+        _ => Err(ConvertError::EmptyMatch),
+    }
+}
+
+/// One line of reason from a regex error (syntax errors span several lines
+/// and repeat the pattern).
+fn regex_reason(e: &regex::Error) -> String {
+    match e {
+        regex::Error::CompiledTooBig(limit) => {
+            format!("compiled regex exceeds {limit} bytes (Unicode classes like \\w are large; try (?-u:\\w))")
+        }
+        other => match other
+            .to_string()
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+        {
+            Some(last) => excerpt(last.trim().trim_start_matches("error: ")),
+            None => String::new(),
+        },
+    }
+}
+
+fn method(pb: &crate::proto::http_types::HttpMethod) -> Result<Method, ConvertError> {
+    use http_method::Registered;
+    match &pb.type_ {
+        Some(http_method::Type::Registered(r)) => match r.enum_value() {
+            Ok(Registered::GET) => Ok(Method::Get),
+            Ok(Registered::POST) => Ok(Method::Post),
+            Ok(Registered::PUT) => Ok(Method::Put),
+            Ok(Registered::DELETE) => Ok(Method::Delete),
+            Ok(Registered::PATCH) => Ok(Method::Patch),
+            Ok(Registered::OPTIONS) => Ok(Method::Options),
+            Ok(Registered::CONNECT) => Ok(Method::Connect),
+            Ok(Registered::HEAD) => Ok(Method::Head),
+            Ok(Registered::TRACE) => Ok(Method::Trace),
+            Err(n) => Err(ConvertError::InvalidMethod(format!("registered #{n}"))),
+        },
+        Some(http_method::Type::Unregistered(s)) => {
+            Method::from_token(s).ok_or_else(|| ConvertError::InvalidMethod(excerpt(s)))
+        }
+        _ => Err(ConvertError::InvalidMethod(String::new())),
+    }
+}
+
+fn response_class(
+    pb: &pb::ResponseClass,
+    ctx: &RouteCtx<'_>,
+) -> Result<ResponseClass, ConvertError> {
+    let cond = pb
+        .condition
+        .as_ref()
+        .ok_or(ConvertError::MissingCondition)?;
+    if too_deep(cond, response_children) {
+        return Err(ConvertError::TooDeep);
+    }
+    Ok(ResponseClass {
+        condition: response_match(cond, ctx)?,
+        is_failure: pb.is_failure,
+    })
+}
+
+/// Converts a depth-checked response match, filtering bad sub-matches of
+/// `all`/`any` like [`request_match`].
+fn response_match(
+    pb: &pb::ResponseMatch,
+    ctx: &RouteCtx<'_>,
+) -> Result<ResponseMatch, ConvertError> {
+    use pb::response_match::Match;
+    let seq = |ms: &[pb::ResponseMatch]| -> Vec<ResponseMatch> {
+        ms.iter()
+            .filter_map(|m| {
+                let m = response_match(m, ctx);
+                kept(m, format_args!("{ctx}: response sub-match dropped"))
+            })
+            .collect()
+    };
+    match &pb.match_ {
+        Some(Match::All(s)) => Ok(ResponseMatch::All(seq(&s.matches))),
+        Some(Match::Any(s)) => Ok(ResponseMatch::Any(seq(&s.matches))),
+        Some(Match::Not(inner)) => Ok(ResponseMatch::Not(Box::new(response_match(inner, ctx)?))),
+        Some(Match::Status(range)) => status_range(range.min, range.max),
+        _ => Err(ConvertError::EmptyMatch),
+    }
+}
+
+/// A missing bound (0) makes the range the single code of the other bound.
+fn status_range(min: u32, max: u32) -> Result<ResponseMatch, ConvertError> {
+    let invalid = ConvertError::InvalidStatusRange { min, max };
+    let (lo, hi) = match (min, max) {
+        (0, 0) => return Err(invalid),
+        (0, m) | (m, 0) => (m, m),
+        (lo, hi) => (lo, hi),
+    };
+    let code = |n: u32| u16::try_from(n).ok().filter(|c| (100..=999).contains(c));
+    match (code(lo), code(hi)) {
+        (Some(min), Some(max)) if min <= max => Ok(ResponseMatch::Status { min, max }),
+        _ => Err(invalid),
+    }
+}
+
+/// A well-formed, non-negative duration of at most a day.
+fn duration(pb: &PbDuration) -> Result<Duration, ConvertError> {
+    let invalid = ConvertError::InvalidDuration {
+        seconds: pb.seconds,
+        nanos: pb.nanos,
+    };
+    let secs = u64::try_from(pb.seconds).map_err(|_| invalid.clone())?;
+    let nanos = u32::try_from(pb.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| invalid.clone())?;
+    if secs > MAX_DURATION.as_secs() {
+        return Err(invalid);
+    }
+    let d = Duration::new(secs, nanos);
+    if d > MAX_DURATION {
+        return Err(invalid);
+    }
+    Ok(d)
+}
+
+fn retry_budget(pb: &pb::RetryBudget) -> Result<RetryBudget, ConvertError> {
+    let ratio = pb.retry_ratio;
+    if !ratio.is_finite() || !(0.0..=1000.0).contains(&ratio) {
+        return Err(ConvertError::InvalidRetryBudget(format!(
+            "retry_ratio {ratio} is not in 0..=1000"
+        )));
+    }
+    if i32::try_from(pb.min_retries_per_second).is_err() {
+        return Err(ConvertError::InvalidRetryBudget(format!(
+            "min_retries_per_second {} exceeds {}",
+            pb.min_retries_per_second,
+            i32::MAX
+        )));
+    }
+    let ttl = pb
+        .ttl
+        .as_ref()
+        .ok_or_else(|| ConvertError::InvalidRetryBudget("ttl is missing".into()))?;
+    let ttl = duration(ttl).map_err(|e| ConvertError::InvalidRetryBudget(format!("ttl: {e}")))?;
+    if !(MIN_BUDGET_TTL..=MAX_BUDGET_TTL).contains(&ttl) {
+        return Err(ConvertError::InvalidRetryBudget(format!(
+            "ttl {ttl:?} is not in 1s..=60s"
+        )));
+    }
+    Ok(RetryBudget {
+        retry_ratio: ratio,
+        min_retries_per_second: pb.min_retries_per_second,
+        ttl,
+    })
+}
+
+/// A traffic-split backend, or `None` (logged) when it must be dropped.
+fn weighted_dst(pb: &pb::WeightedDst, dst: &str) -> Option<WeightedDst> {
+    if pb.weight == 0 {
+        // Weight 0 is how users park a backend (a canary at 0%), not bad input,
+        // and profiles are re-sent often: debug, not warn.
+        log::debug!(
+            "profile {dst}: dst override {:?} has weight 0; skipped",
+            excerpt(&pb.authority)
+        );
+        return None;
+    }
+    let authority = kept(
+        authority(&pb.authority),
+        format_args!("profile {dst}: dst override dropped"),
+    )?;
+    Some(WeightedDst {
+        authority,
+        weight: pb.weight,
+    })
+}
+
+fn authority(raw: &str) -> Result<String, ConvertError> {
+    normalize_authority(raw).ok_or_else(|| ConvertError::InvalidAuthority(excerpt(raw)))
+}
+
+/// Metrics labels sorted by key, `overlay` winning over `base`; keys that are
+/// not `[A-Za-z0-9_]+` are dropped (they would corrupt the exposition format
+/// once prefixed with `rt_` or `dst_`).
+fn labels(
+    base: &HashMap<String, String>,
+    overlay: &HashMap<String, String>,
+    ctx: &dyn fmt::Display,
+) -> Arc<[(String, String)]> {
+    let mut merged = BTreeMap::new();
+    for (k, v) in base.iter().chain(overlay.iter()) {
+        if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            merged.insert(k.clone(), v.clone());
+        } else {
+            log::warn!(
+                "{ctx}: label dropped: {}",
+                ConvertError::InvalidLabel(excerpt(k))
+            );
+        }
+    }
+    merged.into_iter().collect()
+}
+
+// === Endpoints ===
+
+/// Converts one `Destination.Get` message. Endpoints with a bad address are
+/// dropped individually (logged); only a message with nothing set is an error.
+pub fn update(pb: &pb::Update) -> Result<EndpointUpdate, ConvertError> {
+    use pb::update::Update;
+    match &pb.update {
+        Some(Update::Add(set)) => {
+            let eps = set
+                .addrs
+                .iter()
+                .filter_map(|a| {
+                    let ep = weighted_addr(a, &set.metric_labels, &"endpoint update");
+                    kept(ep, format_args!("endpoint update: endpoint dropped"))
+                })
+                .collect();
+            Ok(EndpointUpdate::Add(eps))
+        }
+        Some(Update::Remove(set)) => {
+            let addrs = set
+                .addrs
+                .iter()
+                .filter_map(|a| {
+                    kept(
+                        tcp_address(a),
+                        format_args!("endpoint update: removal dropped"),
+                    )
+                })
+                .collect();
+            Ok(EndpointUpdate::Remove(addrs))
+        }
+        Some(Update::NoEndpoints(n)) => Ok(EndpointUpdate::NoEndpoints { exists: n.exists }),
+        _ => Err(ConvertError::EmptyUpdate),
+    }
+}
+
+/// One endpoint, with the set-level labels merged under its own.
+fn weighted_addr(
+    pb: &pb::WeightedAddr,
+    set_labels: &HashMap<String, String>,
+    ctx: &dyn fmt::Display,
+) -> Result<Endpoint, ConvertError> {
+    let addr = tcp_address(pb.addr.as_ref().ok_or(ConvertError::MissingAddr)?)?;
+    let authority_override = match pb.authority_override.as_ref() {
+        Some(o) if !o.authority_override.is_empty() => kept(
+            authority(&o.authority_override),
+            format_args!("{ctx}: {addr}: authority override ignored"),
+        ),
+        _ => None,
+    };
+    Ok(Endpoint {
+        addr,
+        weight: pb.weight,
+        labels: labels(set_labels, &pb.metric_labels, ctx),
+        authority_override,
+        tls_server_name: tls_server_name(pb.tls_identity.as_ref()),
+        protocol_hint: protocol_hint(pb.protocol_hint.as_ref()),
+    })
+}
+
+/// The SNI name: `server_name` when set, else the DNS-like identity.
+fn tls_server_name(id: Option<&pb::TlsIdentity>) -> Option<String> {
+    let id = id?;
+    let from_server_name = id.server_name.as_ref().map(|n| n.name.as_str());
+    let from_identity = match &id.strategy {
+        Some(pb::tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name.as_str()),
+        _ => None,
+    };
+    [from_server_name, from_identity]
+        .into_iter()
+        .flatten()
+        .find(|n| !n.is_empty())
+        .map(str::to_string)
+}
+
+fn protocol_hint(hint: Option<&pb::ProtocolHint>) -> ProtocolHint {
+    use pb::protocol_hint::Protocol;
+    match hint.and_then(|h| h.protocol.as_ref()) {
+        Some(Protocol::H2(_)) => ProtocolHint::H2,
+        Some(Protocol::Opaque(_)) => ProtocolHint::Opaque,
+        _ => ProtocolHint::Unknown,
+    }
+}
+
+/// A socket address. IPv4 is a `fixed32` whose value's big-endian bytes are
+/// the octets (10.1.2.3 is 0x0A010203); IPv6 is two big-endian 64-bit halves.
+pub fn tcp_address(pb: &TcpAddress) -> Result<SocketAddr, ConvertError> {
+    let ip = match pb.ip.as_ref().and_then(|ip| ip.ip.as_ref()) {
+        Some(ipaddress::Ip::Ipv4(v4)) => IpAddr::V4(Ipv4Addr::from(*v4)),
+        Some(ipaddress::Ip::Ipv6(v6)) => {
+            let bits = (u128::from(v6.first) << 64) | u128::from(v6.last);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        _ => return Err(ConvertError::MissingIp),
+    };
+    let port = u16::try_from(pb.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(ConvertError::InvalidPort(pb.port))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// The inverse of [`tcp_address`] (IPv6 flow info and scope id are not sent).
+pub fn to_tcp_address(addr: SocketAddr) -> TcpAddress {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => ipaddress::Ip::Ipv4(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let mut half = IPv6::new();
+            half.first = (bits >> 64) as u64;
+            half.last = bits as u64;
+            ipaddress::Ip::Ipv6(half)
+        }
+    };
+    let mut pb_ip = IPAddress::new();
+    pb_ip.ip = Some(ip);
+    let mut tcp = TcpAddress::new();
+    tcp.ip = MessageField::some(pb_ip);
+    tcp.port = u32::from(addr.port());
+    tcp
+}
+
+/// A `Get`/`GetProfile` request for `path` (`name:port`); `scheme` stays
+/// empty, as current Linkerd proxies send it.
+pub fn get_destination(path: &str, context_token: &str) -> pb::GetDestination {
+    let mut req = pb::GetDestination::new();
+    req.path = path.to_string();
+    req.context_token = context_token.to_string();
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::request_match::Match as Rm;
+    use protobuf::text_format::parse_from_str;
+
+    // Messages are written in protobuf text format: literals, close to the wire.
+
+    #[track_caller]
+    fn conv(text: &str) -> Profile {
+        let pb: pb::DestinationProfile = parse_from_str(text).expect("test profile");
+        profile(&pb, "books:80")
+    }
+
+    /// The condition of a one-route profile; `None` if the route was dropped.
+    #[track_caller]
+    fn cond(text: &str) -> Option<RequestMatch> {
+        let p = conv(&format!("routes {{ condition {{ {text} }} }}"));
+        p.routes.first().map(|r| r.condition.clone())
+    }
+
+    fn path(re: &str) -> Option<RequestMatch> {
+        cond(&format!("path {{ regex: {re:?} }}"))
+    }
+
+    /// A kept route with a catch-all condition and the given other fields.
+    #[track_caller]
+    fn route(fields: &str) -> Route {
+        let p = conv(&format!(
+            r#"routes {{ condition {{ all {{}} }} {fields} }}"#
+        ));
+        p.routes.first().cloned().expect("route kept")
+    }
+
+    /// `levels` nested `not`s around a path match.
+    fn nots(levels: usize) -> String {
+        format!(
+            r#"{}path {{ regex: "/a" }}{}"#,
+            "not { ".repeat(levels),
+            " }".repeat(levels)
+        )
+    }
+
+    #[track_caller]
+    fn update_of(text: &str) -> Result<EndpointUpdate, ConvertError> {
+        update(&parse_from_str::<pb::Update>(text).expect("test update"))
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn pairs(labels: &[(String, String)]) -> Vec<(&str, &str)> {
+        labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn path_becomes_an_anchored_regex() {
+        match path(" ^/books$ ") {
+            Some(RequestMatch::Path(re)) => assert_eq!(re.as_str(), "^(?:/books)$"),
+            other => panic!("{other:?}"),
+        }
+        let m = path("/books").expect("kept");
+        assert!(m.matches("GET", "/books") && !m.matches("GET", "/books/1"));
+        // Unbalanced and oversized patterns are dropped (rules in `profile`).
+        assert!(path("/a)|(/b").is_none());
+        assert!(path(r"(?:\w{100}){100}").is_none());
+    }
+
+    #[test]
+    fn invalid_regex_drops_only_that_route() {
+        let p = conv(
+            r#"routes { condition { path { regex: "/ok" } } }
+               routes { condition { path { regex: "/books/(" } } }
+               routes { condition { path { regex: "/also-ok" } }
+                        metrics_labels { key: "route" value: "third" } }"#,
+        );
+        assert_eq!(p.routes.len(), 2);
+        assert_eq!(p.route_for("GET", "/also-ok"), Some(1));
+        assert_eq!(p.routes[1].labels[0], ("route".into(), "third".into()));
+    }
+
+    #[test]
+    fn methods() {
+        let m = |text: &str| match cond(&format!("method {{ {text} }}")) {
+            Some(RequestMatch::Method(m)) => Some(m),
+            other => other.map(|o| panic!("{o:?}")),
+        };
+        assert_eq!(m("registered: GET"), Some(Method::Get));
+        assert_eq!(m("registered: TRACE"), Some(Method::Trace));
+        assert_eq!(m(r#"unregistered: "POST""#), Some(Method::Post));
+        let purge = Some(Method::Extension("PURGE".into()));
+        assert_eq!(m(r#"unregistered: "PURGE""#), purge);
+        for bad in [r#"unregistered: """#, r#"unregistered: "BAD METHOD""#, ""] {
+            assert_eq!(m(bad), None, "{bad}");
+        }
+        // An enum value this build does not know (sent by a newer controller).
+        let mut unknown = crate::proto::http_types::HttpMethod::new();
+        let value = protobuf::EnumOrUnknown::from_i32(99);
+        unknown.type_ = Some(http_method::Type::Registered(value));
+        assert!(method(&unknown).is_err());
+    }
+
+    #[test]
+    fn missing_or_empty_condition_drops_route() {
+        assert!(conv("routes { is_retryable: true }").routes.is_empty());
+        assert!(cond("").is_none());
+        assert!(cond("not {}").is_none());
+    }
+
+    #[test]
+    fn bad_sub_matches_are_filtered_from_all_and_any() {
+        let all = cond(
+            r#"all { matches { method { registered: POST } } matches { path { regex: "(" } } }"#,
+        )
+        .expect("kept");
+        // The broken path widened the `all` to the method alone (Linkerd's rule).
+        assert!(all.matches("POST", "/anything") && !all.matches("GET", "/"));
+        let any =
+            cond(r#"any { matches { path { regex: "(" } } matches { path { regex: "/a" } } }"#)
+                .expect("kept");
+        assert!(any.matches("GET", "/a") && !any.matches("GET", "/b"));
+        let none = cond(r#"any { matches { path { regex: "(" } } }"#).expect("kept");
+        assert!(!none.matches("GET", "/"));
+        assert!(cond("all {}").expect("kept").matches("GET", "/"));
+        let not = cond(&format!("all {{ matches {{ {} }} }}", nots(1))).expect("kept");
+        assert!(not.matches("GET", "/b") && !not.matches("GET", "/a"));
+    }
+
+    #[test]
+    fn depth_limit() {
+        // 31 `not`s around a path is 32 levels: kept.
+        assert!(!cond(&nots(31))
+            .expect("32 levels kept")
+            .matches("GET", "/a"));
+        assert!(cond(&nots(32)).is_none());
+        assert!(cond(&nots(40)).is_none());
+        let all = "all { matches { method { registered: GET } } matches { ".repeat(40);
+        assert!(cond(&format!("{all}{}{}", nots(0), " } }".repeat(40))).is_none());
+    }
+
+    /// protobuf's parser stops at 100 levels, but a message built in code has
+    /// no limit. Built in a loop (text format would recurse), converted, then
+    /// torn down iteratively: the generated `Drop` recurses once per level
+    /// (in a debug build 10,000 levels still fit a 2 MiB test thread, 20,000
+    /// overflow it), so the test does not depend on frame sizes.
+    #[test]
+    fn ten_thousand_levels_crash_nothing() {
+        let mut m = pb::RequestMatch::new();
+        m.match_ = Some(Rm::Path(pb::PathMatch::new()));
+        for i in 0..10_000 {
+            let mut outer = pb::RequestMatch::new();
+            outer.match_ = Some(if i % 2 == 0 {
+                Rm::Not(Box::new(m))
+            } else {
+                let mut seq = pb::request_match::Seq::new();
+                seq.matches.push(m);
+                Rm::Any(seq)
+            });
+            m = outer;
+        }
+        let mut pb_profile = pb::DestinationProfile::new();
+        pb_profile.routes.push(pb::Route::new());
+        pb_profile.routes[0].condition = MessageField::some(m);
+        assert!(profile(&pb_profile, "books:80").routes.is_empty());
+        let mut pending: Vec<pb::RequestMatch> =
+            pb_profile.routes[0].condition.take().into_iter().collect();
+        while let Some(mut node) = pending.pop() {
+            match node.match_.take() {
+                Some(Rm::Not(inner)) => pending.push(*inner),
+                Some(Rm::All(s)) | Some(Rm::Any(s)) => pending.extend(s.matches),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn response_classes() {
+        let r = route(
+            "response_classes { condition { status { min: 500 max: 599 } } is_failure: true }
+             response_classes { condition { status { max: 404 } } is_failure: true }
+             response_classes { condition { status { min: 429 } } }
+             response_classes { condition { status {} } is_failure: true }
+             response_classes { condition { status { min: 99 max: 200 } } }
+             response_classes { condition { status { min: 500 max: 1000 } } }
+             response_classes { condition { status { min: 600 max: 500 } } }
+             response_classes { is_failure: true }
+             response_classes { condition {} }
+             response_classes { condition { any { matches { status {} }
+                                                  matches { status { min: 502 max: 504 } } } } }
+             response_classes { condition { status { min: 100 max: 999 } } }",
+        );
+        let st = |min, max| ResponseMatch::Status { min, max };
+        let want = [
+            (st(500, 599), true),
+            (st(404, 404), true),
+            (st(429, 429), false),
+            (ResponseMatch::Any(vec![st(502, 504)]), false),
+            (st(100, 999), false),
+        ];
+        let got = r
+            .response_classes
+            .iter()
+            .map(|c| (c.condition.clone(), c.is_failure));
+        assert_eq!(got.collect::<Vec<_>>(), want);
+        let deep = format!(
+            "response_classes {{ condition {{ {}status {{ min: 500 }}{} }} }}",
+            "not { ".repeat(40),
+            " }".repeat(40)
+        );
+        assert!(route(&deep).response_classes.is_empty());
+    }
+
+    #[test]
+    fn labels_sorted_and_checked() {
+        let r = route(
+            r#"metrics_labels { key: "route" value: "GET /books" }
+               metrics_labels { key: "a_key" value: "v" }
+               metrics_labels { key: "bad-key" value: "v" }
+               metrics_labels { key: "" value: "v" }"#,
+        );
+        assert_eq!(pairs(&r.labels), [("a_key", "v"), ("route", "GET /books")]);
+    }
+
+    #[test]
+    fn timeouts() {
+        let t = |d: &str| route(&format!("is_retryable: true timeout {{ {d} }}")).timeout;
+        assert_eq!(route("").timeout, None);
+        assert_eq!(t(""), None);
+        assert_eq!(
+            t("seconds: 1 nanos: 500000000"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(t("nanos: 1"), Some(Duration::from_nanos(1)));
+        assert_eq!(t("seconds: 86400"), Some(Duration::from_secs(86_400)));
+        for bad in [
+            "seconds: -1",
+            "nanos: -1",
+            "nanos: 1000000000",
+            "seconds: 86400 nanos: 1",
+            "seconds: 9223372036854775807",
+        ] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+        assert!(route("is_retryable: true").is_retryable);
+    }
+
+    #[test]
+    fn retry_budgets() {
+        let b = |text: &str| conv(&format!("retry_budget {{ {text} }}")).retry_budget;
+        let want = RetryBudget {
+            retry_ratio: 0.2,
+            min_retries_per_second: 10,
+            ttl: Duration::from_secs(10),
+        };
+        let ok = "retry_ratio: 0.2 min_retries_per_second: 10 ttl { seconds: 10 }";
+        assert_eq!(b(ok), Some(want));
+        assert!(b("ttl { seconds: 1 }").is_some());
+        assert!(
+            b("retry_ratio: 1000 min_retries_per_second: 2147483647 ttl { seconds: 60 }").is_some()
+        );
+        for bad in [
+            "retry_ratio: nan ttl { seconds: 10 }",
+            "retry_ratio: inf ttl { seconds: 10 }",
+            "retry_ratio: -0.1 ttl { seconds: 10 }",
+            "retry_ratio: 1000.1 ttl { seconds: 10 }",
+            "min_retries_per_second: 2147483648 ttl { seconds: 10 }",
+            "retry_ratio: 0.2",
+            "ttl { nanos: 999999999 }",
+            "ttl { seconds: 60 nanos: 1 }",
+            "ttl { seconds: -1 }",
+        ] {
+            assert_eq!(b(bad), None, "{bad}");
+        }
+        assert_eq!(conv("").retry_budget, None);
+    }
+
+    fn overrides(list: &[(&str, u32)]) -> Vec<(String, u32)> {
+        let text: String = list
+            .iter()
+            .map(|(a, w)| format!("dst_overrides {{ authority: {a:?} weight: {w} }} "))
+            .collect();
+        let got = conv(&text).dst_overrides;
+        got.iter()
+            .map(|d| (d.authority.clone(), d.weight))
+            .collect()
+    }
+
+    #[test]
+    fn dst_overrides() {
+        let got = overrides(&[
+            ("books-v1.default.svc.cluster.local:7000", 900),
+            ("books-v2", 100),
+            ("Books-V3.default.svc.cluster.local.:8080", 5),
+            ("zero:80", 0),
+        ]);
+        let want = [
+            ("books-v1.default.svc.cluster.local:7000", 900),
+            ("books-v2:80", 100),
+            ("books-v3.default.svc.cluster.local:8080", 5),
+        ];
+        assert_eq!(got, want.map(|(a, w)| (a.to_string(), w)));
+        // The full authority rules are tested in `profile`.
+        for bad in ["", ":80", "books:0", "bad name:80", "[::1]:80"] {
+            assert!(overrides(&[(bad, 1)]).is_empty(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scalar_fields() {
+        let p = conv(
+            r#"opaque_protocol: true
+               fully_qualified_name: "books.default.svc.cluster.local."
+               endpoint { addr { ip { ipv4: 167838211 } port: 8080 } weight: 10000 }"#,
+        );
+        assert!(p.opaque_protocol);
+        assert_eq!(
+            p.fully_qualified_name.as_deref(),
+            Some("books.default.svc.cluster.local")
+        );
+        let ep = p.endpoint.expect("endpoint");
+        assert_eq!((ep.addr, ep.weight), (sa("10.1.2.3:8080"), 10_000));
+        let fqn =
+            |name: &str| conv(&format!("fully_qualified_name: {name:?}")).fully_qualified_name;
+        assert_eq!(fqn("x.").as_deref(), Some("x"));
+        for bad in ["", ".", "bad name"] {
+            assert_eq!(fqn(bad), None, "{bad:?}");
+        }
+        assert_eq!(conv("endpoint { weight: 1 }").endpoint, None);
+        assert_eq!(conv(""), Profile::default());
+    }
+
+    #[test]
+    fn tcp_addresses() {
+        let v4: TcpAddress = parse_from_str("ip { ipv4: 167838211 } port: 8080").expect("pb");
+        assert_eq!(tcp_address(&v4), Ok(sa("10.1.2.3:8080")));
+        assert_eq!(to_tcp_address(sa("10.1.2.3:8080")), v4);
+        let v6: TcpAddress = parse_from_str("ip { ipv6 { last: 1 } } port: 80").expect("pb");
+        assert_eq!(tcp_address(&v6), Ok(sa("[::1]:80")));
+        assert_eq!(to_tcp_address(sa("[::1]:80")), v6);
+        let doc = to_tcp_address(sa("[2001:db8::1]:443"));
+        assert_eq!(
+            (doc.ip.ipv6().first, doc.ip.ipv6().last),
+            (0x2001_0db8_0000_0000, 1)
+        );
+        assert_eq!(tcp_address(&doc), Ok(sa("[2001:db8::1]:443")));
+        for (text, err) in [
+            ("ip { ipv4: 1 }", ConvertError::InvalidPort(0)),
+            (
+                "ip { ipv4: 1 } port: 65536",
+                ConvertError::InvalidPort(65_536),
+            ),
+            ("port: 80", ConvertError::MissingIp),
+            ("ip {} port: 80", ConvertError::MissingIp),
+        ] {
+            let pb: TcpAddress = parse_from_str(text).expect("pb");
+            assert_eq!(tcp_address(&pb), Err(err), "{text}");
+        }
+    }
+
+    #[test]
+    fn add_converts_every_field_and_drops_bad_addresses() {
+        let got = update_of(
+            r#"add {
+                 addrs { addr { ip { ipv4: 167772161 } port: 8080 } weight: 10000
+                         metric_labels { key: "pod" value: "books-1" }
+                         metric_labels { key: "namespace" value: "override" }
+                         tls_identity { dns_like_identity { name: "books.default.sa.identity" } }
+                         protocol_hint { h2 {} }
+                         authority_override { authority_override: "books.remote:8080" } }
+                 addrs { weight: 1 }
+                 addrs { addr { ip { ipv4: 167772162 } port: 0 } }
+                 addrs { addr { ip { ipv6 { first: 2306139568115548160 last: 1 } } port: 9090 }
+                         protocol_hint { opaque {} }
+                         tls_identity { server_name { name: "sni.example" } }
+                         authority_override { authority_override: "bad name" } }
+                 metric_labels { key: "namespace" value: "default" }
+                 metric_labels { key: "service" value: "books" }
+               }"#,
+        );
+        let eps = match got {
+            Ok(EndpointUpdate::Add(eps)) => eps,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(eps.len(), 2);
+        let e = &eps[0];
+        assert_eq!((e.addr, e.weight), (sa("10.0.0.1:8080"), 10_000));
+        let want = [
+            ("namespace", "override"),
+            ("pod", "books-1"),
+            ("service", "books"),
+        ];
+        assert_eq!(pairs(&e.labels), want);
+        assert_eq!(e.protocol_hint, ProtocolHint::H2);
+        assert_eq!(e.authority_override.as_deref(), Some("books.remote:8080"));
+        assert_eq!(
+            e.tls_server_name.as_deref(),
+            Some("books.default.sa.identity")
+        );
+        let e = &eps[1];
+        assert_eq!(e.addr, sa("[2001:db8::1]:9090"));
+        assert_eq!(e.protocol_hint, ProtocolHint::Opaque);
+        assert_eq!(e.tls_server_name.as_deref(), Some("sni.example"));
+        assert_eq!(e.authority_override, None);
+    }
+
+    #[test]
+    fn remove_no_endpoints_and_empty() {
+        let remove = update_of("remove { addrs { ip { ipv4: 167772161 } port: 80 } addrs {} }");
+        assert_eq!(remove, Ok(EndpointUpdate::Remove(vec![sa("10.0.0.1:80")])));
+        let exists = update_of("no_endpoints { exists: true }");
+        assert_eq!(exists, Ok(EndpointUpdate::NoEndpoints { exists: true }));
+        let unknown = update_of("no_endpoints {}");
+        assert_eq!(unknown, Ok(EndpointUpdate::NoEndpoints { exists: false }));
+        assert_eq!(update_of("add {}"), Ok(EndpointUpdate::Add(vec![])));
+        assert_eq!(update_of(""), Err(ConvertError::EmptyUpdate));
+    }
+
+    #[test]
+    fn get_destination_request() {
+        let req = get_destination("books.default.svc.cluster.local:80", r#"{"ns":"default"}"#);
+        assert_eq!(req.scheme, "");
+        assert_eq!(req.path, "books.default.svc.cluster.local:80");
+        assert_eq!(req.context_token, r#"{"ns":"default"}"#);
+    }
+
+    #[test]
+    fn errors_display_and_truncate() {
+        assert!(
+            authority(&"x".repeat(1000))
+                .expect_err("bad")
+                .to_string()
+                .len()
+                < 200
+        );
+        assert!(ConvertError::EmptyUpdate.to_string().contains("no add"));
+        assert!(ConvertError::TooDeep.to_string().contains("32"));
+    }
+}

@@ -1,0 +1,475 @@
+//! Endpoint domain types, and the pure state machine that turns a stream of
+//! `Destination.Get` updates into full endpoint-set snapshots.
+//!
+//! An `endpoints:<name:port>` discovery thread owns one [`EndpointState`]: it
+//! calls [`EndpointState::reconnected`] whenever a new stream begins, feeds every
+//! converted update to [`EndpointState::apply`], and sends each
+//! [`Applied::Changed`] snapshot to the event loop, which balances over it. The
+//! protobuf conversion lives in `discovery/convert.rs`; profiles in `profile.rs`.
+//!
+//! Transitions (Linkerd's, see the behaviour reference §6):
+//!
+//! ```text
+//!   reconnected() ──> awaiting first message (the previous set stays in force)
+//!     Add(non-empty)           replaces the whole set; no longer awaiting
+//!     Remove(..)               ignored (no baseline on a new stream); still awaiting
+//!     Add([])                  ignored everywhere; still awaiting
+//!     NoEndpoints{exists:true} empties the set (known, no endpoints); no longer awaiting
+//!     NoEndpoints{exists:false} DoesNotExist: set cleared, caller falls back to DNS
+//!   streaming:
+//!     Add(..)                  inserts or replaces by address
+//!     Remove(..)               removes by address
+//! ```
+//!
+//! `apply` reports `Changed` only when the snapshot differs from the last one it
+//! reported, so the caller can publish every `Changed` without comparing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// One backend address and what the control plane says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Relative weight as sent by the controller (Linkerd does not use it for
+    /// balancing either).
+    pub weight: u32,
+    /// Endpoint metric labels (set-level labels merged under them), sorted by key.
+    pub labels: Arc<[(String, String)]>,
+    /// Authority to send instead of the request's (e.g. a gateway in front).
+    pub authority_override: Option<String>,
+    /// TLS server name (SNI) of the endpoint's identity, when it has one.
+    pub tls_server_name: Option<String>,
+    pub protocol_hint: ProtocolHint,
+}
+
+impl Endpoint {
+    /// An endpoint with nothing known but its address, as DNS fallback yields.
+    pub fn from_addr(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            weight: 1,
+            labels: Arc::from(Vec::new()),
+            authority_override: None,
+            tls_server_name: None,
+            protocol_hint: ProtocolHint::Unknown,
+        }
+    }
+}
+
+/// How the endpoint prefers to be spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolHint {
+    Unknown,
+    /// Speaks HTTP/2 (Linkerd upgrades HTTP/1 to it).
+    H2,
+    /// Opaque TCP.
+    Opaque,
+}
+
+/// Where an endpoint set came from, so the data plane can tell a name the
+/// controller knows to have no endpoints (503, no fallback) from a set built by
+/// resolving the name in DNS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// From `Destination.Get`. An empty controller set means the name is known
+    /// and has no endpoints right now (`no_endpoints{exists:true}` or everything
+    /// removed): requests fail fast with 503 and there is no DNS fallback.
+    Controller,
+    /// Built by the endpoints thread from DNS, after the controller said the
+    /// name does not exist (or for names outside the Get suffixes).
+    Dns,
+}
+
+/// A full snapshot of the endpoints of one destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSet {
+    /// Sorted by address, one entry per address.
+    pub endpoints: Arc<[Endpoint]>,
+    pub source: Source,
+}
+
+impl EndpointSet {
+    /// Builds a set from endpoints in any order; for a repeated address the
+    /// last one given wins.
+    pub fn new(endpoints: Vec<Endpoint>, source: Source) -> EndpointSet {
+        let by_addr: BTreeMap<SocketAddr, Endpoint> =
+            endpoints.into_iter().map(|e| (e.addr, e)).collect();
+        EndpointSet::from_map(&by_addr, source)
+    }
+
+    fn from_map(by_addr: &BTreeMap<SocketAddr, Endpoint>, source: Source) -> EndpointSet {
+        EndpointSet {
+            endpoints: by_addr.values().cloned().collect(),
+            source,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+}
+
+/// One `Destination.Get` message, converted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointUpdate {
+    Add(Vec<Endpoint>),
+    Remove(Vec<SocketAddr>),
+    /// `exists: true`: known name, no endpoints. `false`: unknown name.
+    NoEndpoints {
+        exists: bool,
+    },
+}
+
+/// What [`EndpointState::apply`] did, for the owning thread to act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The set differs from the last one reported: publish it.
+    Changed(EndpointSet),
+    /// Nothing to publish.
+    Unchanged,
+    /// The controller does not know the name (`no_endpoints{exists:false}`):
+    /// the caller falls back to DNS. Returned every time the controller says
+    /// so; the caller treats repeats as a no-op.
+    DoesNotExist,
+}
+
+/// What `apply` last reported, so it can tell a real change from a repeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reported {
+    Nothing,
+    Set(EndpointSet),
+    DoesNotExist,
+}
+
+/// The endpoint set as the controller's stream has built it so far.
+#[derive(Clone, Debug)]
+pub struct EndpointState {
+    endpoints: BTreeMap<SocketAddr, Endpoint>,
+    /// A stream (re)started and has not yet sent a message that counts as its
+    /// first; the next `Add` replaces rather than extends the set.
+    awaiting_first: bool,
+    reported: Reported,
+}
+
+impl Default for EndpointState {
+    fn default() -> Self {
+        EndpointState::new()
+    }
+}
+
+impl EndpointState {
+    /// No endpoints, nothing reported, awaiting the first message.
+    pub fn new() -> EndpointState {
+        EndpointState {
+            endpoints: BTreeMap::new(),
+            awaiting_first: true,
+            reported: Reported::Nothing,
+        }
+    }
+
+    /// A new stream began. The current set stays in force until its first
+    /// message, and the first non-empty `Add` then replaces it, so endpoints
+    /// removed while disconnected do not linger.
+    pub fn reconnected(&mut self) {
+        self.awaiting_first = true;
+    }
+
+    /// Applies one update.
+    ///
+    /// An empty `Add` is ignored and does not count as the first message of a
+    /// stream: Linkerd's resolver drops empty adds before its reconnect logic
+    /// sees them, and treating one as "first" would let the stale set survive
+    /// the real first `Add`. An initial `Remove` is likewise ignored: it names
+    /// addresses relative to a set the new stream never sent.
+    pub fn apply(&mut self, update: EndpointUpdate) -> Applied {
+        let modified = match update {
+            EndpointUpdate::Add(eps) if eps.is_empty() => false,
+            EndpointUpdate::Add(eps) if self.awaiting_first => {
+                self.awaiting_first = false;
+                let fresh: BTreeMap<SocketAddr, Endpoint> =
+                    eps.into_iter().map(|e| (e.addr, e)).collect();
+                let modified = fresh != self.endpoints;
+                self.endpoints = fresh;
+                modified
+            }
+            EndpointUpdate::Add(eps) => {
+                let mut modified = false;
+                for ep in eps {
+                    if self.endpoints.get(&ep.addr) != Some(&ep) {
+                        self.endpoints.insert(ep.addr, ep);
+                        modified = true;
+                    }
+                }
+                modified
+            }
+            EndpointUpdate::Remove(_) if self.awaiting_first => false,
+            EndpointUpdate::Remove(addrs) => {
+                let mut modified = false;
+                for addr in addrs {
+                    modified |= self.endpoints.remove(&addr).is_some();
+                }
+                modified
+            }
+            EndpointUpdate::NoEndpoints { exists: true } => {
+                self.endpoints.clear();
+                self.awaiting_first = false;
+                // Always a candidate: the set may be empty already, yet the last
+                // report was DoesNotExist or nothing at all.
+                true
+            }
+            EndpointUpdate::NoEndpoints { exists: false } => {
+                self.endpoints.clear();
+                self.awaiting_first = false;
+                self.reported = Reported::DoesNotExist;
+                return Applied::DoesNotExist;
+            }
+        };
+        if modified {
+            self.report()
+        } else {
+            Applied::Unchanged
+        }
+    }
+
+    /// Reports the current set if it differs from the last report.
+    fn report(&mut self) -> Applied {
+        let set = EndpointSet::from_map(&self.endpoints, Source::Controller);
+        if let Reported::Set(last) = &self.reported {
+            if *last == set {
+                return Applied::Unchanged;
+            }
+        }
+        self.reported = Reported::Set(set.clone());
+        Applied::Changed(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn ep(s: &str) -> Endpoint {
+        Endpoint::from_addr(addr(s))
+    }
+
+    fn add(list: &[&str]) -> EndpointUpdate {
+        EndpointUpdate::Add(list.iter().map(|s| ep(s)).collect())
+    }
+
+    fn remove(list: &[&str]) -> EndpointUpdate {
+        EndpointUpdate::Remove(list.iter().map(|s| addr(s)).collect())
+    }
+
+    /// The addresses of a `Changed` snapshot, panicking on anything else.
+    #[track_caller]
+    fn changed(applied: Applied) -> Vec<SocketAddr> {
+        match applied {
+            Applied::Changed(set) => {
+                assert_eq!(set.source, Source::Controller);
+                set.endpoints.iter().map(|e| e.addr).collect()
+            }
+            other => panic!("expected Changed, got {other:?}"),
+        }
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|s| addr(s)).collect()
+    }
+
+    #[test]
+    fn set_is_sorted_and_deduplicated_last_wins() {
+        let mut second = ep("10.0.0.1:80");
+        second.weight = 7;
+        let set = EndpointSet::new(
+            vec![ep("10.0.0.2:80"), ep("10.0.0.1:80"), second],
+            Source::Dns,
+        );
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.endpoints[0].addr, addr("10.0.0.1:80"));
+        assert_eq!(set.endpoints[0].weight, 7);
+        assert_eq!(set.source, Source::Dns);
+        assert!(!set.is_empty());
+        assert!(EndpointSet::new(vec![], Source::Controller).is_empty());
+    }
+
+    #[test]
+    fn first_add_sets_then_adds_accumulate() {
+        let mut s = EndpointState::new();
+        assert_eq!(
+            changed(s.apply(add(&["10.0.0.2:80"]))),
+            addrs(&["10.0.0.2:80"])
+        );
+        assert_eq!(
+            changed(s.apply(add(&["10.0.0.1:80"]))),
+            addrs(&["10.0.0.1:80", "10.0.0.2:80"])
+        );
+        // Re-adding the same endpoint changes nothing.
+        assert_eq!(s.apply(add(&["10.0.0.1:80"])), Applied::Unchanged);
+    }
+
+    #[test]
+    fn add_replaces_an_endpoint_with_new_metadata() {
+        let mut s = EndpointState::new();
+        changed(s.apply(add(&["10.0.0.1:80"])));
+        let mut updated = ep("10.0.0.1:80");
+        updated.protocol_hint = ProtocolHint::H2;
+        match s.apply(EndpointUpdate::Add(vec![updated])) {
+            Applied::Changed(set) => assert_eq!(set.endpoints[0].protocol_hint, ProtocolHint::H2),
+            other => panic!("expected Changed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn remove_while_streaming() {
+        let mut s = EndpointState::new();
+        changed(s.apply(add(&["10.0.0.1:80", "10.0.0.2:80"])));
+        assert_eq!(
+            changed(s.apply(remove(&["10.0.0.1:80"]))),
+            addrs(&["10.0.0.2:80"])
+        );
+        // Removing an unknown address is a no-op.
+        assert_eq!(s.apply(remove(&["10.0.0.9:80"])), Applied::Unchanged);
+        // Removing the last one leaves a known-empty controller set.
+        assert_eq!(changed(s.apply(remove(&["10.0.0.2:80"]))), addrs(&[]));
+    }
+
+    #[test]
+    fn initial_remove_is_ignored() {
+        let mut s = EndpointState::new();
+        assert_eq!(s.apply(remove(&["10.0.0.1:80"])), Applied::Unchanged);
+        // Still awaiting the first message: the add that follows sets the set.
+        assert_eq!(
+            changed(s.apply(add(&["10.0.0.1:80"]))),
+            addrs(&["10.0.0.1:80"])
+        );
+    }
+
+    #[test]
+    fn empty_add_is_ignored_and_not_a_first_message() {
+        let mut s = EndpointState::new();
+        assert_eq!(s.apply(add(&[])), Applied::Unchanged);
+        changed(s.apply(add(&["10.0.0.1:80"])));
+        s.reconnected();
+        assert_eq!(s.apply(add(&[])), Applied::Unchanged);
+        // The first non-empty add after the reconnect still replaces.
+        assert_eq!(
+            changed(s.apply(add(&["10.0.0.2:80"]))),
+            addrs(&["10.0.0.2:80"])
+        );
+    }
+
+    #[test]
+    fn reconnect_keeps_stale_set_until_first_add_replaces_it() {
+        let mut s = EndpointState::new();
+        changed(s.apply(add(&["10.0.0.1:80", "10.0.0.2:80"])));
+        s.reconnected();
+        // Nothing is published at reconnect time: the stale set stays in force.
+        // The initial remove of the new stream is ignored too.
+        assert_eq!(s.apply(remove(&["10.0.0.1:80"])), Applied::Unchanged);
+        assert_eq!(
+            changed(s.apply(add(&["10.0.0.3:80"]))),
+            addrs(&["10.0.0.3:80"])
+        );
+        // After the first message, adds extend again.
+        assert_eq!(
+            changed(s.apply(add(&["10.0.0.4:80"]))),
+            addrs(&["10.0.0.3:80", "10.0.0.4:80"])
+        );
+    }
+
+    #[test]
+    fn reconnect_with_identical_first_add_is_unchanged() {
+        let mut s = EndpointState::new();
+        changed(s.apply(add(&["10.0.0.1:80"])));
+        s.reconnected();
+        assert_eq!(s.apply(add(&["10.0.0.1:80"])), Applied::Unchanged);
+    }
+
+    #[test]
+    fn no_endpoints_exists_true_empties() {
+        let mut s = EndpointState::new();
+        changed(s.apply(add(&["10.0.0.1:80"])));
+        let applied = s.apply(EndpointUpdate::NoEndpoints { exists: true });
+        match applied {
+            Applied::Changed(set) => {
+                assert!(set.is_empty());
+                assert_eq!(set.source, Source::Controller);
+            }
+            other => panic!("expected Changed, got {other:?}"),
+        }
+        assert_eq!(
+            s.apply(EndpointUpdate::NoEndpoints { exists: true }),
+            Applied::Unchanged
+        );
+    }
+
+    #[test]
+    fn no_endpoints_exists_true_as_first_message_is_published() {
+        // The data plane must learn "known, empty" (503) rather than wait.
+        let mut s = EndpointState::new();
+        assert_eq!(
+            changed(s.apply(EndpointUpdate::NoEndpoints { exists: true })),
+            addrs(&[])
+        );
+    }
+
+    #[test]
+    fn no_endpoints_exists_true_counts_as_first_message() {
+        let mut s = EndpointState::new();
+        changed(s.apply(add(&["10.0.0.1:80"])));
+        s.reconnected();
+        changed(s.apply(EndpointUpdate::NoEndpoints { exists: true }));
+        changed(s.apply(add(&["10.0.0.2:80"])));
+        // Streaming now: a later add extends.
+        assert_eq!(
+            changed(s.apply(add(&["10.0.0.3:80"]))),
+            addrs(&["10.0.0.2:80", "10.0.0.3:80"])
+        );
+    }
+
+    #[test]
+    fn does_not_exist_then_back() {
+        let mut s = EndpointState::new();
+        changed(s.apply(add(&["10.0.0.1:80"])));
+        let gone = EndpointUpdate::NoEndpoints { exists: false };
+        assert_eq!(s.apply(gone.clone()), Applied::DoesNotExist);
+        assert_eq!(s.apply(gone), Applied::DoesNotExist);
+        // A remove after that has nothing to remove.
+        assert_eq!(s.apply(remove(&["10.0.0.1:80"])), Applied::Unchanged);
+        // The name appears: a set is published again, even if it equals the
+        // one published before DoesNotExist (the caller is on DNS now).
+        assert_eq!(
+            changed(s.apply(add(&["10.0.0.1:80"]))),
+            addrs(&["10.0.0.1:80"])
+        );
+    }
+
+    #[test]
+    fn does_not_exist_then_known_empty_is_published() {
+        let mut s = EndpointState::new();
+        assert_eq!(
+            s.apply(EndpointUpdate::NoEndpoints { exists: false }),
+            Applied::DoesNotExist
+        );
+        assert_eq!(
+            changed(s.apply(EndpointUpdate::NoEndpoints { exists: true })),
+            addrs(&[])
+        );
+    }
+
+    #[test]
+    fn default_is_new() {
+        let mut s = EndpointState::default();
+        assert_eq!(s.apply(remove(&["10.0.0.1:80"])), Applied::Unchanged);
+    }
+}
