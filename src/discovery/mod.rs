@@ -1,0 +1,314 @@
+//! Discovery: one pair of named threads per live destination.
+//!
+//! `Discovery::watch` (called on the event loop when it first sees a
+//! destination) spawns `profile:<name:port>` (only for names under the profile
+//! suffixes) and `endpoints:<name:port>`. Each runs `watch::Watcher` over the
+//! shared grpcio channel, converts messages with `convert` (the one place that
+//! reads protobuf types), and publishes full snapshots through `updates`. Names
+//! outside the `Get` suffixes, and names the controller does not know, are
+//! resolved by DNS on the endpoints thread (`dns`), never on the loop.
+//!
+//! Eviction: the loop drops the [`Watch`] hangups; every wait in these threads
+//! selects on them, so the threads return (and their streams are cancelled at
+//! the controller) at once. Their `JoinHandle`s go back to the loop, which joins
+//! them once finished.
+
+pub mod backoff;
+pub mod convert;
+pub mod dns;
+pub mod wait;
+pub mod watch;
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use futures::channel::oneshot;
+use grpcio::{Client, RpcStatus};
+
+use self::backoff::Backoff;
+use self::watch::{is_terminal, Flow, Handler, Watcher};
+use crate::config::{BackoffConfig, Suffixes};
+use crate::endpoints::{Applied, EndpointSet, EndpointState};
+use crate::metrics::DiscoveryMetrics;
+use crate::profile::Profile;
+use crate::proto::destination::{DestinationProfile, Update};
+use crate::proto::{METHOD_GET, METHOD_GET_PROFILE};
+use crate::updates::{self, SnapshotTx, Stamped, Wake};
+
+/// Small stacks: a destination costs two threads, and a watch loop needs little.
+const STACK_SIZE: usize = 256 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    pub context_token: String,
+    pub backoff: BackoffConfig,
+    pub profile_suffixes: Suffixes,
+    pub get_suffixes: Suffixes,
+    /// How often DNS-resolved endpoint sets are refreshed.
+    pub dns_refresh: Duration,
+}
+
+/// Spawns watches; cheap to share (the grpcio client is reference-counted).
+#[derive(Clone)]
+pub struct Discovery {
+    client: Client,
+    cfg: Arc<DiscoveryConfig>,
+    waker: Arc<dyn Wake>,
+    profile_metrics: DiscoveryMetrics,
+    endpoint_metrics: DiscoveryMetrics,
+}
+
+pub type ProfileRx = Receiver<Stamped<Arc<Profile>>>;
+pub type EndpointsRx = Receiver<Stamped<Arc<EndpointSet>>>;
+
+/// The event loop's side of one destination's discovery.
+pub struct Watch {
+    /// `None` when the name is outside the profile suffixes: the default
+    /// profile applies and no stream is opened.
+    pub profile: Option<ProfileRx>,
+    pub endpoints: EndpointsRx,
+    hangups: Vec<oneshot::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Signals the threads to stop (they exit and cancel their streams at
+    /// once) and hands back their handles for joining.
+    pub fn hang_up(self) -> Vec<JoinHandle<()>> {
+        drop(self.hangups);
+        self.threads
+    }
+}
+
+impl Discovery {
+    pub fn new(
+        client: Client,
+        cfg: DiscoveryConfig,
+        waker: Arc<dyn Wake>,
+        profile_metrics: DiscoveryMetrics,
+        endpoint_metrics: DiscoveryMetrics,
+    ) -> Self {
+        Discovery {
+            client,
+            cfg: Arc::new(cfg),
+            waker,
+            profile_metrics,
+            endpoint_metrics,
+        }
+    }
+
+    /// Starts the threads for `name:port`.
+    pub fn watch(&self, name: &str, port: u16) -> io::Result<Watch> {
+        let dst = format!("{name}:{port}");
+        let mut hangups = Vec::with_capacity(2);
+        let mut threads = Vec::with_capacity(2);
+
+        let profile = if self.cfg.profile_suffixes.matches(name) {
+            let (tx, rx) = updates::channel(self.waker.clone());
+            let (hangup_tx, hangup) = oneshot::channel();
+            let this = self.clone();
+            let d = dst.clone();
+            threads.push(spawn(format!("profile:{dst}"), move || {
+                this.run_profile(d, tx, hangup)
+            })?);
+            hangups.push(hangup_tx);
+            Some(rx)
+        } else {
+            None
+        };
+
+        let (tx, endpoints) = updates::channel(self.waker.clone());
+        let (hangup_tx, hangup) = oneshot::channel();
+        let this = self.clone();
+        let (n, d) = (name.to_string(), dst.clone());
+        let use_get = self.cfg.get_suffixes.matches(name);
+        let spawned = spawn(format!("endpoints:{dst}"), move || {
+            this.run_endpoints(n, port, d, use_get, tx, hangup)
+        });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                // Don't leave the profile thread running without its pair.
+                drop(hangups);
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        }
+        hangups.push(hangup_tx);
+        Ok(Watch {
+            profile,
+            endpoints,
+            hangups,
+            threads,
+        })
+    }
+
+    fn run_profile(
+        &self,
+        dst: String,
+        tx: SnapshotTx<Arc<Profile>>,
+        mut hangup: oneshot::Receiver<()>,
+    ) {
+        let watcher = Watcher {
+            client: &self.client,
+            method: &METHOD_GET_PROFILE,
+            request: convert::get_destination(&dst, &self.cfg.context_token),
+            backoff: Backoff::new(self.cfg.backoff),
+            hangup: &mut hangup,
+            metrics: &mut self.profile_metrics.clone(),
+            dst: &dst,
+        };
+        let exit = watcher.run(&mut ProfileHandler { dst: &dst, tx: &tx });
+        log::debug!("{dst}: profile watch ended ({exit:?})");
+    }
+
+    fn run_endpoints(
+        &self,
+        name: String,
+        port: u16,
+        dst: String,
+        use_get: bool,
+        tx: SnapshotTx<Arc<EndpointSet>>,
+        mut hangup: oneshot::Receiver<()>,
+    ) {
+        let mut handler = EndpointsHandler {
+            dst: &dst,
+            name: &name,
+            port,
+            tx: &tx,
+            state: EndpointState::new(),
+            dns: None,
+            refresh: self.cfg.dns_refresh,
+        };
+        if use_get {
+            let watcher = Watcher {
+                client: &self.client,
+                method: &METHOD_GET,
+                request: convert::get_destination(&dst, &self.cfg.context_token),
+                backoff: Backoff::new(self.cfg.backoff),
+                hangup: &mut hangup,
+                metrics: &mut self.endpoint_metrics.clone(),
+                dst: &dst,
+            };
+            if watcher.run(&mut handler) == watch::Exit::HungUp {
+                return;
+            }
+            // The controller refused the name for good: DNS from here on.
+        }
+        dns::run(&name, port, self.cfg.dns_refresh, &tx, &mut hangup);
+        log::debug!("{dst}: endpoint watch ended");
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name)
+        .stack_size(STACK_SIZE)
+        .spawn(f)
+}
+
+// === impl ProfileHandler ===
+
+struct ProfileHandler<'a> {
+    dst: &'a str,
+    tx: &'a SnapshotTx<Arc<Profile>>,
+}
+
+impl Handler<DestinationProfile> for ProfileHandler<'_> {
+    fn message(&mut self, msg: DestinationProfile) -> Flow {
+        self.tx.publish(Arc::new(convert::profile(&msg, self.dst)));
+        Flow::Continue
+    }
+
+    fn failed(&mut self, status: &RpcStatus, first_lookup: bool) -> Flow {
+        if !is_terminal(status) {
+            return Flow::Continue;
+        }
+        if first_lookup {
+            // Linkerd: InvalidArgument/FailedPrecondition on the first lookup
+            // mean "no profile": the default route applies.
+            log::info!(
+                "{}: no profile ({:?}); using the default route",
+                self.dst,
+                status.code()
+            );
+            self.tx.publish(Arc::new(Profile::default()));
+        }
+        // Mid-stream, the last profile stays in force; either way, stop asking.
+        Flow::Stop
+    }
+}
+
+// === impl EndpointsHandler ===
+
+struct EndpointsHandler<'a> {
+    dst: &'a str,
+    name: &'a str,
+    port: u16,
+    tx: &'a SnapshotTx<Arc<EndpointSet>>,
+    state: EndpointState,
+    /// Set while the controller says the name does not exist: the DNS answer
+    /// in force and when to refresh it.
+    dns: Option<dns::Resolved>,
+    refresh: Duration,
+}
+
+impl Handler<Update> for EndpointsHandler<'_> {
+    fn stream_started(&mut self) {
+        self.state.reconnected();
+    }
+
+    fn message(&mut self, msg: Update) -> Flow {
+        let update = match convert::update(&msg) {
+            Ok(u) => u,
+            Err(e) => {
+                log::warn!("{}: ignoring endpoint update: {e}", self.dst);
+                return Flow::Continue;
+            }
+        };
+        match self.state.apply(update) {
+            Applied::Changed(set) => {
+                self.dns = None;
+                self.tx.publish(Arc::new(set));
+            }
+            Applied::Unchanged => {}
+            Applied::DoesNotExist => {
+                log::info!("{}: unknown to the controller; resolving by DNS", self.dst);
+                self.dns = Some(dns::Resolved::resolve(self.name, self.port, None, self.tx));
+            }
+        }
+        Flow::Continue
+    }
+
+    fn failed(&mut self, status: &RpcStatus, _first_lookup: bool) -> Flow {
+        if is_terminal(status) {
+            log::info!(
+                "{}: controller refused the name ({:?}); resolving by DNS",
+                self.dst,
+                status.code()
+            );
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn tick_after(&self) -> Option<Duration> {
+        self.dns.as_ref().map(|d| d.until_refresh(self.refresh))
+    }
+
+    fn tick(&mut self) {
+        if let Some(prev) = self.dns.take() {
+            self.dns = Some(dns::Resolved::resolve(
+                self.name,
+                self.port,
+                Some(prev),
+                self.tx,
+            ));
+        }
+    }
+}
