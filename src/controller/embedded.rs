@@ -1,0 +1,214 @@
+//! The embedded controller: serves a ServiceProfile/Endpoints YAML file over the
+//! Destination API (`controller::server`), re-reading it when it changes.
+//!
+//! Threads: grpcio's completion-queue threads serve the calls; one named
+//! `controller-watch` thread polls the file's metadata and, on a change,
+//! re-parses it and pushes the difference to every open stream under the hub
+//! lock. A file that fails to parse is reported and the last good one stays in
+//! force. Started by `main` when no control-plane address is configured, and by
+//! `spoke controller`.
+
+use std::fmt;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use grpcio::Environment;
+use protobuf::Message;
+
+use super::mesh::{self, LookupError, Mesh};
+use super::server::{invalid_argument, DestinationServer, Hub, Kind, Opening, Source, Streams};
+use crate::proto::destination::GetDestination;
+
+/// How often the file's metadata is checked for a change.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+pub enum ControllerError {
+    Read(PathBuf, std::io::Error),
+    Parse(PathBuf, mesh::MeshError),
+    Serve(grpcio::Error),
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for ControllerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControllerError::Read(p, e) => write!(f, "cannot read {}: {e}", p.display()),
+            ControllerError::Parse(p, e) => write!(f, "{}: {e}", p.display()),
+            ControllerError::Serve(e) => write!(f, "cannot start the destination server: {e}"),
+            ControllerError::Thread(e) => write!(f, "cannot start the file watcher: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ControllerError {}
+
+/// The mesh in force; read by new streams and swapped by the watcher, both
+/// under the hub lock.
+struct FileSource {
+    mesh: Mutex<Arc<Mesh>>,
+}
+
+impl FileSource {
+    fn current(&self) -> Arc<Mesh> {
+        self.mesh.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Source for FileSource {
+    fn open(&self, kind: Kind, req: &GetDestination) -> Opening {
+        opening(&self.current(), kind, &req.path)
+    }
+}
+
+fn opening(mesh: &Mesh, kind: Kind, path: &str) -> Opening {
+    let encoded = match kind {
+        Kind::Profile => mesh.profile(path).map(|p| vec![encode(&p)]),
+        Kind::Endpoints => mesh.endpoints(path).map(|view| {
+            mesh::endpoint_updates(None, &view)
+                .iter()
+                .map(encode)
+                .collect()
+        }),
+    };
+    match encoded {
+        Ok(msgs) => Opening::Send(msgs),
+        Err(LookupError::InvalidArgument(msg)) => Opening::Fail(invalid_argument(msg)),
+    }
+}
+
+fn encode(m: &impl Message) -> Vec<u8> {
+    // Encoding a message we built ourselves cannot fail short of running out
+    // of memory; an empty message is the safe fallback.
+    m.write_to_bytes().unwrap_or_default()
+}
+
+/// Pushes what changed between `old` and `new` to every open stream.
+fn push_changes(streams: &mut Streams, old: &Mesh, new: &Mesh) {
+    for (kind, path) in streams.paths() {
+        match kind {
+            Kind::Profile => match (old.profile(&path), new.profile(&path)) {
+                (Ok(a), Ok(b)) if a == b => {}
+                (_, Ok(b)) => {
+                    streams.send(kind, &path, &encode(&b));
+                }
+                (_, Err(LookupError::InvalidArgument(msg))) => {
+                    streams.fail(kind, &path, &invalid_argument(msg));
+                }
+            },
+            Kind::Endpoints => match (old.endpoints(&path), new.endpoints(&path)) {
+                (old_view, Ok(new_view)) => {
+                    for u in mesh::endpoint_updates(old_view.ok().as_ref(), &new_view) {
+                        streams.send(kind, &path, &encode(&u));
+                    }
+                }
+                (_, Err(LookupError::InvalidArgument(msg))) => {
+                    streams.fail(kind, &path, &invalid_argument(msg));
+                }
+            },
+        }
+    }
+}
+
+/// A running embedded controller.
+pub struct Controller {
+    server: DestinationServer,
+    stop: Sender<()>,
+    watcher: JoinHandle<()>,
+}
+
+impl Controller {
+    /// Loads `path` (which must parse), binds `listen`, and starts serving and
+    /// watching the file.
+    pub fn start(
+        env: Arc<Environment>,
+        path: &Path,
+        listen: SocketAddr,
+    ) -> Result<Controller, ControllerError> {
+        let (mesh, stamp) = load(path)?;
+        let source = Arc::new(FileSource {
+            mesh: Mutex::new(Arc::new(mesh)),
+        });
+        let hub = Arc::new(Hub::default());
+        let server = DestinationServer::start(env, listen, hub.clone(), source.clone())
+            .map_err(ControllerError::Serve)?;
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let path = path.to_path_buf();
+        let shown = path.display().to_string();
+        let watcher = std::thread::Builder::new()
+            .name("controller-watch".into())
+            .spawn(move || {
+                let mut stamp = stamp;
+                loop {
+                    match stopped.recv_timeout(POLL_EVERY) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let now = file_stamp(&path);
+                    if now == stamp {
+                        continue;
+                    }
+                    stamp = now;
+                    reload(&path, &source, &hub);
+                }
+            })
+            .map_err(ControllerError::Thread)?;
+        log::info!("embedded controller serving {shown} on {}", server.addr());
+        Ok(Controller {
+            server,
+            stop,
+            watcher,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Stops the watcher and the server, and joins the watcher thread.
+    pub fn shutdown(self) {
+        drop(self.stop);
+        if self.watcher.join().is_err() {
+            log::error!("controller-watch thread panicked");
+        }
+        self.server.shutdown();
+    }
+}
+
+/// A cheap change detector: modification time and length.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn file_stamp(path: &Path) -> Stamp {
+    let md = fs::metadata(path).ok()?;
+    Some((md.modified().ok()?, md.len()))
+}
+
+fn load(path: &Path) -> Result<(Mesh, Stamp), ControllerError> {
+    let stamp = file_stamp(path);
+    let text =
+        fs::read_to_string(path).map_err(|e| ControllerError::Read(path.to_path_buf(), e))?;
+    let mesh = mesh::parse(&text).map_err(|e| ControllerError::Parse(path.to_path_buf(), e))?;
+    Ok((mesh, stamp))
+}
+
+fn reload(path: &Path, source: &FileSource, hub: &Hub) {
+    let new = match load(path) {
+        Ok((mesh, _)) => Arc::new(mesh),
+        Err(e) => {
+            log::warn!("{e}; still serving the last good version");
+            return;
+        }
+    };
+    let mut streams = hub.lock();
+    let old = {
+        let mut cur = source.mesh.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *cur, new.clone())
+    };
+    push_changes(&mut streams, &old, &new);
+    log::info!("reloaded {}", path.display());
+}
