@@ -1,0 +1,774 @@
+//! The metric families spoke emits (Linkerd's names, see DESIGN.md) and the typed
+//! handles that update them: `AuthorityMetrics` and `RouteMetrics` on the event loop per
+//! request, `TcpMetrics` per connection, `DiscoveryMetrics` on discovery threads.
+//!
+//! Threads: `ProxyMetrics` is built once in `main` and cloned to every thread. A handle is
+//! created once per authority/route/direction/kind and then owned by its user; the
+//! generic registry behind it lives in `metrics/mod.rs`.
+//!
+//! Handles cache the series they have needed so far (responses by status,
+//! classification and error; discovery errors by code). A repeated outcome is a short
+//! linear scan of that cache and one or two atomic adds: no allocation, no lock. Only the
+//! first occurrence of an outcome formats labels and takes the family mutex. Methods that
+//! may fill a cache take `&mut self`, which is why each user owns its handle.
+
+use std::time::Duration;
+
+use super::{
+    Counter, CounterFamily, Gauge, GaugeFamily, Histogram, HistogramFamily, Labels, MetricsError,
+    Registry,
+};
+
+/// Which end of a proxied TCP connection a `tcp_*` series counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// The client that connected to a spoke listener.
+    Src,
+    /// The upstream spoke connected to.
+    Dst,
+}
+
+impl Peer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Peer::Src => "src",
+            Peer::Dst => "dst",
+        }
+    }
+}
+
+/// Which discovery stream a `spoke_discovery_*` series counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscoveryKind {
+    /// `GetProfile` streams.
+    Profile,
+    /// `Get` (endpoint) streams.
+    Endpoints,
+}
+
+impl DiscoveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryKind::Profile => "profile",
+            DiscoveryKind::Endpoints => "endpoints",
+        }
+    }
+}
+
+/// Every family spoke emits, registered on one `Registry`. Clone it to each thread.
+#[derive(Clone, Debug)]
+pub struct ProxyMetrics {
+    registry: Registry,
+    request_total: CounterFamily,
+    response_total: CounterFamily,
+    response_latency_ms: HistogramFamily,
+    route_request_total: CounterFamily,
+    route_response_total: CounterFamily,
+    route_response_latency_ms: HistogramFamily,
+    route_actual_request_total: CounterFamily,
+    route_actual_response_total: CounterFamily,
+    route_retryable_total: CounterFamily,
+    tcp_open_total: CounterFamily,
+    tcp_close_total: CounterFamily,
+    tcp_open_connections: GaugeFamily,
+    discovery_streams_opened: CounterFamily,
+    discovery_messages: CounterFamily,
+    discovery_errors: CounterFamily,
+    discovery_reconnects: CounterFamily,
+    discovery_swap_latency_ms: HistogramFamily,
+}
+
+impl ProxyMetrics {
+    /// Registers spoke's families on `registry` (in the order they render). Registering
+    /// twice on one registry yields handles on the same families. Fails only if some
+    /// other code already registered one of these names as a different kind.
+    pub fn new(registry: &Registry) -> Result<Self, MetricsError> {
+        let r = registry;
+        Ok(Self {
+            registry: registry.clone(),
+            request_total: r.counter_family(
+                "request_total",
+                "Total HTTP requests received, by destination authority.",
+            )?,
+            response_total: r.counter_family(
+                "response_total",
+                "Total HTTP responses, by status code and classification.",
+            )?,
+            response_latency_ms: r.histogram_family(
+                "response_latency_ms",
+                "Milliseconds from a request being received to its response, by status code.",
+            )?,
+            route_request_total: r.counter_family(
+                "route_request_total",
+                "Total HTTP requests, by profile route.",
+            )?,
+            route_response_total: r.counter_family(
+                "route_response_total",
+                "Total HTTP responses by profile route, after retries and timeouts.",
+            )?,
+            route_response_latency_ms: r.histogram_family(
+                "route_response_latency_ms",
+                "Milliseconds from a request being received to its response, by profile route, \
+                 covering every attempt.",
+            )?,
+            route_actual_request_total: r.counter_family(
+                "route_actual_request_total",
+                "Total HTTP request attempts (retries included), by profile route.",
+            )?,
+            route_actual_response_total: r.counter_family(
+                "route_actual_response_total",
+                "Total HTTP responses to each attempt (retries included), by profile route.",
+            )?,
+            route_retryable_total: r.counter_family(
+                "route_retryable_total",
+                "Failed responses on retryable routes; skipped=\"no_budget\" counts those \
+                 the retry budget did not allow to be retried.",
+            )?,
+            tcp_open_total: r.counter_family("tcp_open_total", "Total TCP connections opened.")?,
+            tcp_close_total: r
+                .counter_family("tcp_close_total", "Total TCP connections closed.")?,
+            tcp_open_connections: r
+                .gauge_family("tcp_open_connections", "TCP connections currently open.")?,
+            discovery_streams_opened: r.counter_family(
+                "spoke_discovery_streams_opened_total",
+                "Discovery streams opened to the control plane.",
+            )?,
+            discovery_messages: r.counter_family(
+                "spoke_discovery_messages_total",
+                "Discovery messages received from the control plane.",
+            )?,
+            discovery_errors: r.counter_family(
+                "spoke_discovery_errors_total",
+                "Discovery stream failures, by gRPC status code.",
+            )?,
+            discovery_reconnects: r.counter_family(
+                "spoke_discovery_reconnects_total",
+                "Discovery streams requested again after ending or failing.",
+            )?,
+            discovery_swap_latency_ms: r.histogram_family(
+                "spoke_discovery_swap_latency_ms",
+                "Milliseconds from a discovery thread receiving a snapshot to the event \
+                 loop swapping it in.",
+            )?,
+        })
+    }
+
+    /// The registry to render for `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Handle for one authority (`name:port`) in one direction (`outbound`/`inbound`).
+    /// Creates the `request_total` series; response series appear on first use.
+    pub fn authority(&self, direction: &str, authority: &str) -> AuthorityMetrics {
+        let base = Labels::new()
+            .with("direction", direction.to_owned())
+            .with("authority", authority.to_owned());
+        AuthorityMetrics {
+            requests: self.request_total.series(base.clone()),
+            responses: Responses::new(
+                base,
+                self.response_total.clone(),
+                Some(self.response_latency_ms.clone()),
+            ),
+        }
+    }
+
+    /// Handle for one route of destination `dst` (`name:port`). `labels` are the route's
+    /// metrics labels, emitted as `rt_<key>` sorted by key (so the order of a map does not
+    /// matter); an empty slice is the default route, which has no `rt_*` labels.
+    pub fn route(&self, direction: &str, dst: &str, labels: &[(String, String)]) -> RouteMetrics {
+        let mut base = Labels::new()
+            .with("direction", direction.to_owned())
+            .with("dst", dst.to_owned());
+        let mut sorted: Vec<&(String, String)> = labels.iter().collect();
+        sorted.sort();
+        for (key, value) in sorted {
+            base.push(format!("rt_{key}"), value.clone());
+        }
+        RouteMetrics {
+            requests: self.route_request_total.series(base.clone()),
+            responses: Responses::new(
+                base.clone(),
+                self.route_response_total.clone(),
+                Some(self.route_response_latency_ms.clone()),
+            ),
+            actual_requests: self.route_actual_request_total.series(base.clone()),
+            actual_responses: Responses::new(
+                base.clone(),
+                self.route_actual_response_total.clone(),
+                None,
+            ),
+            retryable_family: self.route_retryable_total.clone(),
+            retryable: None,
+            retryable_no_budget: None,
+            base,
+        }
+    }
+
+    /// Handle for TCP connections in `direction` on the `peer` side.
+    pub fn tcp(&self, direction: &str, peer: Peer) -> TcpMetrics {
+        let labels = Labels::new()
+            .with("direction", direction.to_owned())
+            .with("peer", peer.as_str());
+        TcpMetrics {
+            opened: self.tcp_open_total.series(labels.clone()),
+            closed: self.tcp_close_total.series(labels.clone()),
+            open: self.tcp_open_connections.series(labels),
+        }
+    }
+
+    /// Handle for discovery streams of `kind`. Each discovery thread (and the event loop,
+    /// for swap latency) takes its own; all handles of a kind share the same series.
+    pub fn discovery(&self, kind: DiscoveryKind) -> DiscoveryMetrics {
+        let labels = Labels::new().with("kind", kind.as_str());
+        DiscoveryMetrics {
+            streams_opened: self.discovery_streams_opened.series(labels.clone()),
+            messages: self.discovery_messages.series(labels.clone()),
+            reconnects: self.discovery_reconnects.series(labels.clone()),
+            swap_latency: self.discovery_swap_latency_ms.series(labels.clone()),
+            errors_family: self.discovery_errors.clone(),
+            errors: Vec::new(),
+            labels,
+        }
+    }
+}
+
+// === Responses: the shared status/classification cache ===
+
+/// The series of one response outcome, created on first sight and then reused.
+#[derive(Clone, Debug)]
+struct Outcome {
+    status: u16,
+    success: bool,
+    error: Option<&'static str>,
+    responses: Counter,
+    latency: Option<Histogram>,
+}
+
+/// A response counter family (plus, optionally, its latency histogram) for one base label
+/// set, with the outcomes seen so far.
+#[derive(Clone, Debug)]
+struct Responses {
+    base: Labels,
+    counter_family: CounterFamily,
+    latency_family: Option<HistogramFamily>,
+    seen: Vec<Outcome>,
+}
+
+impl Responses {
+    fn new(
+        base: Labels,
+        counter_family: CounterFamily,
+        latency_family: Option<HistogramFamily>,
+    ) -> Self {
+        Self {
+            base,
+            counter_family,
+            latency_family,
+            seen: Vec::new(),
+        }
+    }
+
+    fn record(
+        &mut self,
+        status: u16,
+        success: bool,
+        error: Option<&'static str>,
+        latency: Option<Duration>,
+    ) {
+        let outcome = self.outcome(status, success, error);
+        outcome.responses.inc();
+        if let (Some(histogram), Some(elapsed)) = (&outcome.latency, latency) {
+            histogram.observe(elapsed);
+        }
+    }
+
+    /// The cached outcome, or a new one. Only the new-outcome branch allocates.
+    fn outcome(&mut self, status: u16, success: bool, error: Option<&'static str>) -> &Outcome {
+        let found = self
+            .seen
+            .iter()
+            .position(|o| o.status == status && o.success == success && o.error == error);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let code = status.to_string();
+                let mut labels = self.base.clone().with("status_code", code.clone()).with(
+                    "classification",
+                    if success { "success" } else { "failure" },
+                );
+                if let Some(error) = error {
+                    labels.push("error", error);
+                }
+                let latency = self
+                    .latency_family
+                    .as_ref()
+                    .map(|f| f.series(self.base.clone().with("status_code", code)));
+                self.seen.push(Outcome {
+                    status,
+                    success,
+                    error,
+                    responses: self.counter_family.series(labels),
+                    latency,
+                });
+                self.seen.len() - 1
+            }
+        };
+        &self.seen[index]
+    }
+}
+
+// === impl AuthorityMetrics ===
+
+/// `request_total`, `response_total` and `response_latency_ms` for one direction and
+/// authority. Owned by the event loop (e.g. in the destination table).
+#[derive(Clone, Debug)]
+pub struct AuthorityMetrics {
+    requests: Counter,
+    responses: Responses,
+}
+
+impl AuthorityMetrics {
+    /// Counts a request received for this authority.
+    pub fn request(&self) {
+        self.requests.inc();
+    }
+
+    /// Counts a response and records its latency. `success` is the response class;
+    /// `error` is a short reason (`timeout`, `connect`, `unavailable`, `bad_request`, ...)
+    /// when the proxy made the response itself, and becomes the `error` label.
+    pub fn response(
+        &mut self,
+        status: u16,
+        success: bool,
+        error: Option<&'static str>,
+        latency: Duration,
+    ) {
+        self.responses.record(status, success, error, Some(latency));
+    }
+}
+
+// === impl RouteMetrics ===
+
+/// The `route_*` families for one route of one destination. Owned by the event loop
+/// (e.g. beside the route in the router).
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    base: Labels,
+    requests: Counter,
+    responses: Responses,
+    actual_requests: Counter,
+    actual_responses: Responses,
+    retryable_family: CounterFamily,
+    retryable: Option<Counter>,
+    retryable_no_budget: Option<Counter>,
+}
+
+impl RouteMetrics {
+    /// Counts a request that matched this route (once, however many attempts follow).
+    pub fn request(&self) {
+        self.requests.inc();
+    }
+
+    /// Counts the response the client got, after retries and the route timeout, with
+    /// its latency over all attempts. `error` as for `AuthorityMetrics::response`.
+    pub fn response(
+        &mut self,
+        status: u16,
+        success: bool,
+        error: Option<&'static str>,
+        latency: Duration,
+    ) {
+        self.responses.record(status, success, error, Some(latency));
+    }
+
+    /// Counts one attempt sent upstream (the first one and every retry).
+    pub fn actual_request(&self) {
+        self.actual_requests.inc();
+    }
+
+    /// Counts the response to one attempt.
+    pub fn actual_response(&mut self, status: u16, success: bool) {
+        self.actual_responses.record(status, success, None, None);
+    }
+
+    /// Counts a failed response on a retryable route: a retry was wanted. With
+    /// `skipped_no_budget` the budget refused it, and the `skipped="no_budget"` series
+    /// counts it instead. Each series appears on first use, so routes that never retry
+    /// do not show `route_retryable_total` at all.
+    pub fn retryable(&mut self, skipped_no_budget: bool) {
+        let (slot, skipped) = if skipped_no_budget {
+            (&mut self.retryable_no_budget, true)
+        } else {
+            (&mut self.retryable, false)
+        };
+        let counter = slot.get_or_insert_with(|| {
+            let mut labels = self.base.clone();
+            if skipped {
+                labels.push("skipped", "no_budget");
+            }
+            self.retryable_family.series(labels)
+        });
+        counter.inc();
+    }
+}
+
+// === impl TcpMetrics ===
+
+/// `tcp_open_total`, `tcp_close_total` and `tcp_open_connections` for one direction and
+/// peer. Cheap to clone; all methods take `&self`.
+#[derive(Clone, Debug)]
+pub struct TcpMetrics {
+    opened: Counter,
+    closed: Counter,
+    open: Gauge,
+}
+
+impl TcpMetrics {
+    /// A connection was accepted or established.
+    pub fn open(&self) {
+        self.opened.inc();
+        self.open.inc();
+    }
+
+    /// A connection that `open` counted was closed. Call exactly once per `open`.
+    pub fn close(&self) {
+        self.closed.inc();
+        self.open.dec();
+    }
+}
+
+// === impl DiscoveryMetrics ===
+
+/// The `spoke_discovery_*` families for one kind of stream. Each discovery thread owns
+/// one (they share series); the event loop owns one per kind for `swap_latency`.
+#[derive(Clone, Debug)]
+pub struct DiscoveryMetrics {
+    labels: Labels,
+    streams_opened: Counter,
+    messages: Counter,
+    reconnects: Counter,
+    swap_latency: Histogram,
+    errors_family: CounterFamily,
+    errors: Vec<(String, Counter)>,
+}
+
+impl DiscoveryMetrics {
+    /// A stream was opened (the RPC was started).
+    pub fn stream_opened(&self) {
+        self.streams_opened.inc();
+    }
+
+    /// A message arrived on a stream.
+    pub fn message(&self) {
+        self.messages.inc();
+    }
+
+    /// A stream failed with gRPC status `code` (e.g. `Unavailable`); the caller chooses
+    /// the spelling and keeps it stable.
+    pub fn error(&mut self, code: &str) {
+        if let Some((_, counter)) = self.errors.iter().find(|(c, _)| c == code) {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .errors_family
+            .series(self.labels.clone().with("code", code.to_owned()));
+        counter.inc();
+        self.errors.push((code.to_owned(), counter));
+    }
+
+    /// A stream is being requested again after it ended or failed.
+    pub fn reconnect(&self) {
+        self.reconnects.inc();
+    }
+
+    /// Time from a discovery thread receiving a snapshot to the event loop swapping it in.
+    pub fn swap_latency(&self, elapsed: Duration) {
+        self.swap_latency.observe(elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::LATENCY_BUCKETS_MS;
+    use super::*;
+
+    fn metrics() -> ProxyMetrics {
+        ProxyMetrics::new(&Registry::new()).expect("spoke's families register")
+    }
+
+    /// The text of one histogram series: `observations_ms` are whole milliseconds, so the
+    /// cumulative count at each bound and the sum are easy to state.
+    fn histogram_text(name: &str, labels: &str, observations_ms: &[u64]) -> String {
+        let mut text = String::new();
+        for bound in LATENCY_BUCKETS_MS {
+            let n = observations_ms.iter().filter(|o| **o <= bound).count();
+            text.push_str(&format!("{name}_bucket{{{labels},le=\"{bound}\"}} {n}\n"));
+        }
+        let total = observations_ms.len();
+        let sum: u64 = observations_ms.iter().sum();
+        text.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {total}\n"));
+        text.push_str(&format!("{name}_sum{{{labels}}} {sum}\n"));
+        text.push_str(&format!("{name}_count{{{labels}}} {total}\n"));
+        text
+    }
+
+    fn header(name: &str, help: &str, kind: &str) -> String {
+        format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")
+    }
+
+    #[test]
+    fn authority_families_render_exactly() {
+        let m = metrics();
+        let mut books = m.authority("outbound", "books.default.svc.cluster.local:7000");
+        books.request();
+        books.request();
+        books.request();
+        books.response(200, true, None, Duration::from_millis(4));
+        books.response(200, true, None, Duration::from_millis(12));
+        books.response(504, false, Some("timeout"), Duration::from_millis(1_000));
+
+        let base = "direction=\"outbound\",authority=\"books.default.svc.cluster.local:7000\"";
+        let mut expected = header(
+            "request_total",
+            "Total HTTP requests received, by destination authority.",
+            "counter",
+        );
+        expected.push_str(&format!("request_total{{{base}}} 3\n"));
+        expected.push_str(&header(
+            "response_total",
+            "Total HTTP responses, by status code and classification.",
+            "counter",
+        ));
+        expected.push_str(&format!(
+            "response_total{{{base},status_code=\"200\",classification=\"success\"}} 2\n"
+        ));
+        expected.push_str(&format!(
+            "response_total{{{base},status_code=\"504\",classification=\"failure\",error=\"timeout\"}} 1\n"
+        ));
+        expected.push_str(&header(
+            "response_latency_ms",
+            "Milliseconds from a request being received to its response, by status code.",
+            "histogram",
+        ));
+        expected.push_str(&histogram_text(
+            "response_latency_ms",
+            &format!("{base},status_code=\"200\""),
+            &[4, 12],
+        ));
+        expected.push_str(&histogram_text(
+            "response_latency_ms",
+            &format!("{base},status_code=\"504\""),
+            &[1_000],
+        ));
+        assert_eq!(m.registry().render_to_string(), expected);
+    }
+
+    #[test]
+    fn repeated_outcomes_reuse_cached_series() {
+        let m = metrics();
+        let mut a = m.authority("outbound", "a:80");
+        for _ in 0..3 {
+            a.response(200, true, None, Duration::from_millis(1));
+        }
+        a.response(200, false, None, Duration::from_millis(1));
+        a.response(503, false, Some("unavailable"), Duration::from_millis(1));
+        a.response(503, false, Some("unavailable"), Duration::from_millis(1));
+        assert_eq!(a.responses.seen.len(), 3, "one entry per distinct outcome");
+        // 200 success and 200 failure share one latency series.
+        let text = m.registry().render_to_string();
+        assert!(text.contains(
+            "response_latency_ms_count{direction=\"outbound\",authority=\"a:80\",status_code=\"200\"} 4\n"
+        ));
+        assert!(text.contains(
+            "response_total{direction=\"outbound\",authority=\"a:80\",status_code=\"503\",\
+             classification=\"failure\",error=\"unavailable\"} 2\n"
+        ));
+    }
+
+    #[test]
+    fn route_families_render_exactly() {
+        let m = metrics();
+        let labels = vec![
+            ("route".to_string(), "GET /books/{id}".to_string()),
+            ("group".to_string(), "api".to_string()),
+        ];
+        let mut route = m.route("outbound", "books:7000", &labels);
+        route.request();
+        route.actual_request();
+        route.actual_response(500, false);
+        route.retryable(false);
+        route.actual_request();
+        route.actual_response(500, false);
+        route.retryable(true);
+        route.response(500, false, None, Duration::from_millis(30));
+
+        let base = "direction=\"outbound\",dst=\"books:7000\",rt_group=\"api\",\
+                    rt_route=\"GET /books/{id}\"";
+        let mut expected = header(
+            "route_request_total",
+            "Total HTTP requests, by profile route.",
+            "counter",
+        );
+        expected.push_str(&format!("route_request_total{{{base}}} 1\n"));
+        expected.push_str(&header(
+            "route_response_total",
+            "Total HTTP responses by profile route, after retries and timeouts.",
+            "counter",
+        ));
+        expected.push_str(&format!(
+            "route_response_total{{{base},status_code=\"500\",classification=\"failure\"}} 1\n"
+        ));
+        expected.push_str(&header(
+            "route_response_latency_ms",
+            "Milliseconds from a request being received to its response, by profile route, \
+             covering every attempt.",
+            "histogram",
+        ));
+        expected.push_str(&histogram_text(
+            "route_response_latency_ms",
+            &format!("{base},status_code=\"500\""),
+            &[30],
+        ));
+        expected.push_str(&header(
+            "route_actual_request_total",
+            "Total HTTP request attempts (retries included), by profile route.",
+            "counter",
+        ));
+        expected.push_str(&format!("route_actual_request_total{{{base}}} 2\n"));
+        expected.push_str(&header(
+            "route_actual_response_total",
+            "Total HTTP responses to each attempt (retries included), by profile route.",
+            "counter",
+        ));
+        expected.push_str(&format!(
+            "route_actual_response_total{{{base},status_code=\"500\",classification=\"failure\"}} 2\n"
+        ));
+        expected.push_str(&header(
+            "route_retryable_total",
+            "Failed responses on retryable routes; skipped=\"no_budget\" counts those \
+             the retry budget did not allow to be retried.",
+            "counter",
+        ));
+        expected.push_str(&format!("route_retryable_total{{{base}}} 1\n"));
+        expected.push_str(&format!(
+            "route_retryable_total{{{base},skipped=\"no_budget\"}} 1\n"
+        ));
+        assert_eq!(m.registry().render_to_string(), expected);
+    }
+
+    #[test]
+    fn default_route_has_no_rt_labels_and_bad_keys_are_sanitized() {
+        let m = metrics();
+        m.route("outbound", "a:80", &[]).request();
+        m.route("outbound", "a:80", &[("team.name".into(), "x".into())])
+            .request();
+        let text = m.registry().render_to_string();
+        assert!(text.contains("route_request_total{direction=\"outbound\",dst=\"a:80\"} 1\n"));
+        assert!(text.contains(
+            "route_request_total{direction=\"outbound\",dst=\"a:80\",rt_team_name=\"x\"} 1\n"
+        ));
+        assert!(
+            !text.contains("route_retryable_total"),
+            "no retryable series until a retry is wanted"
+        );
+    }
+
+    #[test]
+    fn tcp_families_render_exactly_and_track_open_connections() {
+        let m = metrics();
+        let src = m.tcp("inbound", Peer::Src);
+        let dst = m.tcp("outbound", Peer::Dst);
+        src.open();
+        src.open();
+        src.close();
+        dst.open();
+        let expected = "\
+            # HELP tcp_open_total Total TCP connections opened.\n\
+            # TYPE tcp_open_total counter\n\
+            tcp_open_total{direction=\"inbound\",peer=\"src\"} 2\n\
+            tcp_open_total{direction=\"outbound\",peer=\"dst\"} 1\n\
+            # HELP tcp_close_total Total TCP connections closed.\n\
+            # TYPE tcp_close_total counter\n\
+            tcp_close_total{direction=\"inbound\",peer=\"src\"} 1\n\
+            tcp_close_total{direction=\"outbound\",peer=\"dst\"} 0\n\
+            # HELP tcp_open_connections TCP connections currently open.\n\
+            # TYPE tcp_open_connections gauge\n\
+            tcp_open_connections{direction=\"inbound\",peer=\"src\"} 1\n\
+            tcp_open_connections{direction=\"outbound\",peer=\"dst\"} 1\n";
+        assert_eq!(m.registry().render_to_string(), expected);
+    }
+
+    #[test]
+    fn discovery_families_render_exactly() {
+        let m = metrics();
+        let mut profile = m.discovery(DiscoveryKind::Profile);
+        let endpoints = m.discovery(DiscoveryKind::Endpoints);
+        profile.stream_opened();
+        profile.message();
+        profile.message();
+        profile.error("Unavailable");
+        profile.error("Unavailable");
+        profile.error("Internal");
+        profile.reconnect();
+        profile.swap_latency(Duration::from_micros(250));
+        endpoints.stream_opened();
+
+        let mut expected = String::from(
+            "# HELP spoke_discovery_streams_opened_total Discovery streams opened to the control plane.\n\
+             # TYPE spoke_discovery_streams_opened_total counter\n\
+             spoke_discovery_streams_opened_total{kind=\"endpoints\"} 1\n\
+             spoke_discovery_streams_opened_total{kind=\"profile\"} 1\n\
+             # HELP spoke_discovery_messages_total Discovery messages received from the control plane.\n\
+             # TYPE spoke_discovery_messages_total counter\n\
+             spoke_discovery_messages_total{kind=\"endpoints\"} 0\n\
+             spoke_discovery_messages_total{kind=\"profile\"} 2\n\
+             # HELP spoke_discovery_errors_total Discovery stream failures, by gRPC status code.\n\
+             # TYPE spoke_discovery_errors_total counter\n\
+             spoke_discovery_errors_total{kind=\"profile\",code=\"Internal\"} 1\n\
+             spoke_discovery_errors_total{kind=\"profile\",code=\"Unavailable\"} 2\n\
+             # HELP spoke_discovery_reconnects_total Discovery streams requested again after ending or failing.\n\
+             # TYPE spoke_discovery_reconnects_total counter\n\
+             spoke_discovery_reconnects_total{kind=\"endpoints\"} 0\n\
+             spoke_discovery_reconnects_total{kind=\"profile\"} 1\n\
+             # HELP spoke_discovery_swap_latency_ms Milliseconds from a discovery thread receiving a \
+             snapshot to the event loop swapping it in.\n\
+             # TYPE spoke_discovery_swap_latency_ms histogram\n",
+        );
+        expected.push_str(&histogram_text(
+            "spoke_discovery_swap_latency_ms",
+            "kind=\"endpoints\"",
+            &[],
+        ));
+        let profile_hist =
+            histogram_text("spoke_discovery_swap_latency_ms", "kind=\"profile\"", &[0])
+                .replace("_sum{kind=\"profile\"} 0", "_sum{kind=\"profile\"} 0.25");
+        expected.push_str(&profile_hist);
+        assert_eq!(m.registry().render_to_string(), expected);
+    }
+
+    #[test]
+    fn two_proxy_metrics_on_one_registry_share_families() {
+        let registry = Registry::new();
+        let a = ProxyMetrics::new(&registry).expect("first");
+        let b = ProxyMetrics::new(&registry).expect("second registration is idempotent");
+        a.authority("outbound", "x:1").request();
+        b.authority("outbound", "x:1").request();
+        assert!(registry
+            .render_to_string()
+            .contains("request_total{direction=\"outbound\",authority=\"x:1\"} 2\n"));
+    }
+
+    #[test]
+    fn handles_are_send_so_threads_can_own_them() {
+        fn assert_send<T: Send + Sync>() {}
+        assert_send::<ProxyMetrics>();
+        assert_send::<AuthorityMetrics>();
+        assert_send::<RouteMetrics>();
+        assert_send::<TcpMetrics>();
+        assert_send::<DiscoveryMetrics>();
+        assert_send::<Registry>();
+    }
+}
