@@ -1,0 +1,599 @@
+//! Endpoint choice for one destination: power of two choices over PeakEWMA
+//! load, as Linkerd balances (behaviour reference §6; Tower's `p2c` and
+//! `load::peak_ewma`).
+//!
+//! Owned by the event-loop thread, one [`Balancer`] per endpoint set in the
+//! destination table (`proxy/destinations.rs`); the sets come from
+//! `endpoints.rs` snapshots. The event loop tells it what happened (request
+//! started, response head arrived, request abandoned, connect refused or
+//! succeeded) and asks it where the next request goes. Time is passed in as
+//! `Instant`s and randomness comes from an owned, seedable `fastrand::Rng`, so
+//! the tests are deterministic. Nothing here does I/O.
+//!
+//! Load of an endpoint is `rtt_estimate × (pending + 1)`:
+//!
+//! - a sample above the estimate replaces it (the *peak*);
+//! - a lower sample is blended in with weight `1 - exp(-Δt/decay)`, where `Δt`
+//!   is the time since the estimate last changed;
+//! - reading the load also decays the estimate toward zero the same way, so an
+//!   endpoint that has not been tried for a while looks cheap again and gets a
+//!   fresh sample. (Decays compose: `exp(-a)·exp(-b) = exp(-(a+b))`, so how often
+//!   the load is read does not change the result.)
+//!
+//! Connection refusals are not in Tower's balancer (there the endpoint stack
+//! reports "not ready"); here a refused endpoint leaves rotation for an
+//! exponential backoff and comes back when it expires or a connect succeeds.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// RTT assumed for an endpoint with no samples yet (Linkerd's `DEFAULT_EWMA`).
+pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// Time constant of the RTT decay (Linkerd's `DEFAULT_EWMA`).
+pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+/// First out-of-rotation period after a refused connect.
+pub const MIN_CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest out-of-rotation period; each further refusal doubles up to this.
+pub const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Peak-EWMA load of one endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeakEwma {
+    rtt_estimate_ns: f64,
+    last_update: Instant,
+    pending: u32,
+}
+
+impl PeakEwma {
+    /// A fresh estimate of `default_rtt`, as of `now`, with nothing pending.
+    pub fn new(default_rtt: Duration, now: Instant) -> PeakEwma {
+        PeakEwma {
+            rtt_estimate_ns: nanos(default_rtt),
+            last_update: now,
+            pending: 0,
+        }
+    }
+
+    /// The load: the estimate decayed to `now`, times `pending + 1`.
+    pub fn cost(&mut self, now: Instant, decay: Duration) -> f64 {
+        let estimate = self.observe(0.0, now, decay);
+        estimate * f64::from(self.pending.saturating_add(1))
+    }
+
+    /// Folds in one RTT sample taken at `now`; returns the new estimate (ns).
+    pub fn sample(&mut self, rtt: Duration, now: Instant, decay: Duration) -> f64 {
+        self.observe(nanos(rtt), now, decay)
+    }
+
+    /// Current RTT estimate in nanoseconds, as of its last update.
+    pub fn rtt_estimate_ns(&self) -> f64 {
+        self.rtt_estimate_ns
+    }
+
+    /// Requests started and not yet finished or abandoned.
+    pub fn pending(&self) -> u32 {
+        self.pending
+    }
+
+    /// Tower's `RttEstimate::update`: a peak replaces the estimate, anything
+    /// lower moves it toward the sample by how long it has been since the last
+    /// update. A sample of 0 is a pure decay.
+    fn observe(&mut self, rtt_ns: f64, now: Instant, decay: Duration) -> f64 {
+        if self.rtt_estimate_ns < rtt_ns {
+            self.rtt_estimate_ns = rtt_ns;
+        } else {
+            let elapsed = nanos(now.saturating_duration_since(self.last_update));
+            // A zero decay would divide by zero: treat it as "forget at once".
+            let keep = match nanos(decay) {
+                d if d > 0.0 => (-elapsed / d).exp(),
+                _ => 0.0,
+            };
+            self.rtt_estimate_ns = self.rtt_estimate_ns * keep + rtt_ns * (1.0 - keep);
+        }
+        // A clock read out of order must not move the reference point back.
+        self.last_update = self.last_update.max(now);
+        self.rtt_estimate_ns
+    }
+}
+
+/// Nanoseconds as `f64`; exact well beyond any latency we measure.
+fn nanos(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e9
+}
+
+/// One endpoint in the balancer.
+#[derive(Clone, Debug)]
+struct Slot {
+    addr: SocketAddr,
+    load: PeakEwma,
+    /// Refused connects since the last successful one.
+    failures: u32,
+    /// Out of rotation until then.
+    retry_at: Option<Instant>,
+}
+
+impl Slot {
+    fn available(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| at <= now)
+    }
+}
+
+/// P2C over the endpoints of one destination; see the module header.
+#[derive(Debug)]
+pub struct Balancer {
+    slots: Vec<Slot>,
+    index: HashMap<SocketAddr, usize>,
+    rng: fastrand::Rng,
+    default_rtt: Duration,
+    decay: Duration,
+    /// Indices of the endpoints in rotation, rebuilt by each `pick`; kept to
+    /// reuse its allocation.
+    scratch: Vec<usize>,
+}
+
+impl Balancer {
+    /// An empty balancer with Linkerd's defaults (30ms, 10s). Give it
+    /// `fastrand::Rng::new()` in production and a seeded one in tests.
+    pub fn new(rng: fastrand::Rng) -> Balancer {
+        Balancer::with_params(DEFAULT_RTT, DEFAULT_DECAY, rng)
+    }
+
+    /// An empty balancer with a given default RTT and decay time.
+    pub fn with_params(default_rtt: Duration, decay: Duration, rng: fastrand::Rng) -> Balancer {
+        Balancer {
+            slots: Vec::new(),
+            index: HashMap::new(),
+            rng,
+            default_rtt,
+            decay,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Replaces the endpoint set. Endpoints that stay keep their load, pending
+    /// count and backoff; new ones start at the default RTT as of `now`.
+    /// A repeated address counts once.
+    pub fn update_set(&mut self, addrs: &[SocketAddr], now: Instant) {
+        let mut old: HashMap<SocketAddr, Slot> =
+            self.slots.drain(..).map(|s| (s.addr, s)).collect();
+        self.index.clear();
+        for &addr in addrs {
+            if self.index.contains_key(&addr) {
+                continue;
+            }
+            let slot = old.remove(&addr).unwrap_or_else(|| Slot {
+                addr,
+                load: PeakEwma::new(self.default_rtt, now),
+                failures: 0,
+                retry_at: None,
+            });
+            self.index.insert(addr, self.slots.len());
+            self.slots.push(slot);
+        }
+    }
+
+    /// Number of endpoints, in rotation or not.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Whether `addr` is in the current set.
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        self.index.contains_key(&addr)
+    }
+
+    /// The endpoint for the next request, `None` only when the set is empty.
+    ///
+    /// Two distinct endpoints in rotation are drawn at random and the cheaper
+    /// wins (the first drawn on a tie). With one in rotation, it is chosen.
+    /// With none in rotation, the one whose backoff ends first is chosen anyway:
+    /// refusing every request would be worse than trying.
+    pub fn pick(&mut self, now: Instant) -> Option<SocketAddr> {
+        self.scratch.clear();
+        self.scratch
+            .extend((0..self.slots.len()).filter(|&i| self.slots[i].available(now)));
+        let chosen = match self.scratch.len() {
+            0 => self
+                .slots
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.retry_at)
+                .map(|(i, _)| i)?,
+            1 => self.scratch[0],
+            n => {
+                let a = self.rng.usize(..n);
+                let mut b = self.rng.usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (self.scratch[a], self.scratch[b]);
+                let cost_a = self.slots[a].load.cost(now, self.decay);
+                let cost_b = self.slots[b].load.cost(now, self.decay);
+                if cost_a <= cost_b {
+                    a
+                } else {
+                    b
+                }
+            }
+        };
+        Some(self.slots[chosen].addr)
+    }
+
+    /// A request was sent to `addr`.
+    pub fn start(&mut self, addr: SocketAddr) {
+        if let Some(s) = self.slot(addr) {
+            s.load.pending = s.load.pending.saturating_add(1);
+        }
+    }
+
+    /// The response head of a request to `addr` arrived after `rtt` (Linkerd
+    /// measures at the first response frame). Ignored for an address no longer
+    /// in the set.
+    pub fn finish(&mut self, addr: SocketAddr, rtt: Duration, now: Instant) {
+        let decay = self.decay;
+        if let Some(s) = self.slot(addr) {
+            s.load.pending = s.load.pending.saturating_sub(1);
+            s.load.sample(rtt, now, decay);
+        }
+    }
+
+    /// A request to `addr` ended without a response (error, timeout, client
+    /// gone): no RTT sample.
+    pub fn abandon(&mut self, addr: SocketAddr) {
+        if let Some(s) = self.slot(addr) {
+            s.load.pending = s.load.pending.saturating_sub(1);
+        }
+    }
+
+    /// A connect to `addr` was refused or failed: out of rotation for
+    /// 100ms, doubling with each further failure up to 10s. Does not change the
+    /// pending count; call [`Balancer::abandon`] for the request too.
+    pub fn failed_connect(&mut self, addr: SocketAddr, now: Instant) {
+        if let Some(s) = self.slot(addr) {
+            let backoff = MIN_CONNECT_BACKOFF
+                .saturating_mul(2u32.saturating_pow(s.failures.min(31)))
+                .min(MAX_CONNECT_BACKOFF);
+            s.failures = s.failures.saturating_add(1);
+            s.retry_at = Some(now.checked_add(backoff).unwrap_or(now));
+        }
+    }
+
+    /// A connect to `addr` succeeded: back in rotation, backoff reset.
+    pub fn connected(&mut self, addr: SocketAddr) {
+        if let Some(s) = self.slot(addr) {
+            s.failures = 0;
+            s.retry_at = None;
+        }
+    }
+
+    /// The load of `addr` as `pick` would see it at `now` (ns × (pending+1)),
+    /// for metrics and tests. Like `pick`, this decays the stored estimate.
+    pub fn cost(&mut self, addr: SocketAddr, now: Instant) -> Option<f64> {
+        let decay = self.decay;
+        self.slot(addr).map(|s| s.load.cost(now, decay))
+    }
+
+    /// End of the latest backoff of `addr` (possibly already past), or `None`
+    /// if it has not been refused since its last successful connect.
+    pub fn backoff_until(&self, addr: SocketAddr) -> Option<Instant> {
+        let i = *self.index.get(&addr)?;
+        self.slots.get(i)?.retry_at
+    }
+
+    fn slot(&mut self, addr: SocketAddr) -> Option<&mut Slot> {
+        match self.index.get(&addr) {
+            Some(&i) => self.slots.get_mut(i),
+            None => {
+                log::debug!("balancer: {addr} is no longer in the endpoint set");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    const MS: f64 = 1_000_000.0;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, n], 8080))
+    }
+
+    fn balancer(seed: u64, addrs: &[SocketAddr], now: Instant) -> Balancer {
+        let mut b = Balancer::new(fastrand::Rng::with_seed(seed));
+        b.update_set(addrs, now);
+        b
+    }
+
+    /// How many of `n` picks at `now` went to each address.
+    fn tally(b: &mut Balancer, n: usize, now: Instant) -> HashMap<SocketAddr, usize> {
+        let mut counts = HashMap::new();
+        for _ in 0..n {
+            let a = b.pick(now).expect("non-empty");
+            *counts.entry(a).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn default_estimate_decays_toward_zero() {
+        // Tower's `default_decay` scenario: 10ms default, 1s decay.
+        let t = Instant::now();
+        let mut l = PeakEwma::new(ms(10), t);
+        let decay = Duration::from_secs(1);
+        assert_eq!(l.cost(t, decay), 10.0 * MS);
+        let c = l.cost(t + ms(100), decay);
+        assert!(9.0 * MS < c && c < 10.0 * MS, "{c}");
+        let c = l.cost(t + ms(200), decay);
+        assert!(8.0 * MS < c && c < 9.0 * MS, "{c}");
+    }
+
+    #[test]
+    fn peaks_replace_and_lower_samples_blend_in() {
+        // Tower's `compound_decay` scenario, with the clock passed in.
+        let t = Instant::now();
+        let decay = Duration::from_secs(1);
+        let mut l = PeakEwma::new(ms(20), t);
+        assert_eq!(l.cost(t, decay), 20.0 * MS);
+        l.pending += 1; // sent at t+100
+        assert!(l.cost(t + ms(100), decay) > 20.0 * MS);
+        l.pending += 1; // sent at t+200
+        assert!(l.cost(t + ms(200), decay) > 40.0 * MS);
+        l.pending -= 1;
+        l.sample(ms(200), t + ms(300), decay); // first response: a peak
+        assert_eq!(l.cost(t + ms(300), decay), 400.0 * MS);
+        l.pending -= 1;
+        l.sample(ms(200), t + ms(400), decay); // equal: blends to the same
+        assert_eq!(l.cost(t + ms(400), decay), 200.0 * MS);
+        assert!(l.cost(t + ms(1_400), decay) < 100.0 * MS);
+        assert!(l.cost(t + ms(11_400), decay) < 0.1 * MS);
+    }
+
+    #[test]
+    fn lower_sample_weight_depends_on_elapsed_time() {
+        let t = Instant::now();
+        let decay = Duration::from_secs(10);
+        let mut l = PeakEwma::new(ms(100), t);
+        // Right after the last update a low sample barely moves the estimate.
+        let e = l.sample(ms(10), t, decay);
+        assert_eq!(e, 100.0 * MS);
+        // After one decay period it lands 1/e of the way from the sample.
+        let e = l.sample(ms(10), t + Duration::from_secs(10), decay);
+        let want = 10.0 * MS + 90.0 * MS * (-1.0f64).exp();
+        assert!((e - want).abs() < 1.0, "{e} vs {want}");
+    }
+
+    #[test]
+    fn empty_and_single() {
+        let t = Instant::now();
+        let mut b = balancer(1, &[], t);
+        assert!(b.is_empty());
+        assert_eq!(b.pick(t), None);
+        b.update_set(&[addr(1)], t);
+        for _ in 0..10 {
+            assert_eq!(b.pick(t), Some(addr(1)));
+        }
+        b.update_set(&[], t);
+        assert_eq!(b.pick(t), None);
+    }
+
+    #[test]
+    fn duplicates_count_once() {
+        let t = Instant::now();
+        let b = balancer(1, &[addr(1), addr(2), addr(1)], t);
+        assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn equal_endpoints_share_the_load() {
+        let t = Instant::now();
+        let mut b = balancer(3, &[addr(1), addr(2), addr(3)], t);
+        let counts = tally(&mut b, 3_000, t);
+        for a in 1..=3 {
+            let n = counts.get(&addr(a)).copied().unwrap_or(0);
+            assert!((800..1_200).contains(&n), "{a}: {n}");
+        }
+    }
+
+    #[test]
+    fn pending_requests_steer_picks_away() {
+        let t = Instant::now();
+        let mut b = balancer(4, &[addr(1), addr(2)], t);
+        for _ in 0..3 {
+            b.start(addr(1));
+        }
+        // Both are always the two candidates, and 30ms×4 > 30ms×1.
+        assert_eq!(tally(&mut b, 100, t).get(&addr(1)), None);
+        for _ in 0..3 {
+            b.abandon(addr(1));
+        }
+        b.start(addr(2));
+        assert_eq!(tally(&mut b, 100, t).get(&addr(2)), None);
+        // More abandons than starts do not underflow.
+        b.abandon(addr(2));
+        b.abandon(addr(2));
+        assert_eq!(b.cost(addr(2), t), Some(30.0 * MS));
+    }
+
+    #[test]
+    fn slower_endpoint_gets_few_requests() {
+        // A request every 2ms for a minute; endpoint 1 answers in 10ms and
+        // endpoint 2 in 30ms. Completions are processed before each arrival.
+        let t0 = Instant::now();
+        let mut b = balancer(5, &[addr(1), addr(2)], t0);
+        let latency = |a: SocketAddr| if a == addr(1) { ms(10) } else { ms(30) };
+        let mut in_flight: BinaryHeap<Reverse<(Instant, SocketAddr, Instant)>> = BinaryHeap::new();
+        let mut slow = 0usize;
+        let mut total = 0usize;
+        for i in 0..30_000u64 {
+            let now = t0 + ms(2 * i);
+            while let Some(Reverse((done, a, sent))) = in_flight.peek().copied() {
+                if done > now {
+                    break;
+                }
+                in_flight.pop();
+                b.finish(a, done - sent, done);
+            }
+            let a = b.pick(now).expect("non-empty");
+            b.start(a);
+            in_flight.push(Reverse((now + latency(a), a, now)));
+            // Count after a one-second warm-up.
+            if i >= 500 {
+                total += 1;
+                slow += usize::from(a == addr(2));
+            }
+        }
+        let share = slow as f64 / total as f64;
+        // Costs balance near 6% of traffic on the slow endpoint (9.4% seen).
+        assert!(share < 0.15, "slow endpoint got {:.1}%", share * 100.0);
+        assert!(slow > 0, "the slow endpoint is still probed");
+    }
+
+    #[test]
+    fn idle_slow_endpoint_is_retried_after_decay() {
+        // One request at a time: endpoint 1 answers in 10ms, endpoint 2 peaked
+        // at 30ms. Endpoint 2 is avoided until its estimate, decaying while it
+        // is idle, falls below endpoint 1's.
+        let t0 = Instant::now();
+        let mut b = Balancer::with_params(ms(10), DEFAULT_DECAY, fastrand::Rng::with_seed(6));
+        b.update_set(&[addr(1), addr(2)], t0);
+        b.start(addr(2));
+        b.finish(addr(2), ms(30), t0);
+        let mut now = t0;
+        let mut slow_again = None;
+        while now < t0 + Duration::from_secs(20) {
+            let a = b.pick(now).expect("non-empty");
+            if a == addr(2) {
+                slow_again = Some(now - t0);
+                break;
+            }
+            b.start(a);
+            now += ms(10);
+            b.finish(a, ms(10), now);
+        }
+        // 30ms·exp(-t/10s) < 10ms once t > 10s·ln 3 ≈ 11s.
+        let after = slow_again.expect("slow endpoint retried");
+        assert!(
+            after > Duration::from_secs(10) && after < Duration::from_secs(12),
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn refused_endpoint_leaves_rotation_with_backoff() {
+        let t = Instant::now();
+        let mut b = balancer(7, &[addr(1), addr(2), addr(3)], t);
+        b.failed_connect(addr(1), t);
+        assert_eq!(b.backoff_until(addr(1)), Some(t + ms(100)));
+        assert_eq!(tally(&mut b, 300, t + ms(99)).get(&addr(1)), None);
+        let back = tally(&mut b, 300, t + ms(100));
+        assert!(back.get(&addr(1)).copied().unwrap_or(0) > 50, "{back:?}");
+        // Further refusals double the backoff up to 10s.
+        let mut now = t + ms(100);
+        for want in [200, 400, 800, 1_600, 3_200, 6_400, 10_000, 10_000] {
+            b.failed_connect(addr(1), now);
+            assert_eq!(b.backoff_until(addr(1)), Some(now + ms(want)));
+            assert_eq!(tally(&mut b, 100, now + ms(want - 1)).get(&addr(1)), None);
+            now += ms(want);
+        }
+        // A successful connect puts it back at once and resets the backoff.
+        b.failed_connect(addr(1), now);
+        b.connected(addr(1));
+        assert_eq!(b.backoff_until(addr(1)), None);
+        // (Idle equal endpoints tie to within rounding; load the others so the
+        // returning one is clearly cheapest.)
+        b.start(addr(2));
+        b.start(addr(3));
+        assert!(tally(&mut b, 300, now).get(&addr(1)).copied().unwrap_or(0) > 100);
+        b.failed_connect(addr(1), now);
+        assert_eq!(b.backoff_until(addr(1)), Some(now + ms(100)));
+    }
+
+    #[test]
+    fn with_all_out_of_rotation_the_first_to_return_is_chosen() {
+        let t = Instant::now();
+        let mut b = balancer(8, &[addr(1), addr(2), addr(3)], t);
+        b.failed_connect(addr(2), t);
+        b.failed_connect(addr(3), t + ms(10));
+        b.failed_connect(addr(1), t + ms(20));
+        for _ in 0..10 {
+            assert_eq!(b.pick(t + ms(30)), Some(addr(2)));
+        }
+        // Only one back in rotation: it is chosen, whatever its load.
+        for _ in 0..5 {
+            b.start(addr(2));
+        }
+        assert_eq!(b.pick(t + ms(100)), Some(addr(2)));
+        // Two back, the idle one wins.
+        for _ in 0..10 {
+            assert_eq!(b.pick(t + ms(110)), Some(addr(3)));
+        }
+    }
+
+    #[test]
+    fn update_keeps_surviving_state() {
+        let t = Instant::now();
+        let mut b = balancer(9, &[addr(1), addr(2)], t);
+        b.start(addr(1));
+        b.finish(addr(1), ms(500), t);
+        b.start(addr(1));
+        b.failed_connect(addr(2), t);
+        b.update_set(&[addr(3), addr(1)], t);
+        assert!(!b.contains(addr(2)));
+        assert_eq!(b.cost(addr(1), t), Some(1_000.0 * MS));
+        assert_eq!(b.cost(addr(3), t), Some(30.0 * MS));
+        // Events for a removed endpoint are ignored.
+        b.finish(addr(2), ms(1), t);
+        b.abandon(addr(2));
+        b.failed_connect(addr(2), t);
+        b.connected(addr(2));
+        assert_eq!(b.cost(addr(2), t), None);
+        // Re-added, it starts fresh.
+        b.update_set(&[addr(1), addr(2), addr(3)], t);
+        assert_eq!(b.backoff_until(addr(2)), None);
+        assert_eq!(b.cost(addr(2), t), Some(30.0 * MS));
+    }
+
+    #[test]
+    fn same_seed_same_choices() {
+        let t = Instant::now();
+        let addrs: Vec<SocketAddr> = (1..=8).map(addr).collect();
+        let run = |seed| {
+            let mut b = balancer(seed, &addrs, t);
+            (0..200)
+                .map(|i| {
+                    let now = t + ms(i);
+                    let a = b.pick(now).expect("non-empty");
+                    b.start(a);
+                    if i % 3 == 0 {
+                        b.finish(a, ms(i % 50), now);
+                    }
+                    a
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(42), run(42));
+        assert_ne!(run(42), run(43));
+    }
+
+    #[test]
+    fn zero_decay_forgets_at_once() {
+        let t = Instant::now();
+        let mut l = PeakEwma::new(ms(30), t);
+        assert_eq!(l.sample(ms(5), t, Duration::ZERO), 5.0 * MS);
+        assert_eq!(l.cost(t, Duration::ZERO), 0.0);
+    }
+}
