@@ -1,0 +1,248 @@
+//! Wiring: builds every thread of a running spoke from a [`Config`] and tears
+//! them down again. Used by the binary (`main`), by `spoke demo`, and by the
+//! integration tests, which run the real proxy in-process on port 0.
+//!
+//! Threads started here: the embedded controller's (`controller-watch` plus
+//! grpcio's completion queue) when no control plane is configured; the
+//! `event-loop`; and, through it, the `profile:`/`endpoints:` discovery threads.
+//! [`App::shutdown`] (or drop) stops the loop, which joins the discovery
+//! threads, then joins the loop and stops the controller; a panic on the loop
+//! thread is reported, not swallowed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use grpcio::{ChannelBuilder, Client, ConnectivityState, EnvBuilder, Environment};
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+
+use crate::config::{Config, ControlPlane};
+use crate::controller::embedded::{Controller, ControllerError};
+use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::http1;
+use crate::metrics::{DiscoveryKind, MetricsError, ProxyMetrics, Registry};
+use crate::proxy::destinations::Destinations;
+use crate::proxy::event_loop::EventLoop;
+use crate::proxy::session::LoopConfig;
+use crate::proxy::token;
+
+/// How often DNS-resolved endpoint sets are refreshed.
+const DNS_REFRESH: Duration = Duration::from_secs(5);
+/// Per-direction read buffer of a proxied connection.
+const BUFFER_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum StartError {
+    Controller(ControllerError),
+    Bind(&'static str, SocketAddr, std::io::Error),
+    Io(std::io::Error),
+    Metrics(MetricsError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Controller(e) => write!(f, "embedded controller: {e}"),
+            StartError::Bind(what, addr, e) => {
+                write!(f, "cannot bind the {what} listener on {addr}: {e}")
+            }
+            StartError::Io(e) => write!(f, "{e}"),
+            StartError::Metrics(e) => write!(f, "metrics: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> Self {
+        StartError::Io(e)
+    }
+}
+
+/// A running proxy.
+pub struct App {
+    outbound_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    control_addr: String,
+    event_loop: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    controller: Option<Controller>,
+    metrics: ProxyMetrics,
+    _env: Arc<Environment>,
+}
+
+impl App {
+    /// Binds the listeners and starts every thread. Returns once the loop
+    /// is running, so the addresses are ready for traffic.
+    pub fn start(cfg: &Config) -> Result<App, StartError> {
+        let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
+        let (controller, control_addr) = match &cfg.control_plane {
+            ControlPlane::Remote(addr) => (None, addr.clone()),
+            ControlPlane::Embedded(path) => {
+                let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+                let c =
+                    Controller::start(env.clone(), path, listen).map_err(StartError::Controller)?;
+                let addr = c.addr().to_string();
+                (Some(c), addr)
+            }
+        };
+        let channel = ChannelBuilder::new(env.clone())
+            .initial_reconnect_backoff(cfg.backoff.min)
+            .max_reconnect_backoff(cfg.backoff.max)
+            .connect(&control_addr);
+        let registry = Registry::new();
+        let metrics = ProxyMetrics::new(&registry).map_err(StartError::Metrics)?;
+
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let discovery = Discovery::new(
+            Client::new(channel.clone()),
+            DiscoveryConfig {
+                context_token: cfg.context_token.clone(),
+                backoff: cfg.backoff,
+                profile_suffixes: cfg.profile_suffixes.clone(),
+                get_suffixes: cfg.get_suffixes.clone(),
+                dns_refresh: DNS_REFRESH,
+            },
+            waker.clone(),
+            metrics.discovery(DiscoveryKind::Profile),
+            metrics.discovery(DiscoveryKind::Endpoints),
+        );
+        let outbound = TcpListener::bind(cfg.outbound_listen)
+            .map_err(|e| StartError::Bind("outbound", cfg.outbound_listen, e))?;
+        let admin = TcpListener::bind(cfg.admin_listen)
+            .map_err(|e| StartError::Bind("admin", cfg.admin_listen, e))?;
+        let outbound_addr = outbound.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+
+        // Ready once the listeners are bound (they are, by now) and the
+        // control plane answers: the embedded one has started; a remote one
+        // is ready when its gRPC channel is connected.
+        let ready: Box<dyn Fn() -> bool + Send> = if controller.is_some() {
+            Box::new(|| true)
+        } else {
+            Box::new(move || {
+                channel.check_connectivity_state(true) == ConnectivityState::GRPC_CHANNEL_READY
+            })
+        };
+        let loop_cfg = LoopConfig {
+            connect_timeout: cfg.connect_timeout,
+            failfast_timeout: cfg.failfast_timeout,
+            pool_idle_timeout: cfg.pool_idle_timeout,
+            discovery_idle_timeout: cfg.discovery_idle_timeout,
+            limits: http1::Limits::default(),
+            buffer_limit: BUFFER_LIMIT,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (started_tx, started) = mpsc::channel();
+        let loop_metrics = metrics.clone();
+        let loop_stop = stop.clone();
+        // The loop's state holds single-threaded routers (`Rc`), so it is
+        // built on its own thread.
+        let event_loop = std::thread::Builder::new()
+            .name("event-loop".into())
+            .spawn(move || {
+                let dsts = Destinations::new(discovery, loop_metrics.clone());
+                match EventLoop::new(
+                    poll,
+                    outbound,
+                    admin,
+                    dsts,
+                    loop_cfg,
+                    loop_metrics,
+                    loop_stop,
+                    ready,
+                ) {
+                    Ok(l) => {
+                        let _ = started_tx.send(Ok(()));
+                        l.run();
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                    }
+                }
+            })?;
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = event_loop.join();
+                return Err(StartError::Io(e));
+            }
+            Err(_) => {
+                let _ = event_loop.join();
+                return Err(StartError::Io(std::io::Error::other(
+                    "event loop exited during start-up",
+                )));
+            }
+        }
+        log::info!("outbound proxy listening on {outbound_addr}; admin on {admin_addr}; control plane {control_addr}");
+        Ok(App {
+            outbound_addr,
+            admin_addr,
+            control_addr,
+            event_loop: Some(event_loop),
+            stop,
+            waker,
+            controller,
+            metrics,
+            _env: env,
+        })
+    }
+
+    pub fn outbound_addr(&self) -> SocketAddr {
+        self.outbound_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The control plane's `host:port` (the embedded controller's when embedded).
+    pub fn control_addr(&self) -> &str {
+        &self.control_addr
+    }
+
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+
+    /// Stops every thread and joins them. `Err` if the event loop panicked.
+    pub fn shutdown(mut self) -> Result<(), String> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), String> {
+        let mut result = Ok(());
+        if let Some(handle) = self.event_loop.take() {
+            self.stop.store(true, Ordering::Release);
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake the event loop to stop it: {e}");
+            }
+            if handle.join().is_err() {
+                result = Err("the event-loop thread panicked".to_string());
+            }
+        }
+        if let Some(c) = self.controller.take() {
+            c.shutdown();
+        }
+        result
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_and_join() {
+            // Surface the panic in tests, which drop the proxy on the way out,
+            // unless we are already unwinding.
+            if !std::thread::panicking() {
+                panic!("{e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! spoke: a service-mesh sidecar proxy that needs no async runtime.
+//!
+//! ```text
+//!  control plane (Linkerd Destination API over gRPC, or the embedded controller)
+//!     ^ GetProfile(name:port)             ^ Get(name:port)
+//!  [profile:<dst>] thread              [endpoints:<dst>] thread     one pair per live destination
+//!     blocking stream loop, backoff       blocking stream loop or DNS
+//!     proto -> Profile (convert)          proto -> EndpointSet (convert)
+//!     +--> bounded(1) crossbeam channel, newest wins, + mio::Waker --+
+//!                                                                    v
+//!  [event-loop] thread: mio Poll over listeners, sockets, waker, timers
+//!     destination table: name:port -> Rc<Router>, Arc<EndpointSet>, waiters
+//!     HTTP/1.1 head -> target -> route -> endpoint -> upstream pool
+//!     admin endpoints: /metrics /ready /live
+//! ```
+//!
+//! Lexicon: a *destination* is a `name:port` the application talks to; its
+//! *profile* holds the *routes* (request matchers with metrics labels, response
+//! classes, timeout, retry policy) and the traffic split; its *endpoint set* is
+//! the addresses that serve it. A *session* is one client connection; an
+//! *exchange* is one request/response on it.
+//!
+//! Module map: `config` (environment), `discovery` (threads, conversion,
+//! backoff), `updates` (snapshot channels), `profile`/`router`/`endpoints`
+//! (domain types, pure), `http1` (sans-IO HTTP/1.1), `proxy` (event loop),
+//! `metrics`, `controller` (embedded Destination server), `app` (wiring),
+//! `devtools` (backends and a client for the demo and tests), `demo`.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod balance;
+pub mod config;
+pub mod controller;
+pub mod demo;
+pub mod devtools;
+pub mod discovery;
+pub mod duration;
+pub mod endpoints;
+pub mod http1;
+pub mod metrics;
+pub mod profile;
+pub mod proto;
+pub mod proxy;
+pub mod retry_budget;
+pub mod router;
+pub mod split;
+pub mod updates;

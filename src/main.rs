@@ -1,0 +1,169 @@
+//! The `spoke` binary: parses the command line, loads configuration from the
+//! environment, starts the threads (`spoke::app`), and waits for a signal.
+//!
+//! ```text
+//! spoke                                  run the proxy (configured by LINKERD2_PROXY_* / SPOKE_*)
+//! spoke demo [--requests N]              embedded controller + proxy + two backends, traffic, report
+//! spoke controller --config FILE --listen ADDR   run the embedded controller alone
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use spoke::app::App;
+use spoke::config::{Config, ProcessEnv};
+use spoke::controller::embedded::Controller;
+
+const USAGE: &str = "usage:
+  spoke                                         run the proxy (see README for the environment)
+  spoke demo [--requests N]                     run the demo: controller, proxy, backends, traffic
+  spoke controller --config FILE [--listen ADDR]  serve a ServiceProfile file over the Destination API
+  spoke --version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match Config::from_env(&ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("spoke: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log_filter);
+    match args.first().map(String::as_str) {
+        None | Some("run") => run(cfg),
+        Some("demo") => demo(cfg, &args[1..]),
+        Some("controller") => controller(&args[1..]),
+        Some("--version") | Some("-V") => {
+            println!("spoke {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("--help") | Some("-h") | Some("help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("spoke: unknown command {other:?}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    env_logger::Builder::new()
+        .parse_filters(filter)
+        .format_timestamp_millis()
+        .init();
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_signal() -> Result<i32, std::io::Error> {
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    Ok(signals.forever().next().unwrap_or(SIGTERM))
+}
+
+fn run(cfg: Config) -> ExitCode {
+    let app = match App::start(&cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("spoke: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match wait_for_signal() {
+        Ok(sig) => log::info!("received signal {sig}; shutting down"),
+        Err(e) => log::error!("cannot wait for signals ({e}); shutting down"),
+    }
+    match app.shutdown() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(cfg: Config, args: &[String]) -> ExitCode {
+    let mut requests = 600usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--requests", Some(n)) => match n.parse() {
+                Ok(n) if n > 0 && n <= 1_000_000 => requests = n,
+                _ => {
+                    eprintln!("spoke demo: --requests takes a number from 1 to 1000000");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("spoke demo: unknown argument {a:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match spoke::demo::run(&cfg, requests) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spoke demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn controller(args: &[String]) -> ExitCode {
+    let mut config = None;
+    let mut listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8086));
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--config", Some(p)) => config = Some(PathBuf::from(p)),
+            ("--listen", Some(l)) => match l.parse() {
+                Ok(addr) => listen = addr,
+                Err(_) => {
+                    eprintln!("spoke controller: --listen takes ip:port, got {l:?}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("spoke controller: unknown argument {a:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(config) = config else {
+        eprintln!("spoke controller: --config FILE is required\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let env = Arc::new(
+        grpcio::EnvBuilder::new()
+            .cq_count(1)
+            .name_prefix("grpc")
+            .build(),
+    );
+    let c = match Controller::start(env, &config, listen) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("spoke controller: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "spoke controller serving {} on {}",
+        config.display(),
+        c.addr()
+    );
+    match wait_for_signal() {
+        Ok(sig) => log::info!("received signal {sig}; shutting down"),
+        Err(e) => log::error!("cannot wait for signals ({e}); shutting down"),
+    }
+    c.shutdown();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,352 @@
+//! The `event-loop` thread: one mio `Poll` over the outbound and admin
+//! listeners, every client and upstream socket, the discovery waker and the
+//! timer heap. Sessions (`session`) do the HTTP work; this file dispatches
+//! events to them, accepts connections, swaps discovery snapshots between
+//! event batches (`destinations`), and runs housekeeping.
+//!
+//! Nothing here blocks: no DNS, no blocking connect, no lock held across I/O
+//! (the metrics registry's mutex is taken only to render `/metrics`).
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::admin::{AdminConn, AdminState};
+use super::destinations::Destinations;
+use super::pool::Pool;
+use super::session::{Ctx, LoopConfig, Owner, Session, Step};
+use super::timers::{Timer, Timers};
+use super::token;
+use crate::metrics::{Peer, ProxyMetrics, TcpMetrics};
+
+/// Idle connections kept per endpoint (Linkerd allows 10,000).
+const MAX_IDLE_PER_ENDPOINT: usize = 10_000;
+
+/// Everything sessions may touch, kept apart from the session slab so both can
+/// be borrowed at once.
+struct Parts {
+    socks: Slab<Owner>,
+    pool: Pool,
+    dsts: Destinations,
+    timers: Timers,
+    cfg: LoopConfig,
+    tcp_src: TcpMetrics,
+    tcp_dst: TcpMetrics,
+}
+
+pub struct EventLoop {
+    poll: Poll,
+    outbound: TcpListener,
+    admin: TcpListener,
+    sessions: Slab<Session>,
+    admins: Slab<AdminConn>,
+    parts: Parts,
+    metrics: ProxyMetrics,
+    stop: Arc<AtomicBool>,
+    ready: Box<dyn Fn() -> bool + Send>,
+}
+
+/// The admin view of the loop.
+struct Admin<'a> {
+    metrics: &'a ProxyMetrics,
+    ready: &'a dyn Fn() -> bool,
+}
+
+impl AdminState for Admin<'_> {
+    fn render_metrics(&self, out: &mut String) {
+        self.metrics.registry().render(out);
+    }
+
+    fn is_ready(&self) -> bool {
+        (self.ready)()
+    }
+}
+
+impl EventLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        poll: Poll,
+        mut outbound: TcpListener,
+        mut admin: TcpListener,
+        dsts: Destinations,
+        cfg: LoopConfig,
+        metrics: ProxyMetrics,
+        stop: Arc<AtomicBool>,
+        ready: Box<dyn Fn() -> bool + Send>,
+    ) -> io::Result<EventLoop> {
+        poll.registry()
+            .register(&mut outbound, token::OUTBOUND, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut admin, token::ADMIN, Interest::READABLE)?;
+        Ok(EventLoop {
+            poll,
+            outbound,
+            admin,
+            sessions: Slab::new(),
+            admins: Slab::new(),
+            parts: Parts {
+                socks: Slab::new(),
+                pool: Pool::new(MAX_IDLE_PER_ENDPOINT),
+                dsts,
+                timers: Timers::default(),
+                tcp_src: metrics.tcp("outbound", Peer::Src),
+                tcp_dst: metrics.tcp("outbound", Peer::Dst),
+                cfg,
+            },
+            metrics,
+            stop,
+            ready,
+        })
+    }
+
+    /// Runs until the stop flag is set and the waker fires; then closes every
+    /// connection and joins every discovery thread.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let housekeeping = self.housekeeping_interval();
+        self.parts
+            .timers
+            .add(Instant::now() + housekeeping, Timer::Maintenance);
+        let mut woken_sessions = Vec::new();
+        loop {
+            let timeout = self.parts.timers.next_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("event loop poll failed: {e}");
+                break;
+            }
+            let now = Instant::now();
+            let mut woken = false;
+            for event in events.iter() {
+                match event.token() {
+                    token::WAKER => woken = true,
+                    token::OUTBOUND => self.accept_outbound(now),
+                    token::ADMIN => self.accept_admin(),
+                    t => self.socket_event(t, event, now),
+                }
+            }
+            if woken {
+                if self.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                // Swap in the newest snapshots, then let parked requests go.
+                self.parts.dsts.drain(&mut woken_sessions);
+                for key in woken_sessions.drain(..) {
+                    self.drive(key, now);
+                }
+            }
+            while let Some(timer) = self.parts.timers.pop_expired(now) {
+                match timer {
+                    Timer::Session { key, epoch } => self.session_timer(key, epoch, now),
+                    Timer::Maintenance => {
+                        self.maintenance(now);
+                        self.parts
+                            .timers
+                            .add(now + housekeeping, Timer::Maintenance);
+                    }
+                }
+            }
+        }
+        self.shutdown();
+    }
+
+    fn housekeeping_interval(&self) -> Duration {
+        (self.parts.cfg.discovery_idle_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    fn ctx<'a>(poll: &'a Poll, parts: &'a mut Parts, now: Instant) -> Ctx<'a> {
+        Ctx {
+            registry: poll.registry(),
+            socks: &mut parts.socks,
+            pool: &mut parts.pool,
+            dsts: &mut parts.dsts,
+            timers: &mut parts.timers,
+            cfg: &parts.cfg,
+            tcp_dst: &parts.tcp_dst,
+            now,
+        }
+    }
+
+    fn accept_outbound(&mut self, now: Instant) {
+        loop {
+            let (stream, peer) = match self.outbound.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors or similar: leave the rest queued in
+                    // the kernel; the next readiness event retries.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            log::trace!("accepted {peer}");
+            let _ = stream.set_nodelay(true);
+            if let Some(key) = self.add_session(stream) {
+                self.drive(key, now);
+            }
+        }
+    }
+
+    fn add_session(&mut self, mut stream: TcpStream) -> Option<usize> {
+        let key = self.sessions.vacant_key();
+        let sock = self.parts.socks.insert(Owner::Client(key));
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token::socket(sock),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot register client socket: {e}");
+            self.parts.socks.remove(sock);
+            return None;
+        }
+        self.parts.tcp_src.open();
+        let s = Session::new(key, stream, sock, &self.parts.cfg);
+        self.sessions.insert(s);
+        Some(key)
+    }
+
+    fn accept_admin(&mut self) {
+        loop {
+            let mut stream = match self.admin.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("admin accept failed: {e}");
+                    return;
+                }
+            };
+            let key = self.admins.vacant_key();
+            let sock = self.parts.socks.insert(Owner::Admin(key));
+            if self
+                .poll
+                .registry()
+                .register(
+                    &mut stream,
+                    token::socket(sock),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                self.parts.socks.remove(sock);
+                continue;
+            }
+            self.admins.insert(AdminConn::new(stream, sock));
+            self.drive_admin(key);
+        }
+    }
+
+    fn drive_admin(&mut self, key: usize) {
+        let Some(conn) = self.admins.get_mut(key) else {
+            return;
+        };
+        let state = Admin {
+            metrics: &self.metrics,
+            ready: &*self.ready,
+        };
+        if conn.drive(&state) {
+            let conn = self.admins.remove(key);
+            self.parts.socks.remove(conn.sock);
+        }
+    }
+
+    fn socket_event(&mut self, t: Token, event: &Event, now: Instant) {
+        let Some(index) = token::socket_index(t) else {
+            return;
+        };
+        // Unknown tokens are stale events for sockets already closed.
+        match self.parts.socks.get(index).copied() {
+            Some(Owner::Client(key)) | Some(Owner::Upstream(key)) => self.drive(key, now),
+            Some(Owner::Admin(key)) => self.drive_admin(key),
+            Some(Owner::Idle(addr)) => {
+                // A writable edge left over from the last exchange is
+                // harmless; readable means the upstream closed the connection
+                // (or sent bytes no request asked for): drop it.
+                if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
+                    return;
+                }
+                let alive = self
+                    .parts
+                    .pool
+                    .get(addr, index)
+                    .is_some_and(|c| is_idle_and_open(&c.stream));
+                if !alive && self.parts.pool.remove(addr, index).is_some() {
+                    self.parts.socks.remove(index);
+                    self.parts.tcp_dst.close();
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn drive(&mut self, key: usize, now: Instant) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let mut ctx = Self::ctx(&self.poll, &mut self.parts, now);
+        if session.drive(&mut ctx) == Step::Close {
+            self.close_session(key, now);
+        }
+    }
+
+    fn session_timer(&mut self, key: usize, epoch: u64, now: Instant) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let mut ctx = Self::ctx(&self.poll, &mut self.parts, now);
+        if session.on_timer(epoch, &mut ctx) == Step::Close {
+            self.close_session(key, now);
+        }
+    }
+
+    fn close_session(&mut self, key: usize, now: Instant) {
+        let Some(session) = self.sessions.try_remove(key) else {
+            return;
+        };
+        self.parts.socks.remove(session.client_sock());
+        self.parts.tcp_src.close();
+        let mut ctx = Self::ctx(&self.poll, &mut self.parts, now);
+        session.release(&mut ctx);
+    }
+
+    fn maintenance(&mut self, now: Instant) {
+        let idle = self.parts.cfg.discovery_idle_timeout;
+        self.parts.dsts.evict_idle(now, idle);
+        let ttl = self.parts.cfg.pool_idle_timeout;
+        for conn in self.parts.pool.expire(now, ttl) {
+            self.parts.socks.remove(conn.sock);
+            self.parts.tcp_dst.close();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close_session(key, now);
+        }
+        for conn in self.parts.pool.drain() {
+            self.parts.socks.remove(conn.sock);
+            self.parts.tcp_dst.close();
+        }
+        self.parts.dsts.shutdown();
+        log::debug!("event loop stopped");
+    }
+}
+
+/// Whether an idle pooled connection is still usable: open, with nothing
+/// unread (a spurious readiness event leaves it so).
+fn is_idle_and_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}

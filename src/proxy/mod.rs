@@ -1,0 +1,13 @@
+//! The data plane: the mio event loop (`event_loop`) and what it drives —
+//! client sessions (`session`), upstream pools (`pool`), the destination table
+//! (`destinations`), the admin endpoints (`admin`), timers and buffers.
+
+pub mod admin;
+pub mod buffer;
+pub mod destinations;
+pub mod event_loop;
+pub mod pipe;
+pub mod pool;
+pub mod session;
+pub mod timers;
+pub mod token;

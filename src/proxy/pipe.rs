@@ -1,0 +1,145 @@
+//! One direction of an HTTP/1.1 exchange: a serialized head followed by body
+//! bytes taken verbatim from the source buffer, written to the sink until it
+//! would block (event-loop thread; the framing itself is `http1::BodyDecoder`).
+//!
+//! Bytes are never copied between buffers: the head and the body bytes that
+//! the decoder has vouched for go out together in one vectored write, straight
+//! from the read buffer. What follows the body in the buffer (a pipelined
+//! request) is left there.
+
+use std::io::{self, IoSlice, Write};
+
+use super::buffer::Buffer;
+use crate::http1::{BodyDecoder, BodyError};
+
+#[derive(Debug)]
+pub enum PipeError {
+    /// The body's framing is broken.
+    Body(BodyError),
+    /// Writing to the sink failed.
+    Write(io::Error),
+}
+
+#[derive(Default)]
+pub struct Pipe {
+    head: Vec<u8>,
+    head_off: usize,
+    body: Option<BodyDecoder>,
+    /// Bytes at the front of the source that belong to the body.
+    ready: usize,
+    /// The decoder has seen the end of the body.
+    decoded: bool,
+    /// Something has been written since `start`.
+    wrote: bool,
+    active: bool,
+}
+
+impl Pipe {
+    /// Starts a message: `head` then the body framed by `body` (`None`: no body).
+    pub fn start(&mut self, head: Vec<u8>, body: Option<BodyDecoder>) {
+        self.head = head;
+        self.head_off = 0;
+        self.decoded = body.is_none();
+        self.body = body;
+        self.ready = 0;
+        self.wrote = false;
+        self.active = true;
+    }
+
+    /// Queues more head bytes (an interim 1xx response before the final one).
+    pub fn push_head(&mut self, bytes: &[u8]) {
+        if !self.active {
+            self.start(Vec::new(), None);
+            self.decoded = false;
+        }
+        self.head.extend_from_slice(bytes);
+    }
+
+    /// Sets the body framing after interim heads were queued.
+    pub fn set_body(&mut self, head: &[u8], body: Option<BodyDecoder>) {
+        self.head.extend_from_slice(head);
+        self.decoded = body.is_none();
+        self.body = body;
+        self.active = true;
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Everything, head and body, has been written.
+    pub fn is_complete(&self) -> bool {
+        self.active && self.decoded && self.ready == 0 && self.head_off >= self.head.len()
+    }
+
+    /// The whole body has been read from the source (it may not all be
+    /// written yet).
+    pub fn body_read(&self) -> bool {
+        self.decoded
+    }
+
+    /// Any byte of this message has reached the sink.
+    pub fn wrote_any(&self) -> bool {
+        self.wrote
+    }
+
+    pub fn reset(&mut self) {
+        self.head.clear();
+        self.head_off = 0;
+        self.body = None;
+        self.ready = 0;
+        self.decoded = false;
+        self.wrote = false;
+        self.active = false;
+    }
+
+    /// The source hit EOF: a close-delimited body ends cleanly, any other
+    /// framing was cut short.
+    pub fn source_eof(&mut self) -> Result<(), BodyError> {
+        match &mut self.body {
+            Some(d) if !self.decoded => {
+                d.finish_eof()?;
+                self.decoded = true;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves what it can from `src` to `sink`; `Ok(true)` if anything moved.
+    pub fn pump(&mut self, src: &mut Buffer, sink: &mut impl Write) -> Result<bool, PipeError> {
+        if !self.active {
+            return Ok(false);
+        }
+        let mut progress = false;
+        loop {
+            if !self.decoded {
+                if let Some(d) = &mut self.body {
+                    let fresh = &src.bytes()[self.ready..];
+                    let p = d.feed(fresh).map_err(PipeError::Body)?;
+                    self.ready += p.consumed;
+                    self.decoded = p.done;
+                }
+            }
+            let head = &self.head[self.head_off..];
+            let body = &src.bytes()[..self.ready];
+            if head.is_empty() && body.is_empty() {
+                return Ok(progress);
+            }
+            let n = match sink.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+                Ok(0) => return Err(PipeError::Write(io::ErrorKind::WriteZero.into())),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(PipeError::Write(e)),
+            };
+            progress = true;
+            self.wrote = true;
+            let from_head = n.min(head.len());
+            self.head_off += from_head;
+            let from_body = n - from_head;
+            src.consume(from_body);
+            self.ready -= from_body;
+        }
+    }
+}
