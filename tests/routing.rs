@@ -1,0 +1,227 @@
+//! Routing and the data plane, through the real proxy: route-labelled
+//! metrics, atomic router swaps, and the proxy's own error responses.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use spoke::devtools::{Client, Response};
+use support::*;
+
+const BOOKS: &str = "books.default.svc.cluster.local:7000";
+
+#[test]
+fn requests_are_routed_and_counted_per_route() {
+    let ctl = MockController::start();
+    let be = backend("books");
+    ctl.endpoints(BOOKS, &[be.addr()]);
+    ctl.profile(
+        BOOKS,
+        &profile(vec![
+            route("GET /books/{id}", Some("GET"), "/books/[^/]+"),
+            route("GET /books", Some("GET"), "/books"),
+        ]),
+    );
+    let app = proxy(&config(ctl.addr()));
+
+    for path in ["/books", "/books/1", "/books/2?x=1", "/other"] {
+        let r = get(&app, BOOKS, path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.text(), "books\n");
+    }
+    let text = metrics(&app);
+    let base = [("direction", "outbound"), ("dst", BOOKS)];
+    let with = |route: &'static str| {
+        let mut v = base.to_vec();
+        v.push(("rt_route", route));
+        v
+    };
+    assert!(
+        has_series(&text, "route_request_total", &with("GET /books")),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&app, "route_request_total", &with("GET /books/{id}")),
+        2.0
+    );
+    assert_eq!(
+        metric(&app, "route_request_total", &with("GET /books")),
+        1.0
+    );
+    // The unmatched request takes the default route, which has no rt_* labels.
+    assert!(has_series(&text, "route_request_total", &base), "{text}");
+    let mut ok = with("GET /books/{id}");
+    ok.extend([("status_code", "200"), ("classification", "success")]);
+    assert!(has_series(&text, "route_response_total", &ok), "{text}");
+    assert_eq!(
+        metric(&app, "request_total", &[("authority", BOOKS)]),
+        4.0,
+        "{text}"
+    );
+    assert!(
+        metric(&app, "route_response_latency_ms_count", &with("GET /books")) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(be.hits(), 4);
+}
+
+#[test]
+fn a_profile_update_applies_to_the_next_request_while_in_flight_keeps_its_route() {
+    let ctl = MockController::start();
+    let release = Arc::new(AtomicUsize::new(0));
+    let r2 = release.clone();
+    let be = backend_with(
+        "slow",
+        Arc::new(move |req| {
+            if req.path == "/slow" {
+                // Hold the in-flight request until the test has swapped the
+                // profile (bounded).
+                for _ in 0..500 {
+                    if r2.load(Ordering::SeqCst) > 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            Response::new(200, "ok")
+        }),
+    );
+    ctl.endpoints(BOOKS, &[be.addr()]);
+    ctl.profile(BOOKS, &profile(vec![route("v1", None, "/.*")]));
+    let app = proxy(&config(ctl.addr()));
+    assert_eq!(get(&app, BOOKS, "/warm").status, 200);
+
+    let out = app.outbound_addr();
+    let in_flight = std::thread::spawn(move || {
+        let mut c = Client::connect(out, Duration::from_secs(10)).unwrap();
+        c.get(BOOKS, "/slow").unwrap().status
+    });
+    eventually("the slow request reaches the backend", || {
+        be.received().iter().any(|r| r.path == "/slow")
+    });
+
+    ctl.profile(BOOKS, &profile(vec![route("v2", None, "/.*")]));
+    eventually("new requests take the v2 route", || {
+        assert_eq!(get(&app, BOOKS, "/fast").status, 200);
+        metric(&app, "route_request_total", &[("rt_route", "v2")]) >= 1.0
+    });
+    release.store(1, Ordering::SeqCst);
+    assert_eq!(in_flight.join().unwrap(), 200);
+
+    // The in-flight request was answered after the swap, on the route it
+    // started with: its response is counted under v1.
+    eventually("the slow response is recorded", || {
+        metric(&app, "route_response_total", &[("rt_route", "v1")])
+            == metric(&app, "route_request_total", &[("rt_route", "v1")])
+    });
+    let v1 = metric(&app, "route_request_total", &[("rt_route", "v1")]);
+    assert!(v1 >= 2.0, "warm-up and the slow request are on v1 ({v1})");
+    assert_eq!(
+        metric(
+            &app,
+            "route_response_total",
+            &[("rt_route", "v2"), ("status_code", "200")]
+        ),
+        metric(&app, "route_request_total", &[("rt_route", "v2")])
+    );
+}
+
+#[test]
+fn malformed_request_gets_400_and_never_reaches_the_backend() {
+    let ctl = MockController::start();
+    let be = backend("books");
+    ctl.endpoints(BOOKS, &[be.addr()]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()));
+
+    let mut c = Client::connect(app.outbound_addr(), Duration::from_secs(5)).unwrap();
+    let r = c
+        .send_raw(
+            format!("POST / HTTP/1.1\r\nhost: {BOOKS}\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n").as_bytes(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.header("l5d-proxy-error").is_some(), "{:?}", r.headers);
+    assert!(c.is_closed(), "the connection closes after a framing error");
+
+    let mut c = Client::connect(app.outbound_addr(), Duration::from_secs(5)).unwrap();
+    let r = c.send_raw(b"GET / HTTP/1.1\r\n\r\n", false).unwrap();
+    assert_eq!(r.status, 400, "no Host");
+    assert_eq!(be.hits(), 0);
+
+    // The proxy keeps serving.
+    assert_eq!(get(&app, BOOKS, "/").status, 200);
+}
+
+#[test]
+fn refused_upstream_gets_502_and_empty_endpoint_set_gets_503() {
+    let ctl = MockController::start();
+    // A port nothing listens on: bind, note it, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    ctl.endpoints(BOOKS, &[dead]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let empty = "empty.default.svc.cluster.local:80";
+    ctl.endpoints(empty, &[]);
+    ctl.profile(empty, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()));
+
+    let r = get(&app, BOOKS, "/");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.header("l5d-proxy-error").is_some());
+
+    let r = get(&app, "empty.default.svc.cluster.local", "/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("l5d-proxy-error"), Some("no endpoints"));
+
+    let text = metrics(&app);
+    assert!(
+        has_series(
+            &text,
+            "response_total",
+            &[
+                ("direction", "outbound"),
+                ("authority", BOOKS),
+                ("status_code", "502"),
+                ("classification", "failure"),
+                ("error", "connect"),
+            ]
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn keep_alive_reuses_upstream_connections_and_streams_bodies() {
+    let ctl = MockController::start();
+    let be = backend_with("echo", Arc::new(|req| Response::new(200, req.body.clone())));
+    ctl.endpoints(BOOKS, &[be.addr()]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()));
+
+    let mut c = Client::connect(app.outbound_addr(), Duration::from_secs(5)).unwrap();
+    let big = vec![b'x'; 300_000];
+    for i in 0..20 {
+        let body = if i % 2 == 0 { &big[..] } else { b"small" };
+        let r = c.send("POST", BOOKS, "/echo", &[], body).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), body.len());
+    }
+    // Chunked request body, passed through verbatim.
+    let r = c
+        .send_raw(
+            format!("POST /c HTTP/1.1\r\nhost: {BOOKS}\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").as_bytes(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(be.hits(), 21);
+    let opened = metric(&app, "tcp_open_total", &[("peer", "dst")]);
+    assert_eq!(opened, 1.0, "one upstream connection carried every request");
+}
