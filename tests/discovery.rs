@@ -285,3 +285,20 @@ fn unknown_names_fall_back_to_dns() {
         .iter()
         .any(|(k, r)| *k == Kind::Endpoints && r.path == dst));
 }
+
+#[test]
+fn ready_follows_the_control_plane() {
+    let mut ctl = MockController::start();
+    ctl.kill();
+    let app = proxy(&config(ctl.addr()));
+    let ready = || {
+        spoke::devtools::get(app.admin_addr(), "localhost", "/ready")
+            .unwrap()
+            .status
+    };
+    let live = spoke::devtools::get(app.admin_addr(), "localhost", "/live").unwrap();
+    assert_eq!((live.status, live.text().as_str()), (200, "live\n"));
+    assert_eq!(ready(), 503, "no control plane yet");
+    ctl.restart();
+    eventually("ready once the controller answers", || ready() == 200);
+}
