@@ -16,13 +16,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::TryRecvError;
 
+use crate::balance::Balancer;
 use crate::discovery::{Discovery, Watch};
 use crate::endpoints::EndpointSet;
 use crate::metrics::{
     AuthorityMetrics, DiscoveryKind, DiscoveryMetrics, ProxyMetrics, RouteMetrics,
 };
 use crate::profile::Profile;
+use crate::retry_budget::TpsBudget;
 use crate::router::RouteTable;
+use crate::split::Split;
 
 /// A profile snapshot with the metric handles of its routes, built once per
 /// swap so requests never allocate label sets.
@@ -35,20 +38,52 @@ pub struct Router {
     // the router is shared by in-flight requests on this one thread.
     routes: Vec<RefCell<RouteMetrics>>,
     default: RefCell<RouteMetrics>,
+    /// One retry budget shared by every route of this profile, as in Linkerd;
+    /// `None` when the profile has no valid budget (then nothing is retried).
+    pub budget: Option<RefCell<TpsBudget>>,
+    /// The traffic split over `backends`, when the profile has overrides.
+    pub split: Option<Split>,
+    /// `name:port` of each override, resolved with its own `Get` watch.
+    pub backends: Vec<Arc<str>>,
 }
 
 impl Router {
-    fn new(profile: Arc<Profile>, dst: &str, metrics: &ProxyMetrics) -> Router {
+    fn new(profile: Arc<Profile>, dst: &str, metrics: &ProxyMetrics, now: Instant) -> Router {
         let routes = profile
             .routes
             .iter()
             .map(|r| RefCell::new(metrics.route("outbound", dst, &r.labels)))
             .collect();
+        let budget = profile
+            .retry_budget
+            .as_ref()
+            .and_then(|b| match TpsBudget::new(b, now) {
+                Ok(b) => Some(RefCell::new(b)),
+                Err(e) => {
+                    log::warn!("{dst}: retries disabled: {e}");
+                    None
+                }
+            });
+        let (split, backends) = if profile.dst_overrides.is_empty() {
+            (None, Vec::new())
+        } else {
+            (
+                Some(Split::new(&profile.dst_overrides)),
+                profile
+                    .dst_overrides
+                    .iter()
+                    .map(|d| Arc::from(d.authority.as_str()))
+                    .collect(),
+            )
+        };
         Router {
             table: RouteTable::new(profile.routes.clone()),
             profile,
             routes,
             default: RefCell::new(metrics.route("outbound", dst, &[])),
+            budget,
+            split,
+            backends,
         }
     }
 
@@ -76,7 +111,8 @@ pub struct Destination {
     /// Requests in flight; a destination in use is never evicted.
     pub active: usize,
     pub last_used: Instant,
-    next_endpoint: usize,
+    /// Load and connect-failure state of each endpoint.
+    pub balancer: Balancer,
     watch: Watch,
 }
 
@@ -85,16 +121,11 @@ impl Destination {
         self.router.is_some() && self.endpoints.is_some()
     }
 
-    /// Round robin over the current endpoint set.
-    pub fn pick_endpoint(&mut self) -> Option<std::net::SocketAddr> {
-        let set = self.endpoints.as_ref()?;
-        let eps = &set.endpoints;
-        if eps.is_empty() {
-            return None;
-        }
-        let i = self.next_endpoint % eps.len();
-        self.next_endpoint = self.next_endpoint.wrapping_add(1);
-        Some(eps[i].addr)
+    /// The endpoint for the next attempt: power of two choices over
+    /// PeakEWMA load, skipping endpoints that refused connections recently.
+    pub fn pick_endpoint(&mut self, now: Instant) -> Option<std::net::SocketAddr> {
+        self.endpoints.as_ref()?;
+        self.balancer.pick(now)
     }
 }
 
@@ -140,6 +171,7 @@ impl Destinations {
                     Arc::new(Profile::default()),
                     dst,
                     &self.metrics,
+                    now,
                 ))),
             };
             log::debug!("{dst}: new destination");
@@ -153,7 +185,7 @@ impl Destinations {
                     waiters: Vec::new(),
                     active: 0,
                     last_used: now,
-                    next_endpoint: 0,
+                    balancer: Balancer::new(fastrand::Rng::new()),
                     watch,
                 },
             );
@@ -163,33 +195,59 @@ impl Destinations {
         Ok(d)
     }
 
+    pub fn get(&self, dst: &str) -> Option<&Destination> {
+        self.table.get(dst)
+    }
+
     pub fn get_mut(&mut self, dst: &str) -> Option<&mut Destination> {
         self.table.get_mut(dst)
     }
 
-    /// Takes the newest snapshot from every discovery channel and swaps it in.
-    /// Returns the sessions waiting on destinations that changed.
-    pub fn drain(&mut self, woken: &mut Vec<usize>) {
+    /// Takes the newest snapshot from every discovery channel and swaps it in,
+    /// and starts the backends that new traffic splits name. Sessions parked
+    /// on a destination that changed go to `woken`; they check for themselves
+    /// whether what they wait for is there now.
+    pub fn drain(&mut self, now: Instant, woken: &mut Vec<usize>) {
+        let mut backends = Vec::new();
         for (name, d) in self.table.iter_mut() {
             let mut changed = false;
             if let Some(rx) = &d.watch.profile {
                 if let Some(s) = newest(rx) {
                     self.swap_profile.swap_latency(s.at.elapsed());
-                    d.router = Some(Rc::new(Router::new(s.value, name, &self.metrics)));
+                    let router = Router::new(s.value, name, &self.metrics, now);
+                    backends.extend(router.backends.iter().cloned());
+                    d.router = Some(Rc::new(router));
                     changed = true;
                 }
             }
             if let Some(s) = newest(&d.watch.endpoints) {
                 self.swap_endpoints.swap_latency(s.at.elapsed());
+                let addrs: Vec<_> = s.value.endpoints.iter().map(|e| e.addr).collect();
+                d.balancer.update_set(&addrs, now);
                 d.endpoints = Some(s.value);
                 changed = true;
             }
-            // Parked requests wait for readiness (a profile *and* endpoints),
-            // so they are released only once both have arrived.
-            if changed && d.is_ready() {
+            if changed {
                 woken.append(&mut d.waiters);
             }
         }
+        for backend in backends {
+            if let Err(e) = self.start(&backend, now) {
+                log::warn!(
+                    "{backend}: cannot start discovery for split backend: {}",
+                    e.0
+                );
+            }
+        }
+    }
+
+    /// Makes sure `name:port` has a destination entry (for split backends).
+    pub fn start(&mut self, dst: &str, now: Instant) -> Result<&mut Destination, StartFailed> {
+        let (name, port) = dst
+            .rsplit_once(':')
+            .and_then(|(n, p)| Some((n.to_string(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| StartFailed(std::io::Error::other(format!("{dst} is not name:port"))))?;
+        self.get_or_start(dst, &name, port, now)
     }
 
     /// Evicts destinations idle for longer than `idle`, and joins discovery

@@ -21,7 +21,7 @@ use super::admin::{AdminConn, AdminState};
 use super::destinations::Destinations;
 use super::pool::Pool;
 use super::session::{Ctx, LoopConfig, Owner, Session, Step};
-use super::timers::{Timer, Timers};
+use super::timers::{SessionTimer, Timer, Timers};
 use super::token;
 use crate::metrics::{Peer, ProxyMetrics, TcpMetrics};
 
@@ -38,6 +38,8 @@ struct Parts {
     cfg: LoopConfig,
     tcp_src: TcpMetrics,
     tcp_dst: TcpMetrics,
+    /// Randomness for traffic splits.
+    rng: fastrand::Rng,
 }
 
 pub struct EventLoop {
@@ -97,6 +99,7 @@ impl EventLoop {
                 timers: Timers::default(),
                 tcp_src: metrics.tcp("outbound", Peer::Src),
                 tcp_dst: metrics.tcp("outbound", Peer::Dst),
+                rng: fastrand::Rng::new(),
                 cfg,
             },
             metrics,
@@ -138,14 +141,19 @@ impl EventLoop {
                     break;
                 }
                 // Swap in the newest snapshots, then let parked requests go.
-                self.parts.dsts.drain(&mut woken_sessions);
+                self.parts.dsts.drain(now, &mut woken_sessions);
                 for key in woken_sessions.drain(..) {
                     self.drive(key, now);
                 }
             }
             while let Some(timer) = self.parts.timers.pop_expired(now) {
                 match timer {
-                    Timer::Session { key, epoch } => self.session_timer(key, epoch, now),
+                    Timer::Session {
+                        key,
+                        epoch,
+                        attempt,
+                        kind,
+                    } => self.session_timer(key, epoch, attempt, kind, now),
                     Timer::Maintenance => {
                         self.maintenance(now);
                         self.parts
@@ -172,6 +180,7 @@ impl EventLoop {
             timers: &mut parts.timers,
             cfg: &parts.cfg,
             tcp_dst: &parts.tcp_dst,
+            rng: &mut parts.rng,
             now,
         }
     }
@@ -299,12 +308,19 @@ impl EventLoop {
         }
     }
 
-    fn session_timer(&mut self, key: usize, epoch: u64, now: Instant) {
+    fn session_timer(
+        &mut self,
+        key: usize,
+        epoch: u64,
+        attempt: u32,
+        kind: SessionTimer,
+        now: Instant,
+    ) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         let mut ctx = Self::ctx(&self.poll, &mut self.parts, now);
-        if session.on_timer(epoch, &mut ctx) == Step::Close {
+        if session.on_timer(epoch, attempt, kind, &mut ctx) == Step::Close {
             self.close_session(key, now);
         }
     }

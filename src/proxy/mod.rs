@@ -6,6 +6,7 @@ pub mod admin;
 pub mod buffer;
 pub mod destinations;
 pub mod event_loop;
+pub mod exchange;
 pub mod pipe;
 pub mod pool;
 pub mod session;

@@ -32,6 +32,11 @@ pub struct Pipe {
     /// Something has been written since `start`.
     wrote: bool,
     active: bool,
+    /// A copy of everything written, kept so the message can be sent again
+    /// (a retry, or a reused connection found dead); dropped once it would
+    /// pass `tap_limit`.
+    tap: Option<Vec<u8>>,
+    tap_limit: usize,
 }
 
 impl Pipe {
@@ -44,6 +49,35 @@ impl Pipe {
         self.ready = 0;
         self.wrote = false;
         self.active = true;
+        self.tap = None;
+    }
+
+    /// Keeps a copy of what is written, up to `limit` bytes in all.
+    pub fn tap(&mut self, limit: usize) {
+        self.tap = Some(Vec::new());
+        self.tap_limit = limit;
+    }
+
+    /// Starts over on a new connection: what was written is queued again as
+    /// head bytes (so it must have been tapped), and the body, if any, goes on
+    /// from where the source is. Returns false when the copy is missing.
+    pub fn rewind(&mut self) -> bool {
+        let Some(written) = self.tap.take() else {
+            return false;
+        };
+        let mut head = written.clone();
+        head.extend_from_slice(&self.head[self.head_off..]);
+        self.head = head;
+        self.head_off = 0;
+        self.wrote = false;
+        // What is queued now counts as written again once it goes out.
+        self.tap = Some(Vec::new());
+        true
+    }
+
+    /// Whether a copy of everything written so far is still kept.
+    pub fn is_tapped(&self) -> bool {
+        self.tap.is_some()
     }
 
     /// Queues more head bytes (an interim 1xx response before the final one).
@@ -91,6 +125,7 @@ impl Pipe {
         self.decoded = false;
         self.wrote = false;
         self.active = false;
+        self.tap = None;
     }
 
     /// The source hit EOF: a close-delimited body ends cleanly, any other
@@ -136,6 +171,14 @@ impl Pipe {
             progress = true;
             self.wrote = true;
             let from_head = n.min(head.len());
+            if let Some(tap) = &mut self.tap {
+                if tap.len() + n > self.tap_limit {
+                    self.tap = None;
+                } else {
+                    tap.extend_from_slice(&head[..from_head]);
+                    tap.extend_from_slice(&body[..n - from_head]);
+                }
+            }
             self.head_off += from_head;
             let from_body = n - from_head;
             src.consume(from_body);

@@ -8,11 +8,28 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+/// Which deadline of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SessionTimer {
+    /// A parked request waited too long for discovery.
+    Failfast,
+    /// An upstream connect attempt took too long.
+    Connect,
+    /// The route's timeout (covers every retry) expired.
+    Route,
+}
+
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    /// A session's current step (discovery wait, connect) ran out of time.
-    Session { key: usize, epoch: u64 },
+    /// `epoch` names the request and `attempt` the try within it, so a timer
+    /// left over from an earlier one is ignored.
+    Session {
+        key: usize,
+        epoch: u64,
+        attempt: u32,
+        kind: SessionTimer,
+    },
     /// Periodic housekeeping: eviction, pool expiry, joining finished threads.
     Maintenance,
 }
@@ -52,17 +69,17 @@ mod tests {
         let now = Instant::now();
         let mut t = Timers::default();
         t.add(now + Duration::from_millis(30), Timer::Maintenance);
-        t.add(
-            now + Duration::from_millis(10),
-            Timer::Session { key: 1, epoch: 0 },
-        );
+        let s = Timer::Session {
+            key: 1,
+            epoch: 0,
+            attempt: 0,
+            kind: SessionTimer::Connect,
+        };
+        t.add(now + Duration::from_millis(10), s);
         assert_eq!(t.next_timeout(now), Some(Duration::from_millis(10)));
         assert_eq!(t.pop_expired(now), None);
         let later = now + Duration::from_millis(40);
-        assert_eq!(
-            t.pop_expired(later),
-            Some(Timer::Session { key: 1, epoch: 0 })
-        );
+        assert_eq!(t.pop_expired(later), Some(s));
         assert_eq!(t.pop_expired(later), Some(Timer::Maintenance));
         assert_eq!(t.pop_expired(later), None);
         assert_eq!(t.next_timeout(later), None);

@@ -1,0 +1,621 @@
+//! One request/response on a session, with the route's policies applied
+//! (event-loop thread): traffic split and P2C endpoint choice per attempt,
+//! the route timeout over all attempts, retries of failed responses within
+//! the profile's budget, and the proxy's own error responses.
+//!
+//! ```text
+//! dispatch -> attempt: pick backend (split) -> pick endpoint (P2C) -> connect
+//!   -> send request (tapped for replay, up to 64 KiB of body)
+//!   -> response head: classify
+//!        failure on a retryable route, request complete, budget allows
+//!          -> drop the connection, next attempt (re-picks backend and endpoint)
+//!        otherwise -> forward head and body -> finish (pool the connection)
+//!   route timeout before the head was forwarded -> 504, connection dropped
+//! ```
+//!
+//! Lives beside `session`, which owns the client side and calls in here.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use super::buffer::{Buffer, Filled};
+use super::destinations::Router;
+use super::pipe::{Pipe, PipeError};
+use super::pool::IdleConn;
+use super::session::{has_body, Ctx, Owner, Phase, Session};
+use super::timers::SessionTimer;
+use super::token;
+use crate::http1::{self, AfterResponse, BodyDecoder, BodyFraming, RequestHead};
+use crate::metrics::AuthorityMetrics;
+use crate::profile::{self, Classification};
+
+/// Request bodies up to this size are kept for a retry (Linkerd's replay cap).
+pub const MAX_REPLAY_BODY: usize = 64 * 1024;
+
+#[derive(PartialEq, Eq)]
+pub(super) enum Resp {
+    AwaitHead,
+    Body,
+}
+
+pub(super) struct Upstream {
+    pub(super) stream: TcpStream,
+    sock: usize,
+    addr: SocketAddr,
+    pub(super) inbuf: Buffer,
+    connected: bool,
+    reused: bool,
+    eof: bool,
+}
+
+/// One try at an endpoint.
+pub(super) struct Attempt {
+    /// Counts tries of this request, so stale connect timers are ignored.
+    pub(super) n: u32,
+    /// The destination whose endpoints served it (a split backend, or the
+    /// request's own destination).
+    backend: Arc<str>,
+    addr: SocketAddr,
+    started: Instant,
+}
+
+pub(super) struct Exchange {
+    dst: Arc<str>,
+    router: Rc<Router>,
+    route: Option<usize>,
+    authority: AuthorityMetrics,
+    started: Instant,
+    head_is_head: bool,
+    client_minor: u8,
+    keep_alive: bool,
+    /// Route is retryable and the profile has a budget.
+    retryable: bool,
+    pub(super) req: Pipe,
+    resp_state: Resp,
+    status: u16,
+    resp_keep_alive: bool,
+    pub(super) upstream: Option<Upstream>,
+    head_latency: Option<Duration>,
+    pub(super) attempt: Attempt,
+}
+
+/// How an upstream attempt failed, for the status and the `error` label.
+#[derive(Clone, Copy, Debug)]
+enum UpstreamError {
+    NoEndpoints,
+    Connect,
+    ConnectTimeout,
+    Io,
+    Protocol,
+}
+
+impl UpstreamError {
+    fn response(self) -> (u16, &'static str, &'static str) {
+        match self {
+            UpstreamError::NoEndpoints => (503, "no endpoints", "no_endpoints"),
+            UpstreamError::Connect => (502, "connection refused", "connect"),
+            UpstreamError::ConnectTimeout => (504, "connect timeout", "timeout"),
+            UpstreamError::Io => (502, "connection closed before response", "unavailable"),
+            UpstreamError::Protocol => (502, "invalid response from upstream", "protocol"),
+        }
+    }
+}
+
+impl Session {
+    /// Routes a request whose discovery answers are all there and starts its
+    /// first attempt.
+    pub(super) fn dispatch(
+        &mut self,
+        head: RequestHead,
+        dst: &Arc<str>,
+        router: Rc<Router>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(d) = ctx.dsts.get_mut(dst) else {
+            self.synthetic(503, "destination evicted", has_body(&head));
+            return;
+        };
+        d.last_used = ctx.now;
+        d.active += 1;
+        self.epoch += 1;
+        let route = router.find(head.method(), head.path());
+        d.authority.request();
+        router.route_metrics(route).borrow().request();
+        let policy = route.and_then(|i| router.profile.routes.get(i));
+        let retryable = policy.is_some_and(|r| r.is_retryable) && router.budget.is_some();
+        if retryable {
+            if let Some(b) = &router.budget {
+                b.borrow_mut().deposit(ctx.now);
+            }
+        }
+        let timeout = policy.and_then(|r| r.timeout);
+
+        let mut upstream_head = Vec::with_capacity(512);
+        head.write_upstream(&mut upstream_head, head.upstream_host());
+        let mut req = Pipe::default();
+        let body = has_body(&head).then(|| BodyDecoder::new(head.framing()));
+        let head_len = upstream_head.len();
+        req.start(upstream_head, body);
+        // Keep what is sent for a retry (bodies up to 64 KiB), and for a
+        // replay on a pooled connection that turns out to be dead.
+        req.tap(head_len + MAX_REPLAY_BODY);
+        self.ex = Some(Exchange {
+            dst: dst.clone(),
+            authority: d.authority.clone(),
+            router,
+            route,
+            started: ctx.now,
+            head_is_head: head.method() == "HEAD",
+            client_minor: head.minor_version(),
+            keep_alive: head.keep_alive(),
+            retryable,
+            req,
+            resp_state: Resp::AwaitHead,
+            status: 0,
+            resp_keep_alive: false,
+            upstream: None,
+            head_latency: None,
+            attempt: Attempt {
+                n: 0,
+                backend: dst.clone(),
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                started: ctx.now,
+            },
+        });
+        self.phase = Phase::Exchanging;
+        if let Some(t) = timeout {
+            self.add_timer(t, SessionTimer::Route, ctx);
+        }
+        if let Err(e) = self.start_attempt(ctx) {
+            self.upstream_failed(e, ctx);
+        }
+    }
+
+    /// Picks a backend (split) and an endpoint (P2C) and connects.
+    fn start_attempt(&mut self, ctx: &mut Ctx<'_>) -> Result<(), UpstreamError> {
+        let ex = self.ex.as_mut().expect("exchange");
+        let backend = match &ex.router.split {
+            None => ex.dst.clone(),
+            Some(split) => {
+                let backends = &ex.router.backends;
+                let dsts = &*ctx.dsts;
+                let ready = |i: usize| {
+                    dsts.get(&backends[i])
+                        .is_some_and(|d| d.endpoints.as_ref().is_some_and(|e| !e.is_empty()))
+                };
+                match split.pick_ready(ctx.rng, ready) {
+                    Some(i) => backends[i].clone(),
+                    None => return Err(UpstreamError::NoEndpoints),
+                }
+            }
+        };
+        let d = ctx
+            .dsts
+            .get_mut(&backend)
+            .ok_or(UpstreamError::NoEndpoints)?;
+        d.last_used = ctx.now;
+        let addr = d.pick_endpoint(ctx.now).ok_or(UpstreamError::NoEndpoints)?;
+        d.balancer.start(addr);
+        ex.attempt = Attempt {
+            n: ex.attempt.n + 1,
+            backend,
+            addr,
+            started: ctx.now,
+        };
+        ex.router.route_metrics(ex.route).borrow().actual_request();
+        self.open_upstream(addr, ctx)
+    }
+
+    fn open_upstream(&mut self, addr: SocketAddr, ctx: &mut Ctx<'_>) -> Result<(), UpstreamError> {
+        let limit = ctx.cfg.buffer_limit.max(ctx.cfg.limits.max_head_bytes + 1);
+        if let Some(IdleConn { stream, sock, .. }) = ctx.pool.take(addr) {
+            ctx.socks[sock] = Owner::Upstream(self.key);
+            self.ex.as_mut().expect("exchange").upstream = Some(Upstream {
+                stream,
+                sock,
+                addr,
+                inbuf: Buffer::new(limit),
+                connected: true,
+                reused: true,
+                eof: false,
+            });
+            return Ok(());
+        }
+        let mut stream = TcpStream::connect(addr).map_err(|e| {
+            log::debug!("connect to {addr} failed: {e}");
+            UpstreamError::Connect
+        })?;
+        let sock = ctx.socks.insert(Owner::Upstream(self.key));
+        if let Err(e) = ctx.registry.register(
+            &mut stream,
+            token::socket(sock),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot register upstream socket: {e}");
+            ctx.socks.remove(sock);
+            return Err(UpstreamError::Connect);
+        }
+        ctx.tcp_dst.open();
+        self.ex.as_mut().expect("exchange").upstream = Some(Upstream {
+            stream,
+            sock,
+            addr,
+            inbuf: Buffer::new(limit),
+            connected: false,
+            reused: false,
+            eof: false,
+        });
+        self.add_timer(ctx.cfg.connect_timeout, SessionTimer::Connect, ctx);
+        Ok(())
+    }
+
+    /// Advances the exchange; `Err` means close the client connection.
+    pub(super) fn step_exchange(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
+        let Session {
+            inbuf, resp, ex, ..
+        } = self;
+        let Some(ex) = ex.as_mut() else {
+            return Ok(false);
+        };
+        let Some(up) = ex.upstream.as_mut() else {
+            return Ok(false);
+        };
+        let mut progress = false;
+
+        if !up.connected {
+            match connect_status(&up.stream) {
+                Connect::Pending => return Ok(false),
+                Connect::Failed(e) => {
+                    log::debug!("connect to {} failed: {e}", up.addr);
+                    self.upstream_failed(UpstreamError::Connect, ctx);
+                    return Ok(true);
+                }
+                Connect::Done => {
+                    up.connected = true;
+                    let _ = up.stream.set_nodelay(true);
+                    if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
+                        d.balancer.connected(up.addr);
+                    }
+                    progress = true;
+                }
+            }
+        }
+
+        match ex.req.pump(inbuf, &mut up.stream) {
+            Ok(p) => progress |= p,
+            Err(PipeError::Body(e)) => {
+                // The client's body framing broke: nothing more can be sent
+                // on either connection.
+                log::debug!("invalid request body: {e}");
+                if !resp.wrote_any() {
+                    self.abandon_exchange(ctx);
+                    self.synthetic(400, "invalid request body", true);
+                    return Ok(true);
+                }
+                return Err(());
+            }
+            Err(PipeError::Write(e)) => {
+                log::debug!("upstream write failed: {e}");
+                self.upstream_failed(UpstreamError::Io, ctx);
+                return Ok(true);
+            }
+        }
+
+        if !up.eof && !up.inbuf.is_full() {
+            match up.inbuf.fill_from(&mut up.stream) {
+                Ok(Filled::Some(_)) => progress = true,
+                Ok(Filled::Nothing) => {}
+                Ok(Filled::Eof) => {
+                    up.eof = true;
+                    progress = true;
+                }
+                Err(e) => {
+                    log::debug!("upstream read failed: {e}");
+                    self.upstream_failed(UpstreamError::Io, ctx);
+                    return Ok(true);
+                }
+            }
+        }
+
+        while ex.resp_state == Resp::AwaitHead && !up.inbuf.is_empty() {
+            match http1::parse_response(up.inbuf.bytes(), &ctx.cfg.limits, ex.head_is_head) {
+                Ok(http1::Parsed::Partial) => break,
+                Ok(http1::Parsed::Complete { head, consumed }) => {
+                    up.inbuf.consume(consumed);
+                    progress = true;
+                    let mut out = Vec::with_capacity(256);
+                    if head.is_interim() {
+                        // Interim response (100 Continue): pass it on to an
+                        // HTTP/1.1 client and wait for the final one.
+                        if ex.client_minor >= 1 {
+                            head.write_downstream(&mut out, false, ex.client_minor);
+                            resp.push_head(&out);
+                        }
+                        continue;
+                    }
+                    let rtt = ctx.now.saturating_duration_since(ex.attempt.started);
+                    if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
+                        d.balancer.finish(ex.attempt.addr, rtt, ctx.now);
+                    }
+                    let route = ex.route.and_then(|i| ex.router.profile.routes.get(i));
+                    let classes = route.map(|r| &r.response_classes[..]).unwrap_or(&[]);
+                    let class = profile::classify(classes, head.status(), None);
+                    let success = class == Classification::Success;
+                    let mut metrics = ex.router.route_metrics(ex.route).borrow_mut();
+                    metrics.actual_response(head.status(), success);
+                    if !success && ex.retryable && ex.req.is_complete() && ex.req.is_tapped() {
+                        let allowed = ex
+                            .router
+                            .budget
+                            .as_ref()
+                            .is_some_and(|b| b.borrow_mut().withdraw(ctx.now));
+                        metrics.retryable(!allowed);
+                        drop(metrics);
+                        if allowed {
+                            self.retry(ctx);
+                            return Ok(true);
+                        }
+                    } else {
+                        drop(metrics);
+                    }
+                    ex.status = head.status();
+                    ex.resp_keep_alive = head.keep_alive();
+                    ex.head_latency = Some(ctx.now.saturating_duration_since(ex.started));
+                    let after = head.write_downstream(&mut out, !ex.keep_alive, ex.client_minor);
+                    if after == AfterResponse::Close {
+                        ex.keep_alive = false;
+                    }
+                    let body = (head.framing() != BodyFraming::None)
+                        .then(|| BodyDecoder::new(head.framing()));
+                    resp.set_body(&out, body);
+                    ex.resp_state = Resp::Body;
+                }
+                Err(e) => {
+                    log::warn!("invalid response head from {}: {e}", up.addr);
+                    self.upstream_failed(UpstreamError::Protocol, ctx);
+                    return Ok(true);
+                }
+            }
+        }
+
+        if up.eof {
+            match ex.resp_state {
+                Resp::AwaitHead => {
+                    self.upstream_failed(UpstreamError::Io, ctx);
+                    return Ok(true);
+                }
+                Resp::Body if up.inbuf.is_empty() || resp.body_read() => {
+                    if let Err(e) = resp.source_eof() {
+                        log::debug!("upstream closed mid-body: {e}");
+                        return Err(());
+                    }
+                }
+                Resp::Body => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Sends the request again after a failed response: the connection that
+    /// carried it is dropped (its body is unread), and the next attempt picks
+    /// a backend and an endpoint afresh.
+    fn retry(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(ex) = self.ex.as_mut() else {
+            return;
+        };
+        if let Some(up) = ex.upstream.take() {
+            drop_upstream(up, ctx);
+        }
+        ex.req.rewind();
+        if let Err(e) = self.start_attempt(ctx) {
+            self.upstream_failed(e, ctx);
+        }
+    }
+
+    /// The response is fully written: records metrics, returns the upstream
+    /// connection to the pool when it is reusable, and gets ready for the next
+    /// request. Returns whether anything changed.
+    pub(super) fn finish_exchange(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let Some(mut ex) = self.ex.take() else {
+            return false;
+        };
+        let latency = ex
+            .head_latency
+            .unwrap_or_else(|| ctx.now.saturating_duration_since(ex.started));
+        let route = ex.route.and_then(|i| ex.router.profile.routes.get(i));
+        let classes = route.map(|r| &r.response_classes[..]).unwrap_or(&[]);
+        let success = profile::classify(classes, ex.status, None) == Classification::Success;
+        ex.authority.response(ex.status, success, None, latency);
+        ex.router
+            .route_metrics(ex.route)
+            .borrow_mut()
+            .response(ex.status, success, None, latency);
+        if let Some(d) = ctx.dsts.get_mut(&ex.dst) {
+            d.active = d.active.saturating_sub(1);
+            d.last_used = ctx.now;
+        }
+        let reusable = ex.req.is_complete() && ex.resp_keep_alive;
+        if let Some(up) = ex.upstream.take() {
+            if reusable && up.inbuf.is_empty() && !up.eof {
+                pool_upstream(up, ctx);
+            } else {
+                drop_upstream(up, ctx);
+            }
+        }
+        self.resp.reset();
+        if ex.keep_alive && ex.req.is_complete() && !self.client_eof {
+            self.phase = Phase::ReadHead;
+        } else {
+            // Nothing left to write: close now.
+            self.phase = Phase::Closing;
+            self.resp.start(Vec::new(), None);
+        }
+        true
+    }
+
+    /// A connect timer fired: fail the attempt if it is still connecting.
+    pub(super) fn connect_timer(&mut self, attempt: u32, ctx: &mut Ctx<'_>) {
+        let connecting = self.ex.as_ref().is_some_and(|ex| {
+            ex.attempt.n == attempt && ex.upstream.as_ref().is_some_and(|u| !u.connected)
+        });
+        if connecting {
+            self.upstream_failed(UpstreamError::ConnectTimeout, ctx);
+        }
+    }
+
+    /// The route timeout fired. Until the response head has gone to the
+    /// client, the exchange is abandoned and the client gets 504; after that
+    /// the response is already streaming and is left alone (the timeout
+    /// covers the wait for the response head, as in Linkerd).
+    pub(super) fn route_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(ex) = self.ex.as_mut() else {
+            return;
+        };
+        if ex.resp_state != Resp::AwaitHead {
+            return;
+        }
+        log::debug!("{}: route timeout after {:?}", ex.dst, ctx.now - ex.started);
+        if let Some(up) = ex.upstream.take() {
+            if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
+                d.balancer.abandon(up.addr);
+            }
+            drop_upstream(up, ctx);
+        }
+        self.fail_exchange(504, "response timeout", "timeout", ctx);
+    }
+
+    /// The upstream failed before a complete response: replay on a fresh
+    /// connection if a pooled one was dead, answer with a proxy error if
+    /// nothing was sent yet, or give up on the client connection.
+    fn upstream_failed(&mut self, err: UpstreamError, ctx: &mut Ctx<'_>) {
+        let Some(ex) = self.ex.as_mut() else {
+            return;
+        };
+        let nothing_received = ex.resp_state == Resp::AwaitHead && !self.resp.wrote_any();
+        if let Some(up) = ex.upstream.take() {
+            if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
+                match err {
+                    UpstreamError::Connect | UpstreamError::ConnectTimeout => {
+                        d.balancer.failed_connect(up.addr, ctx.now);
+                        d.balancer.abandon(up.addr);
+                    }
+                    _ => d.balancer.abandon(up.addr),
+                }
+            }
+            let addr = up.addr;
+            let reused = up.reused;
+            drop_upstream(up, ctx);
+            // A pooled connection the upstream had already closed: the
+            // request never reached it, so it is safe to send again.
+            if reused && nothing_received && ex.req.rewind() {
+                if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
+                    d.balancer.start(addr);
+                }
+                if self.open_upstream(addr, ctx).is_ok() {
+                    return;
+                }
+            }
+        }
+        if !nothing_received {
+            // Part of the response is out: the only honest signal left is
+            // closing the connection.
+            if let Some(ex) = self.ex.take() {
+                if let Some(d) = ctx.dsts.get_mut(&ex.dst) {
+                    d.active = d.active.saturating_sub(1);
+                }
+            }
+            self.phase = Phase::Closing;
+            self.resp.reset();
+            self.resp.start(Vec::new(), None);
+            return;
+        }
+        let (status, reason, label) = err.response();
+        self.fail_exchange(status, reason, label, ctx);
+    }
+
+    /// Ends the exchange with a response made by the proxy.
+    fn fail_exchange(&mut self, status: u16, reason: &str, label: &'static str, ctx: &mut Ctx<'_>) {
+        let Some(mut ex) = self.ex.take() else {
+            return;
+        };
+        if let Some(up) = ex.upstream.take() {
+            drop_upstream(up, ctx);
+        }
+        if let Some(d) = ctx.dsts.get_mut(&ex.dst) {
+            d.active = d.active.saturating_sub(1);
+        }
+        let latency = ctx.now.saturating_duration_since(ex.started);
+        ex.authority.response(status, false, Some(label), latency);
+        ex.router.route_metrics(ex.route).borrow_mut().response(
+            status,
+            false,
+            Some(label),
+            latency,
+        );
+        let close = !ex.req.body_read() || !ex.keep_alive;
+        self.synthetic(status, reason, close);
+    }
+
+    /// Drops the exchange and its upstream connection without a response.
+    pub(super) fn abandon_exchange(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(mut ex) = self.ex.take() {
+            if let Some(up) = ex.upstream.take() {
+                if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
+                    d.balancer.abandon(up.addr);
+                }
+                drop_upstream(up, ctx);
+            }
+            if let Some(d) = ctx.dsts.get_mut(&ex.dst) {
+                d.active = d.active.saturating_sub(1);
+            }
+        }
+        if let Phase::Parked(waited) = &self.phase {
+            if let Some(d) = ctx.dsts.get_mut(waited) {
+                d.waiters.retain(|k| *k != self.key);
+            }
+        }
+    }
+}
+
+fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
+    ctx.socks[up.sock] = Owner::Idle(up.addr);
+    let idle = IdleConn {
+        stream: up.stream,
+        sock: up.sock,
+        since: ctx.now,
+    };
+    if let Err(idle) = ctx.pool.put(up.addr, idle) {
+        ctx.socks.remove(idle.sock);
+        ctx.tcp_dst.close();
+    }
+}
+
+fn drop_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
+    ctx.socks.remove(up.sock);
+    ctx.tcp_dst.close();
+}
+
+enum Connect {
+    Pending,
+    Done,
+    Failed(io::Error),
+}
+
+/// Whether a non-blocking connect has finished (checked on a writable event).
+fn connect_status(stream: &TcpStream) -> Connect {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => return Connect::Failed(e),
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(_) => Connect::Done,
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Connect::Pending,
+        Err(e) => Connect::Failed(e),
+    }
+}
