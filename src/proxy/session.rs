@@ -137,6 +137,10 @@ impl Session {
         kind: SessionTimer,
         ctx: &mut Ctx<'_>,
     ) -> Step {
+        log::trace!(
+            "timer {kind:?} epoch {epoch}/{} attempt {attempt}",
+            self.epoch
+        );
         if epoch != self.epoch {
             return Step::Open;
         }
