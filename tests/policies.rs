@@ -261,3 +261,66 @@ fn a_refused_endpoint_stops_receiving_requests() {
     assert!(statuses[10..].iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(live.hits(), 50 - refused);
 }
+
+#[test]
+fn response_classes_decide_success_and_failure() {
+    let ctl = MockController::start();
+    let be = backend_with(
+        "status",
+        Arc::new(|req| {
+            let code = req.path.trim_start_matches('/').parse().unwrap_or(200);
+            Response::new(code, "")
+        }),
+    );
+    ctl.endpoints(BOOKS, &[be.addr()]);
+    // 404 is a failure on this route; 503 is declared a success; anything
+    // else falls back to "5xx fails".
+    let mut r = route("classified", None, "/.*");
+    for (min, max, failure) in [(404, 404, true), (503, 503, false)] {
+        let mut status = pb::HttpStatusRange::new();
+        status.min = min;
+        status.max = max;
+        let mut m = pb::ResponseMatch::new();
+        m.set_status(status);
+        let mut class = pb::ResponseClass::new();
+        class.condition = Some(m).into();
+        class.is_failure = failure;
+        r.response_classes.push(class);
+    }
+    ctl.profile(BOOKS, &profile(vec![r]));
+    let app = proxy(&config(ctl.addr()));
+    for code in [200, 404, 503, 500] {
+        assert_eq!(get(&app, BOOKS, &format!("/{code}")).status, code);
+    }
+    let class = |code: &str| {
+        let text = metrics(&app);
+        ["success", "failure"]
+            .into_iter()
+            .find(|c| {
+                has_series(
+                    &text,
+                    "route_response_total",
+                    &[
+                        ("direction", "outbound"),
+                        ("dst", BOOKS),
+                        ("rt_route", "classified"),
+                        ("status_code", code),
+                        ("classification", c),
+                    ],
+                )
+            })
+            .unwrap_or("missing")
+    };
+    assert_eq!(class("200"), "success");
+    assert_eq!(class("404"), "failure");
+    assert_eq!(class("503"), "success");
+    assert_eq!(class("500"), "failure");
+    assert_eq!(
+        metric(
+            &app,
+            "response_total",
+            &[("status_code", "404"), ("classification", "failure")]
+        ),
+        1.0
+    );
+}
