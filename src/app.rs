@@ -124,11 +124,15 @@ impl App {
         // Ready once the listeners are bound (they are, by now) and the
         // control plane answers: the embedded one has started; a remote one
         // is ready when its gRPC channel is connected.
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
         let ready: Box<dyn Fn() -> bool + Send> = if controller.is_some() {
-            Box::new(|| true)
+            Box::new(move || !stopping.load(Ordering::Acquire))
         } else {
             Box::new(move || {
-                channel.check_connectivity_state(true) == ConnectivityState::GRPC_CHANNEL_READY
+                !stopping.load(Ordering::Acquire)
+                    && channel.check_connectivity_state(true)
+                        == ConnectivityState::GRPC_CHANNEL_READY
             })
         };
         let loop_cfg = LoopConfig {
@@ -136,10 +140,14 @@ impl App {
             failfast_timeout: cfg.failfast_timeout,
             pool_idle_timeout: cfg.pool_idle_timeout,
             discovery_idle_timeout: cfg.discovery_idle_timeout,
-            limits: http1::Limits::default(),
+            limits: http1::Limits {
+                max_head_bytes: cfg.http.max_head_bytes,
+                max_headers: cfg.http.max_headers,
+            },
             buffer_limit: BUFFER_LIMIT,
+            http: cfg.http,
+            shutdown_grace: cfg.shutdown_grace,
         };
-        let stop = Arc::new(AtomicBool::new(false));
         let (started_tx, started) = mpsc::channel();
         let loop_metrics = metrics.clone();
         let loop_stop = stop.clone();

@@ -66,6 +66,12 @@ pub const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
 pub const FAILFAST_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_FAILFAST_TIMEOUT";
 pub const POOL_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT";
 pub const LOG: &str = "LINKERD2_PROXY_LOG";
+pub const HEAD_TIMEOUT: &str = "SPOKE_HTTP_HEAD_TIMEOUT";
+pub const BODY_TIMEOUT: &str = "SPOKE_HTTP_REQUEST_BODY_TIMEOUT";
+pub const IDLE_TIMEOUT: &str = "SPOKE_HTTP_IDLE_TIMEOUT";
+pub const MAX_HEAD_BYTES: &str = "SPOKE_HTTP_MAX_HEAD_BYTES";
+pub const MAX_HEADERS: &str = "SPOKE_HTTP_MAX_HEADERS";
+pub const MAX_CONNECTIONS: &str = "SPOKE_MAX_CONNECTIONS";
 
 /// A bad setting: names the variable and the value, so the operator can fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +175,26 @@ pub struct Config {
     pub failfast_timeout: Duration,
     /// How long an idle upstream connection stays in the pool.
     pub pool_idle_timeout: Duration,
+    /// HTTP/1.1 limits and client-side deadlines (DESIGN: "Limits").
+    pub http: HttpLimits,
     pub log_filter: String,
+}
+
+/// Limits on what a client may send and how slowly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request head must arrive within this time of its first byte (slowloris).
+    pub head_timeout: Duration,
+    /// A request body must arrive within this time of its head.
+    pub body_timeout: Duration,
+    /// A keep-alive client connection with no request is closed after this.
+    pub idle_timeout: Duration,
+    /// Largest request head accepted (431 beyond).
+    pub max_head_bytes: usize,
+    /// Most header lines accepted (431 beyond).
+    pub max_headers: usize,
+    /// Open client connections; beyond it, accepting pauses.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -218,6 +243,14 @@ impl Config {
             shutdown_grace: dur(env, SHUTDOWN_GRACE_PERIOD, "2m")?,
             failfast_timeout: positive(env, FAILFAST_TIMEOUT, "3s")?,
             pool_idle_timeout: dur(env, POOL_IDLE_TIMEOUT, "3s")?,
+            http: HttpLimits {
+                head_timeout: positive(env, HEAD_TIMEOUT, "10s")?,
+                body_timeout: positive(env, BODY_TIMEOUT, "60s")?,
+                idle_timeout: positive(env, IDLE_TIMEOUT, "60s")?,
+                max_head_bytes: count(env, MAX_HEAD_BYTES, 64 * 1024, 1024..=1024 * 1024)?,
+                max_headers: count(env, MAX_HEADERS, 100, 1..=1000)?,
+                max_connections: count(env, MAX_CONNECTIONS, 10_000, 1..=1_000_000)?,
+            },
             log_filter: nonempty(env, LOG)
                 .or_else(|| nonempty(env, "RUST_LOG"))
                 .unwrap_or_else(|| "warn,spoke=info".into()),
@@ -250,6 +283,29 @@ fn positive(env: &dyn Env, var: &'static str, default: &str) -> Result<Duration,
         });
     }
     Ok(d)
+}
+
+fn count(
+    env: &dyn Env,
+    var: &'static str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    let Some(value) = nonempty(env, var) else {
+        return Ok(default);
+    };
+    match value.parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(ConfigError {
+            var,
+            value,
+            reason: format!(
+                "expected a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
 }
 
 fn jitter(env: &dyn Env) -> Result<f64, ConfigError> {
@@ -314,6 +370,10 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(120));
         assert_eq!(c.failfast_timeout, Duration::from_secs(3));
         assert_eq!(c.log_filter, "warn,spoke=info");
+        assert_eq!(c.http.head_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.max_head_bytes, 65536);
+        assert_eq!(c.http.max_headers, 100);
+        assert_eq!(c.http.max_connections, 10_000);
         assert!(c
             .profile_suffixes
             .matches("books.default.svc.cluster.local"));
@@ -337,6 +397,10 @@ mod tests {
         let err = Config::from_env(&MapEnv::new().set(BACKOFF_MIN, "2s").set(BACKOFF_MAX, "1s"))
             .unwrap_err();
         assert_eq!(err.var, BACKOFF_MIN);
+        let err = Config::from_env(&MapEnv::new().set(MAX_HEADERS, "lots")).unwrap_err();
+        assert_eq!(err.var, MAX_HEADERS);
+        let err = Config::from_env(&MapEnv::new().set(MAX_CONNECTIONS, "0")).unwrap_err();
+        assert_eq!(err.var, MAX_CONNECTIONS);
         let err = Config::from_env(&MapEnv::new().set(DISCOVERY_IDLE_TIMEOUT, "0s")).unwrap_err();
         assert_eq!(err.var, DISCOVERY_IDLE_TIMEOUT);
     }

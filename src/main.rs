@@ -67,7 +67,16 @@ fn wait_for_signal() -> Result<i32, std::io::Error> {
     Ok(signals.forever().next().unwrap_or(SIGTERM))
 }
 
+/// Runs the proxy until SIGTERM or SIGINT, then drains it: requests in
+/// flight get the grace period to finish. A second signal exits at once.
 fn run(cfg: Config) -> ExitCode {
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("spoke: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let app = match App::start(&cfg) {
         Ok(a) => a,
         Err(e) => {
@@ -75,14 +84,36 @@ fn run(cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match wait_for_signal() {
-        Ok(sig) => log::info!("received signal {sig}; shutting down"),
-        Err(e) => log::error!("cannot wait for signals ({e}); shutting down"),
-    }
-    match app.shutdown() {
-        Ok(()) => ExitCode::SUCCESS,
+    let sig = signals.forever().next().unwrap_or(SIGTERM);
+    log::info!("received signal {sig}; draining (a second signal exits at once)");
+    let handle = signals.handle();
+    let shutdown = std::thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || {
+            let result = app.shutdown();
+            // Ends the wait for a second signal below.
+            handle.close();
+            result
+        });
+    let shutdown = match shutdown {
+        Ok(t) => t,
         Err(e) => {
+            log::error!("cannot start the shutdown thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(sig) = signals.forever().next() {
+        log::warn!("received signal {sig} again; exiting now");
+        std::process::exit(1);
+    }
+    match shutdown.join() {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             log::error!("{e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            log::error!("the shutdown thread panicked");
             ExitCode::FAILURE
         }
     }

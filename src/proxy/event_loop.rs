@@ -42,9 +42,27 @@ struct Parts {
     rng: fastrand::Rng,
 }
 
+/// Why accepting is paused, if it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepting {
+    Yes,
+    /// At the connection cap: resumes when a connection closes.
+    AtCap,
+    /// Out of descriptors (or memory): resumes on the `Accept` timer, with
+    /// this backoff doubling on each failure.
+    BackedOff(Duration),
+}
+
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
 pub struct EventLoop {
     poll: Poll,
-    outbound: TcpListener,
+    /// `None` once shutdown has begun: no new connections.
+    outbound: Option<TcpListener>,
+    accepting: Accepting,
+    /// Set when shutdown has begun.
+    draining: bool,
     admin: TcpListener,
     sessions: Slab<Session>,
     admins: Slab<AdminConn>,
@@ -88,7 +106,9 @@ impl EventLoop {
             .register(&mut admin, token::ADMIN, Interest::READABLE)?;
         Ok(EventLoop {
             poll,
-            outbound,
+            outbound: Some(outbound),
+            accepting: Accepting::Yes,
+            draining: false,
             admin,
             sessions: Slab::new(),
             admins: Slab::new(),
@@ -108,8 +128,10 @@ impl EventLoop {
         })
     }
 
-    /// Runs until the stop flag is set and the waker fires; then closes every
-    /// connection and joins every discovery thread.
+    /// Runs until shutdown: when the stop flag is set and the waker fires, it
+    /// stops accepting, closes idle connections, lets requests in flight
+    /// finish within the grace period, then closes the rest and joins every
+    /// discovery thread.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let housekeeping = self.housekeeping_interval();
@@ -137,8 +159,8 @@ impl EventLoop {
                 }
             }
             if woken {
-                if self.stop.load(Ordering::Acquire) {
-                    break;
+                if self.stop.load(Ordering::Acquire) && !self.draining {
+                    self.begin_drain(now);
                 }
                 // Swap in the newest snapshots, then let parked requests go.
                 self.parts.dsts.drain(now, &mut woken_sessions);
@@ -160,10 +182,57 @@ impl EventLoop {
                             .timers
                             .add(now + housekeeping, Timer::Maintenance);
                     }
+                    Timer::Accept => self.accept_outbound(now),
+                    Timer::ShutdownDeadline => {
+                        if self.draining && !self.sessions.is_empty() {
+                            log::warn!(
+                                "shutdown grace period over; closing {} connections",
+                                self.sessions.len()
+                            );
+                        }
+                        self.sessions_done();
+                    }
                 }
+            }
+            if self.draining && self.sessions.is_empty() {
+                break;
             }
         }
         self.shutdown();
+    }
+
+    /// Shutdown begins: stop accepting, close idle connections, and give the
+    /// others the grace period.
+    fn begin_drain(&mut self, now: Instant) {
+        log::info!(
+            "draining {} connections (grace period {:?})",
+            self.sessions.len(),
+            self.parts.cfg.shutdown_grace
+        );
+        self.draining = true;
+        if let Some(mut l) = self.outbound.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let idle: Vec<usize> = self
+            .sessions
+            .iter_mut()
+            .filter_map(|(k, s)| s.start_draining().then_some(k))
+            .collect();
+        for key in idle {
+            self.close_session(key, now);
+        }
+        self.parts
+            .timers
+            .add(now + self.parts.cfg.shutdown_grace, Timer::ShutdownDeadline);
+    }
+
+    /// Closes every session still open (end of the grace period).
+    fn sessions_done(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close_session(key, now);
+        }
     }
 
     fn housekeeping_interval(&self) -> Duration {
@@ -185,19 +254,52 @@ impl EventLoop {
         }
     }
 
+    /// Accepts until the listener would block, the connection cap is
+    /// reached, or descriptors run out (then it backs off on a timer, never
+    /// spinning on a listener it cannot serve).
     fn accept_outbound(&mut self, now: Instant) {
         loop {
-            let (stream, peer) = match self.outbound.accept() {
+            if self.sessions.len() >= self.parts.cfg.http.max_connections {
+                if self.accepting == Accepting::Yes {
+                    log::warn!(
+                        "{} client connections open: pausing accept",
+                        self.sessions.len()
+                    );
+                }
+                self.accepting = Accepting::AtCap;
+                return;
+            }
+            let Some(listener) = &self.outbound else {
+                return;
+            };
+            let (stream, peer) = match listener.accept() {
                 Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Out of descriptors or similar: leave the rest queued in
-                    // the kernel; the next readiness event retries.
-                    log::warn!("accept failed: {e}");
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accepting = Accepting::Yes;
                     return;
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_transient_accept_error(&e) => {
+                    // The connection waits in the kernel's backlog.
+                    let backoff = match self.accepting {
+                        Accepting::BackedOff(d) => (d * 2).min(MAX_ACCEPT_BACKOFF),
+                        _ => MIN_ACCEPT_BACKOFF,
+                    };
+                    if !matches!(self.accepting, Accepting::BackedOff(_)) {
+                        log::warn!("accept failed ({e}); backing off");
+                    }
+                    self.accepting = Accepting::BackedOff(backoff);
+                    self.parts.timers.add(now + backoff, Timer::Accept);
+                    return;
+                }
+                Err(e) => {
+                    // Peer-side failures (e.g. aborted before accept) only
+                    // concern that one connection.
+                    log::debug!("accept failed: {e}");
+                    continue;
+                }
             };
+            self.accepting = Accepting::Yes;
             log::trace!("accepted {peer}");
             let _ = stream.set_nodelay(true);
             if let Some(key) = self.add_session(stream) {
@@ -333,6 +435,9 @@ impl EventLoop {
         self.parts.tcp_src.close();
         let mut ctx = Self::ctx(&self.poll, &mut self.parts, now);
         session.release(&mut ctx);
+        if self.accepting == Accepting::AtCap {
+            self.accept_outbound(now);
+        }
     }
 
     fn maintenance(&mut self, now: Instant) {
@@ -358,6 +463,13 @@ impl EventLoop {
         self.parts.dsts.shutdown();
         log::debug!("event loop stopped");
     }
+}
+
+/// Accept errors that say "not now" about this process, not about a peer:
+/// out of descriptors or memory.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
 }
 
 /// Whether an idle pooled connection is still usable: open, with nothing

@@ -83,6 +83,9 @@ pub(super) struct Exchange {
     pub(super) upstream: Option<Upstream>,
     head_latency: Option<Duration>,
     pub(super) attempt: Attempt,
+    /// The proxy answered `Expect: 100-continue` itself; an upstream 100 is
+    /// not passed on again.
+    sent_continue: bool,
 }
 
 /// How an upstream attempt failed, for the status and the `error` label.
@@ -153,7 +156,7 @@ impl Session {
             started: ctx.now,
             head_is_head: head.method() == "HEAD",
             client_minor: head.minor_version(),
-            keep_alive: head.keep_alive(),
+            keep_alive: head.keep_alive() && !self.draining,
             retryable,
             req,
             resp_state: Resp::AwaitHead,
@@ -167,10 +170,22 @@ impl Session {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 started: ctx.now,
             },
+            sent_continue: false,
         });
         self.phase = Phase::Exchanging;
+        if head.expect_continue() && head.minor_version() >= 1 && has_body(&head) {
+            // The request is routed and will be sent: tell the client to go
+            // ahead rather than relying on the upstream to say so.
+            self.resp.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if let Some(ex) = self.ex.as_mut() {
+                ex.sent_continue = true;
+            }
+        }
         if let Some(t) = timeout {
             self.add_timer(t, SessionTimer::Route, ctx);
+        }
+        if has_body(&head) {
+            self.add_timer(ctx.cfg.http.body_timeout, SessionTimer::Body, ctx);
         }
         if let Err(e) = self.start_attempt(ctx) {
             self.upstream_failed(e, ctx);
@@ -333,7 +348,7 @@ impl Session {
                     if head.is_interim() {
                         // Interim response (100 Continue): pass it on to an
                         // HTTP/1.1 client and wait for the final one.
-                        if ex.client_minor >= 1 {
+                        if ex.client_minor >= 1 && !ex.sent_continue {
                             head.write_downstream(&mut out, false, ex.client_minor);
                             resp.push_head(&out);
                         }
@@ -449,7 +464,7 @@ impl Session {
             }
         }
         self.resp.reset();
-        if ex.keep_alive && ex.req.is_complete() && !self.client_eof {
+        if ex.keep_alive && ex.req.is_complete() && !self.client_eof && !self.draining {
             self.phase = Phase::ReadHead;
         } else {
             // Nothing left to write: close now.
@@ -457,6 +472,44 @@ impl Session {
             self.resp.start(Vec::new(), None);
         }
         true
+    }
+
+    /// Shutdown: the response to the request in flight says `connection:
+    /// close` (if its head has not gone out yet).
+    pub(super) fn no_keep_alive(&mut self) {
+        if let Some(ex) = self.ex.as_mut() {
+            if ex.resp_state == Resp::AwaitHead {
+                ex.keep_alive = false;
+            }
+        }
+    }
+
+    /// The request body did not arrive in time: 408 if the response has not
+    /// started, else just close.
+    pub(super) fn body_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(ex) = self.ex.as_ref() else {
+            return;
+        };
+        if ex.req.body_read() {
+            return;
+        }
+        log::debug!("{}: request body not complete in time", ex.dst);
+        if self.resp.wrote_any() || ex.resp_state != Resp::AwaitHead {
+            self.abandon_exchange(ctx);
+            self.phase = Phase::Closing;
+            self.resp.reset();
+            self.resp.start(Vec::new(), None);
+            return;
+        }
+        if let Some(ex) = self.ex.as_mut() {
+            if let Some(up) = ex.upstream.take() {
+                if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
+                    d.balancer.abandon(up.addr);
+                }
+                drop_upstream(up, ctx);
+            }
+        }
+        self.fail_exchange(408, "request body timeout", "body_timeout", ctx);
     }
 
     /// A connect timer fired: fail the attempt if it is still connecting.
@@ -497,7 +550,9 @@ impl Session {
         let Some(ex) = self.ex.as_mut() else {
             return;
         };
-        let nothing_received = ex.resp_state == Resp::AwaitHead && !self.resp.wrote_any();
+        // Interim heads (100 Continue) may have gone out; a final response
+        // can still follow them.
+        let nothing_received = ex.resp_state == Resp::AwaitHead;
         if let Some(up) = ex.upstream.take() {
             if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
                 match err {

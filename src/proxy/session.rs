@@ -50,6 +50,10 @@ pub struct LoopConfig {
     pub limits: http1::Limits,
     /// Read-buffer size per direction; bounds memory per connection.
     pub buffer_limit: usize,
+    /// Client-side deadlines and the connection cap.
+    pub http: crate::config::HttpLimits,
+    /// How long in-flight requests may take to finish after shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 /// The loop state a session may touch while it runs.
@@ -97,6 +101,11 @@ pub struct Session {
     parked: Option<RequestHead>,
     pub(super) ex: Option<Exchange>,
     pub(super) client_eof: bool,
+    /// Which deadline is armed for the current wait for a head (`Idle` while
+    /// nothing has arrived, then `Head`), so each is armed once per request.
+    head_timer: Option<SessionTimer>,
+    /// Shutting down: finish what is in flight, then close.
+    pub(super) draining: bool,
 }
 
 impl Session {
@@ -113,6 +122,8 @@ impl Session {
             parked: None,
             ex: None,
             client_eof: false,
+            head_timer: None,
+            draining: false,
         }
     }
 
@@ -159,6 +170,17 @@ impl Session {
             }
             (Phase::Exchanging, SessionTimer::Connect) => self.connect_timer(attempt, ctx),
             (Phase::Exchanging, SessionTimer::Route) => self.route_timeout(ctx),
+            (Phase::Exchanging, SessionTimer::Body) => self.body_timeout(ctx),
+            (Phase::ReadHead, SessionTimer::Idle)
+                if self.inbuf.is_empty() && !self.resp.is_active() =>
+            {
+                log::debug!("closing an idle keep-alive connection");
+                return Step::Close;
+            }
+            (Phase::ReadHead, SessionTimer::Head) if !self.inbuf.is_empty() => {
+                log::debug!("request head not complete in time");
+                self.synthetic(408, "request head timeout", true);
+            }
             _ => {}
         }
         self.drive(ctx)
@@ -190,6 +212,10 @@ impl Session {
 
             match self.phase {
                 Phase::ReadHead if !self.resp.is_active() => {
+                    if self.draining && self.inbuf.is_empty() {
+                        return Step::Close;
+                    }
+                    self.arm_head_timer(ctx);
                     progress |= self.try_start(ctx);
                 }
                 Phase::Parked(ref dst) => {
@@ -284,6 +310,7 @@ impl Session {
             Ok(Parsed::Complete { head, consumed }) => {
                 self.inbuf.consume(consumed);
                 self.epoch += 1;
+                self.head_timer = None;
                 self.route_or_park(head, false, ctx);
                 true
             }
@@ -372,6 +399,38 @@ impl Session {
             }
             None => false,
         }
+    }
+
+    /// While waiting for a request: the idle deadline until a byte arrives,
+    /// then the head deadline (against clients that send a head slowly).
+    fn arm_head_timer(&mut self, ctx: &mut Ctx<'_>) {
+        let want = if self.inbuf.is_empty() {
+            SessionTimer::Idle
+        } else {
+            SessionTimer::Head
+        };
+        if self.head_timer == Some(want) || self.head_timer == Some(SessionTimer::Head) {
+            return;
+        }
+        let after = match want {
+            SessionTimer::Idle => ctx.cfg.http.idle_timeout,
+            _ => ctx.cfg.http.head_timeout,
+        };
+        self.add_timer(after, want, ctx);
+        self.head_timer = Some(want);
+    }
+
+    /// Shutdown: an idle connection closes now (`true`); a busy one finishes
+    /// its request and then closes.
+    pub fn start_draining(&mut self) -> bool {
+        self.draining = true;
+        let idle = matches!(self.phase, Phase::ReadHead)
+            && self.inbuf.is_empty()
+            && !self.resp.is_active();
+        if !idle {
+            self.no_keep_alive();
+        }
+        idle
     }
 
     pub(super) fn add_timer(&self, after: Duration, kind: SessionTimer, ctx: &mut Ctx<'_>) {

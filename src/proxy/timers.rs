@@ -17,6 +17,12 @@ pub enum SessionTimer {
     Connect,
     /// The route's timeout (covers every retry) expired.
     Route,
+    /// A keep-alive connection sat without a request for too long.
+    Idle,
+    /// A request head took too long to arrive after its first byte.
+    Head,
+    /// A request body took too long to arrive after its head.
+    Body,
 }
 
 /// What a deadline is for.
@@ -32,6 +38,10 @@ pub enum Timer {
     },
     /// Periodic housekeeping: eviction, pool expiry, joining finished threads.
     Maintenance,
+    /// Try accepting again after running out of descriptors.
+    Accept,
+    /// The shutdown grace period is over: close what is left.
+    ShutdownDeadline,
 }
 
 #[derive(Default)]

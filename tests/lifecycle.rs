@@ -1,0 +1,243 @@
+//! Connection lifecycle through the real proxy: graceful shutdown, client
+//! deadlines (idle, slow head, slow body), the connection cap, 100-continue,
+//! and running out of file descriptors (in a child process).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use spoke::config;
+use spoke::devtools::{Client, Response};
+use support::*;
+
+const BOOKS: &str = "books.default.svc.cluster.local:7000";
+
+/// Reads until EOF (or the timeout) and returns what arrived.
+fn read_all(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(patience())).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn ready_proxy(
+    env: spoke::config::MapEnv,
+) -> (MockController, spoke::devtools::Backend, spoke::app::App) {
+    let ctl = MockController::start();
+    let be = backend_with(
+        "books",
+        Arc::new(|req| {
+            let delay = if req.path == "/slow" { 300 } else { 0 };
+            Response::new(200, "ok").with_delay(Duration::from_millis(delay))
+        }),
+    );
+    ctl.endpoints(BOOKS, &[be.addr()]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&env.set(config::DESTINATION_SVC_ADDR, ctl.addr().to_string()));
+    assert_eq!(get(&app, BOOKS, "/").status, 200);
+    (ctl, be, app)
+}
+
+#[test]
+fn shutdown_lets_requests_in_flight_finish_and_closes_idle_connections() {
+    let (_ctl, be, app) = ready_proxy(config("127.0.0.1:1".parse().unwrap()));
+    let out = app.outbound_addr();
+    let mut idle = Client::connect(out, Duration::from_secs(5)).unwrap();
+    assert_eq!(idle.get(BOOKS, "/").unwrap().status, 200);
+
+    let in_flight = std::thread::spawn(move || {
+        let mut c = Client::connect(out, Duration::from_secs(10)).unwrap();
+        let r = c.get(BOOKS, "/slow").unwrap();
+        (r.status, r.header("connection").map(str::to_string))
+    });
+    eventually("the slow request reaches the backend", || {
+        be.received().iter().any(|r| r.path == "/slow")
+    });
+    let shutdown = std::thread::spawn(move || app.shutdown());
+
+    let (status, connection) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "the request in flight finished");
+    assert_eq!(connection.as_deref(), Some("close"));
+    assert!(
+        idle.is_closed(),
+        "the idle keep-alive connection was closed"
+    );
+    assert_eq!(shutdown.join().unwrap(), Ok(()));
+    assert!(TcpStream::connect(out).is_err(), "no longer accepting");
+}
+
+#[test]
+fn idle_and_slow_clients_are_cut_off() {
+    let env = config("127.0.0.1:1".parse().unwrap())
+        .set(config::IDLE_TIMEOUT, "200ms")
+        .set(config::HEAD_TIMEOUT, "200ms")
+        .set(config::BODY_TIMEOUT, "200ms");
+    let (_ctl, be, app) = ready_proxy(env);
+
+    // Idle keep-alive: closed without a response.
+    let mut idle = TcpStream::connect(app.outbound_addr()).unwrap();
+    assert_eq!(read_all(&mut idle), "");
+
+    // Slowloris: half a head, then nothing.
+    let mut slow = TcpStream::connect(app.outbound_addr()).unwrap();
+    slow.write_all(format!("GET / HTTP/1.1\r\nhost: {BOOKS}\r\nx-slow: ").as_bytes())
+        .unwrap();
+    let reply = read_all(&mut slow);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+
+    // A body that never finishes.
+    let hits = be.hits();
+    let mut body = TcpStream::connect(app.outbound_addr()).unwrap();
+    body.write_all(
+        format!("POST / HTTP/1.1\r\nhost: {BOOKS}\r\ncontent-length: 100\r\n\r\nabc").as_bytes(),
+    )
+    .unwrap();
+    let reply = read_all(&mut body);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    assert_eq!(
+        be.hits(),
+        hits,
+        "the backend never answered an incomplete request"
+    );
+    assert_eq!(get(&app, BOOKS, "/").status, 200, "still serving");
+}
+
+#[test]
+fn the_connection_cap_pauses_accepting_until_one_closes() {
+    let env = config("127.0.0.1:1".parse().unwrap()).set(config::MAX_CONNECTIONS, "2");
+    let (_ctl, _be, app) = ready_proxy(env);
+    let out = app.outbound_addr();
+    let mut a = Client::connect(out, Duration::from_secs(5)).unwrap();
+    let mut b = Client::connect(out, Duration::from_secs(5)).unwrap();
+    assert_eq!(a.get(BOOKS, "/").unwrap().status, 200);
+    assert_eq!(b.get(BOOKS, "/").unwrap().status, 200);
+
+    // The kernel completes the handshake, but the proxy does not accept it.
+    let mut third = TcpStream::connect(out).unwrap();
+    third
+        .write_all(
+            format!("GET / HTTP/1.1\r\nhost: {BOOKS}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(third.read(&mut buf).is_err(), "not served while at the cap");
+
+    drop(a);
+    let reply = read_all(&mut third);
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert_eq!(b.get(BOOKS, "/").unwrap().status, 200);
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    let (_ctl, be, app) = ready_proxy(config("127.0.0.1:1".parse().unwrap()));
+    let mut s = TcpStream::connect(app.outbound_addr()).unwrap();
+    s.set_read_timeout(Some(patience())).unwrap();
+    s.write_all(
+        format!("POST /up HTTP/1.1\r\nhost: {BOOKS}\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before 100 Continue");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "HTTP/1.1 100 Continue\r\n\r\n"
+    );
+    s.write_all(b"hello").unwrap();
+    let mut c = Client::connect(app.outbound_addr(), Duration::from_secs(5)).unwrap();
+    drop(c.get(BOOKS, "/"));
+    eventually("the body reaches the backend", || {
+        be.received()
+            .iter()
+            .any(|r| r.path == "/up" && r.body == b"hello")
+    });
+}
+
+/// A port that was free a moment ago (for the child process, whose ports
+/// cannot be read back).
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn running_out_of_descriptors_sheds_load_without_spinning_or_crashing() {
+    let be = backend("books");
+    let dir = std::env::temp_dir().join(format!("spoke-fd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = dir.join("mesh.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "apiVersion: spoke.dev/v1alpha1\nkind: Endpoints\nmetadata:\n  name: books.default.svc.cluster.local\nspec:\n  ports:\n  - port: 7000\n    addresses:\n    - {}\n",
+            be.addr()
+        ),
+    )
+    .unwrap();
+    let (out, admin) = (free_port(), free_port());
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\"")
+        .arg(env!("CARGO_BIN_EXE_spoke"))
+        .env(config::CONTROLLER_CONFIG, &yaml)
+        .env(config::OUTBOUND_LISTEN_ADDR, out.to_string())
+        .env(config::ADMIN_LISTEN_ADDR, admin.to_string())
+        .env(config::LOG, "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the proxy serves", || {
+        spoke::devtools::get(out, BOOKS, "/").is_ok_and(|r| r.status == 200)
+    });
+
+    // Far more connections than descriptors: the kernel queues them, the
+    // proxy accepts what it can and backs off on the rest.
+    let flood: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(out).ok())
+        .collect();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu();
+    std::thread::sleep(Duration::from_millis(500));
+    let spent_ticks = cpu() - before;
+    assert!(
+        spent_ticks < 25,
+        "the proxy spun while out of descriptors ({spent_ticks} ticks in 0.5s)"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the proxy is still running"
+    );
+    drop(flood);
+    eventually("serves again once descriptors free up", || {
+        spoke::devtools::get(out, BOOKS, "/").is_ok_and(|r| r.status == 200)
+    });
+
+    // SIGTERM drains and exits 0.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
