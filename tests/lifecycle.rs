@@ -241,3 +241,24 @@ fn running_out_of_descriptors_sheds_load_without_spinning_or_crashing() {
     assert!(status.success(), "exit status {status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order_even_after_a_half_close() {
+    let (_ctl, be, app) = ready_proxy(config("127.0.0.1:1".parse().unwrap()));
+    let mut s = TcpStream::connect(app.outbound_addr()).unwrap();
+    let mut all = Vec::new();
+    for path in ["/one", "/slow", "/three"] {
+        all.extend_from_slice(format!("GET {path} HTTP/1.1\r\nhost: {BOOKS}\r\n\r\n").as_bytes());
+    }
+    s.write_all(&all).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let reply = read_all(&mut s);
+    assert_eq!(reply.matches("HTTP/1.1 200 ").count(), 3, "{reply}");
+    let paths: Vec<String> = be
+        .received()
+        .iter()
+        .skip(1)
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(paths, ["/one", "/slow", "/three"]);
+}

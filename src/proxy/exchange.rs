@@ -464,7 +464,10 @@ impl Session {
             }
         }
         self.resp.reset();
-        if ex.keep_alive && ex.req.is_complete() && !self.client_eof && !self.draining {
+        // A client that half-closed after pipelining still gets an answer to
+        // every request it sent.
+        let more = !self.client_eof || !self.inbuf.is_empty();
+        if ex.keep_alive && ex.req.is_complete() && more && !self.draining {
             self.phase = Phase::ReadHead;
         } else {
             // Nothing left to write: close now.
