@@ -262,3 +262,67 @@ fn pipelined_requests_are_answered_in_order_even_after_a_half_close() {
         .collect();
     assert_eq!(paths, ["/one", "/slow", "/three"]);
 }
+
+#[test]
+fn an_upgrade_becomes_a_byte_tunnel_after_101() {
+    // A raw upstream: answers the upgrade with 101, then echoes until EOF.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(patience())).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1);
+            head.push(b[0]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    let ctl = MockController::start();
+    ctl.endpoints(BOOKS, &[addr]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()));
+
+    let mut s = TcpStream::connect(app.outbound_addr()).unwrap();
+    s.set_read_timeout(Some(patience())).unwrap();
+    s.write_all(
+        format!("GET /ws HTTP/1.1\r\nhost: {BOOKS}\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\nearly").as_bytes(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.ends_with(b"early") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("upgrade: echo\r\n"), "{text}");
+    s.write_all(b" and late").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let rest = read_all(&mut s);
+    assert_eq!(rest, " and late");
+    let head = upstream.join().unwrap();
+    assert!(
+        head.contains("upgrade: echo\r\nconnection: upgrade\r\n"),
+        "{head}"
+    );
+}

@@ -50,6 +50,12 @@ impl RequestHead {
         write_end_to_end(out, fields, |kind| {
             matches!(kind, Kind::Host | Kind::DstOverride) || is_hop_or_framing(kind)
         });
+        if self.upgrade() {
+            // The one hop-by-hop exchange passed on: the upstream decides
+            // whether to switch, and a 101 turns both connections into a
+            // tunnel.
+            write_upgrade(out, fields);
+        }
         match self.framing() {
             BodyFraming::ContentLength(n) => push_header_u64(out, b"content-length", n),
             BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -98,6 +104,11 @@ impl ResponseHead {
         if self.is_interim() {
             out.extend_from_slice(b"\r\n");
             return AfterResponse::KeepAlive;
+        }
+        if self.is_switching() {
+            write_upgrade(out, fields);
+            out.extend_from_slice(b"\r\n");
+            return AfterResponse::Close;
         }
         if status != 204 {
             if self.has_transfer_encoding {
@@ -167,6 +178,16 @@ fn write_end_to_end(out: &mut Vec<u8>, fields: &Fields, skip: impl Fn(Kind) -> b
     }
 }
 
+/// `upgrade: <protocols>` as sent, plus `connection: upgrade`.
+fn write_upgrade(out: &mut Vec<u8>, fields: &Fields) {
+    for h in fields.headers.iter().filter(|h| h.kind == Kind::Upgrade) {
+        out.extend_from_slice(b"upgrade: ");
+        out.extend_from_slice(fields.bytes_of(h.value));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"connection: upgrade\r\n");
+}
+
 fn push_header_u64(out: &mut Vec<u8>, name: &[u8], n: u64) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -234,6 +255,16 @@ mod tests {
               Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
               Trailer: x-sum\r\nUpgrade: websocket\r\nx-secret: 1\r\nl5d-dst-override: other:81\r\n\
               connection: Foo\r\nfoo: bar\r\nX-Keep: yes\r\n\r\n",
+        );
+        // An upgrade request is the one case where Upgrade goes on (as a
+        // clean pair), since a 101 turns the connection into a tunnel.
+        assert_eq!(
+            upstream(&head),
+            "GET / HTTP/1.1\r\nhost: web\r\nX-Keep: yes\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        );
+        let head = req(
+            b"GET / HTTP/1.1\r\nHost: web\r\nConnection: X-Secret\r\nTE: trailers\r\n\
+              Upgrade: websocket\r\nx-secret: 1\r\nX-Keep: yes\r\n\r\n",
         );
         assert_eq!(
             upstream(&head),

@@ -263,8 +263,8 @@ impl RequestHead {
     }
 
     /// HTTP/1.1 request asking for a protocol upgrade (`Upgrade` plus `Connection: upgrade`).
-    /// `write_upstream` strips both, so the upstream sees a plain request and the upgrade is
-    /// declined, which HTTP allows.
+    /// `write_upstream` passes both on; if the upstream answers `101`, the connection
+    /// becomes a byte tunnel (the proxy's business, not this module's).
     pub fn upgrade(&self) -> bool {
         self.upgrade
     }

@@ -27,7 +27,7 @@ pub struct ResponseHead {
 /// Transfer-Encoding (chunked last: `Chunked`, else `CloseDelimited`), then Content-Length,
 /// else `CloseDelimited`. Content-Length with Transfer-Encoding, an invalid Content-Length,
 /// `chunked` twice, Transfer-Encoding in an HTTP/1.0 response, a status outside 100..=599,
-/// and `101 Switching Protocols` (spoke never forwards an upgrade) are errors.
+/// are errors; `101 Switching Protocols` parses (bodiless) and the caller decides.
 pub fn parse_response(
     buf: &[u8],
     limits: &Limits,
@@ -68,9 +68,6 @@ pub fn parse_response(
     if !(100..=599).contains(&status) {
         return Err(HeadError::Invalid("invalid status code"));
     }
-    if status == 101 {
-        return Err(HeadError::Invalid("unexpected 101 Switching Protocols"));
-    }
     let framing_headers = fields.framing_headers()?;
     if framing_headers.te.is_some() && minor_version == 0 {
         return Err(HeadError::Invalid("transfer-encoding in HTTP/1.0 response"));
@@ -102,7 +99,7 @@ pub fn parse_response(
 }
 
 impl ResponseHead {
-    /// The status code (100..=599, never 101).
+    /// The status code (100..=599).
     pub fn status(&self) -> u16 {
         self.status
     }
@@ -119,7 +116,14 @@ impl ResponseHead {
 
     /// A 1xx interim response: forward it (to HTTP/1.1 clients only) and parse the next head.
     pub fn is_interim(&self) -> bool {
-        self.status < 200
+        self.status < 200 && self.status != 101
+    }
+
+    /// `101 Switching Protocols`: after this head the connection is a byte
+    /// tunnel (only valid as the answer to an upgrade request, which the
+    /// caller checks).
+    pub fn is_switching(&self) -> bool {
+        self.status == 101
     }
 
     /// All header lines in order, names as sent, values with surrounding whitespace trimmed.
@@ -148,6 +152,7 @@ impl ResponseHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::AfterResponse;
 
     #[track_caller]
     fn ok(bytes: &[u8], head_request: bool) -> ResponseHead {
@@ -273,14 +278,30 @@ mod tests {
     }
 
     #[test]
+    fn switching_protocols_is_bodiless_and_not_interim() {
+        let head = ok(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false);
+        assert!(head.is_switching());
+        assert!(!head.is_interim());
+        assert_eq!(head.framing(), BodyFraming::None);
+        let mut out = Vec::new();
+        assert_eq!(
+            head.write_downstream(&mut out, false, 1),
+            AfterResponse::Close
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn rejections() {
-        let cases: [&[u8]; 12] = [
+        let cases: [&[u8]; 11] = [
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
             b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
             b"HTTP/1.1 099 Low\r\n\r\n",
             b"HTTP/1.1 600 High\r\n\r\n",
             b"HTTP/1.1 20 OK\r\n\r\n",

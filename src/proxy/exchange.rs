@@ -31,6 +31,7 @@ use super::pool::IdleConn;
 use super::session::{has_body, Ctx, Owner, Phase, Session};
 use super::timers::SessionTimer;
 use super::token;
+use super::tunnel::Tunnel;
 use crate::http1::{self, AfterResponse, BodyDecoder, BodyFraming, RequestHead};
 use crate::metrics::AuthorityMetrics;
 use crate::profile::{self, Classification};
@@ -42,6 +43,9 @@ pub const MAX_REPLAY_BODY: usize = 64 * 1024;
 pub(super) enum Resp {
     AwaitHead,
     Body,
+    /// `101` to an upgrade request: once its head is written, the
+    /// connections become a tunnel.
+    Switching,
 }
 
 pub(super) struct Upstream {
@@ -76,6 +80,8 @@ pub(super) struct Exchange {
     keep_alive: bool,
     /// Route is retryable and the profile has a budget.
     retryable: bool,
+    /// The client asked for a protocol upgrade.
+    upgrade: bool,
     pub(super) req: Pipe,
     resp_state: Resp,
     status: u16,
@@ -158,6 +164,7 @@ impl Session {
             client_minor: head.minor_version(),
             keep_alive: head.keep_alive() && !self.draining,
             retryable,
+            upgrade: head.upgrade(),
             req,
             resp_state: Resp::AwaitHead,
             status: 0,
@@ -379,6 +386,11 @@ impl Session {
                     } else {
                         drop(metrics);
                     }
+                    if head.is_switching() && !ex.upgrade {
+                        log::warn!("{}: 101 to a request that asked for no upgrade", up.addr);
+                        self.upstream_failed(UpstreamError::Protocol, ctx);
+                        return Ok(true);
+                    }
                     ex.status = head.status();
                     ex.resp_keep_alive = head.keep_alive();
                     ex.head_latency = Some(ctx.now.saturating_duration_since(ex.started));
@@ -389,7 +401,11 @@ impl Session {
                     let body = (head.framing() != BodyFraming::None)
                         .then(|| BodyDecoder::new(head.framing()));
                     resp.set_body(&out, body);
-                    ex.resp_state = Resp::Body;
+                    ex.resp_state = if head.is_switching() {
+                        Resp::Switching
+                    } else {
+                        Resp::Body
+                    };
                 }
                 Err(e) => {
                     log::warn!("invalid response head from {}: {e}", up.addr);
@@ -411,7 +427,8 @@ impl Session {
                         return Err(());
                     }
                 }
-                Resp::Body => {}
+                // Tunnel data: the tunnel passes the EOF on.
+                Resp::Body | Resp::Switching => {}
             }
         }
         Ok(progress)
@@ -454,6 +471,13 @@ impl Session {
         if let Some(d) = ctx.dsts.get_mut(&ex.dst) {
             d.active = d.active.saturating_sub(1);
             d.last_used = ctx.now;
+        }
+        if ex.resp_state == Resp::Switching {
+            if let Some(up) = ex.upstream.take() {
+                self.resp.reset();
+                self.phase = Phase::Tunnel(Box::new(Tunnel::new(up.stream, up.sock, up.inbuf)));
+                return true;
+            }
         }
         let reusable = ex.req.is_complete() && ex.resp_keep_alive;
         if let Some(up) = ex.upstream.take() {

@@ -12,3 +12,4 @@ pub mod pool;
 pub mod session;
 pub mod timers;
 pub mod token;
+pub mod tunnel;

@@ -29,6 +29,7 @@ use super::exchange::Exchange;
 use super::pipe::{Pipe, PipeError};
 use super::pool::Pool;
 use super::timers::{SessionTimer, Timer, Timers};
+use super::tunnel::{Tunnel, TunnelStep};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
 use crate::metrics::TcpMetrics;
 
@@ -84,6 +85,8 @@ pub(super) enum Phase {
     Exchanging,
     /// Flush what is queued for the client, then close.
     Closing,
+    /// After `101 Switching Protocols`: bytes flow both ways as they are.
+    Tunnel(Box<Tunnel>),
 }
 
 pub struct Session {
@@ -138,6 +141,10 @@ impl Session {
     /// Sockets this session holds besides the client's (for cleanup).
     pub fn release(mut self, ctx: &mut Ctx<'_>) {
         self.abandon_exchange(ctx);
+        if let Phase::Tunnel(t) = &self.phase {
+            ctx.socks.remove(t.sock);
+            ctx.tcp_dst.close();
+        }
     }
 
     /// A timer for this session fired.
@@ -226,6 +233,12 @@ impl Session {
                     Ok(p) => progress |= p,
                     Err(()) => return Step::Close,
                 },
+                Phase::Tunnel(ref mut t) => {
+                    match t.step(&mut self.client, &mut self.inbuf, self.client_eof) {
+                        TunnelStep::Progress(p) => progress |= p,
+                        TunnelStep::Done => return Step::Close,
+                    }
+                }
                 _ => {}
             }
 
@@ -276,7 +289,7 @@ impl Session {
             return false;
         }
         match &self.phase {
-            Phase::ReadHead => true,
+            Phase::ReadHead | Phase::Tunnel(_) => true,
             Phase::Exchanging => self.ex.as_ref().is_some_and(|ex| !ex.req.body_read()),
             _ => false,
         }
@@ -290,7 +303,7 @@ impl Session {
             Phase::Parked(_) => false,
             // Half-close after a complete request still gets its response.
             Phase::Exchanging => self.ex.as_ref().is_some_and(|ex| ex.req.body_read()),
-            Phase::Closing => true,
+            Phase::Closing | Phase::Tunnel(_) => true,
         }
     }
 
