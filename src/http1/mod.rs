@@ -14,7 +14,9 @@
 //! - `authority.rs`: `uri-host [":" port]` for Host, absolute URIs and `l5d-dst-override`;
 //! - `forward.rs`: `write_upstream` / `write_downstream`, hop-by-hop header removal;
 //! - `body.rs`: [`BodyDecoder`], which finds where a pass-through body ends;
-//! - `respond.rs`: [`error_response`] and [`status_reason`].
+//! - `respond.rs`: [`error_response`] and [`status_reason`];
+//! - `fuzzing.rs`: [`fuzzing`], entry points for the fuzz targets in `fuzz/` and the smoke
+//!   test `tests/fuzz_smoke.rs` (never called by the proxy).
 //!
 //! How a connection uses it:
 //!
@@ -36,6 +38,7 @@
 mod authority;
 mod body;
 mod forward;
+pub mod fuzzing;
 mod head;
 mod request;
 mod respond;
