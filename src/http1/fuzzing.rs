@@ -142,20 +142,25 @@ fn check_request_head(head: &RequestHead, limits: &Limits) {
     assert_eq!(again.path(), head.path());
     assert_eq!(again.framing(), head.framing());
     assert_eq!(again.minor_version(), 1);
-    for (name, _) in again.headers() {
+    for (name, value) in again.headers() {
+        // An upgrade request passes exactly `upgrade` and `connection: upgrade` on.
+        let upgrade_pair = head.upgrade()
+            && (name.eq_ignore_ascii_case("upgrade")
+                || (name.eq_ignore_ascii_case("connection") && value == b"upgrade"));
         assert!(
-            !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)),
+            upgrade_pair || !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)),
             "{name} forwarded: {:?}",
             String::from_utf8_lossy(&out)
         );
     }
+    assert_eq!(again.upgrade(), head.upgrade());
 }
 
 /// Upstream bytes after one flag byte: bit 0 says the request was HEAD, bit 1 that the
 /// client connection is closing, bit 2 that the client spoke HTTP/1.0. Parses up to
 /// [`MAX_MESSAGES`] responses (interim ones included) under each of two limits.
 ///
-/// Checks: statuses stay in 100..=599 without 101; bodiless responses (HEAD, 1xx, 204, 304)
+/// Checks: statuses stay in 100..=599 (a 101 ends the messages: a tunnel follows); bodiless responses (HEAD, 1xx, 204, 304)
 /// have no body framing; a close-delimited body is never kept alive; the head written for
 /// the client ends the head, re-parses with the same status and framing, and says `Close`
 /// whenever it must.
@@ -179,7 +184,7 @@ pub fn response_head(data: &[u8]) {
             };
             assert!(consumed > 0 && consumed <= rest.len().min(limits.max_head_bytes));
             let status = head.status();
-            assert!((100..=599).contains(&status) && status != 101, "{status}");
+            assert!((100..=599).contains(&status), "{status}");
             let bodiless = head_request || status < 200 || status == 204 || status == 304;
             if bodiless {
                 assert_eq!(head.framing(), BodyFraming::None, "{status}");
@@ -204,9 +209,14 @@ pub fn response_head(data: &[u8]) {
                     lossy(&out)
                 ),
             }
-            let must_close = close || head.framing() == BodyFraming::CloseDelimited;
+            let must_close =
+                close || head.framing() == BodyFraming::CloseDelimited || head.is_switching();
             if !head.is_interim() && must_close {
                 assert_eq!(after, super::AfterResponse::Close);
+            }
+            if head.is_switching() {
+                // What follows is tunnel data, not HTTP.
+                break;
             }
 
             let body = &rest[consumed..];

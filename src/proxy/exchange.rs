@@ -539,6 +539,18 @@ impl Session {
         self.fail_exchange(408, "request body timeout", "body_timeout", ctx);
     }
 
+    /// The upstream's body framing broke before any of the response reached
+    /// the client: the connection is dropped and the client gets 502.
+    pub(super) fn bad_response_body(&mut self, ctx: &mut Ctx<'_>) {
+        // The balancer already had this attempt's RTT at the head.
+        if let Some(ex) = self.ex.as_mut() {
+            if let Some(up) = ex.upstream.take() {
+                drop_upstream(up, ctx);
+            }
+        }
+        self.fail_exchange(502, "invalid response from upstream", "protocol", ctx);
+    }
+
     /// A connect timer fired: fail the attempt if it is still connecting.
     pub(super) fn connect_timer(&mut self, attempt: u32, ctx: &mut Ctx<'_>) {
         let connecting = self.ex.as_ref().is_some_and(|ex| {
@@ -587,7 +599,9 @@ impl Session {
                         d.balancer.failed_connect(up.addr, ctx.now);
                         d.balancer.abandon(up.addr);
                     }
-                    _ => d.balancer.abandon(up.addr),
+                    // After the head the balancer already counted it done.
+                    _ if ex.resp_state == Resp::AwaitHead => d.balancer.abandon(up.addr),
+                    _ => {}
                 }
             }
             let addr = up.addr;
@@ -649,7 +663,9 @@ impl Session {
         if let Some(mut ex) = self.ex.take() {
             if let Some(up) = ex.upstream.take() {
                 if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
-                    d.balancer.abandon(up.addr);
+                    if ex.resp_state == Resp::AwaitHead {
+                        d.balancer.abandon(up.addr);
+                    }
                 }
                 drop_upstream(up, ctx);
             }

@@ -255,10 +255,15 @@ impl Session {
                     return Step::Close;
                 }
                 Err(PipeError::Body(e)) => {
-                    // The upstream's body framing broke after the head went
-                    // out: the client must not see a truncated body as whole.
                     log::warn!("invalid response body from upstream: {e}");
-                    return Step::Close;
+                    if self.resp.wrote_any() || self.ex.is_none() {
+                        // The head went out: the client must not see a
+                        // truncated body as whole, so the connection closes.
+                        return Step::Close;
+                    }
+                    // Nothing reached the client yet: answer 502 instead.
+                    self.bad_response_body(ctx);
+                    progress = true;
                 }
             }
 

@@ -500,11 +500,35 @@ fn hop_by_hop_request_headers_are_removed() {
     assert_bytes(
         "forwarded head",
         &be.all_bytes(),
-        format!("GET /h HTTP/1.1\r\nhost: {WEB}\r\nX-End: 3\r\nAccept: */*\r\n\r\n").as_bytes(),
+        format!(
+            "GET /h HTTP/1.1\r\nhost: {WEB}\r\nX-End: 3\r\nAccept: */*\r\n\
+             upgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        )
+        .as_bytes(),
     );
-    // The upgrade was declined, not tunnelled: the connection carries HTTP on.
+    // The upstream declined the upgrade (200, not 101): HTTP carries on.
     c.send(get("/next").as_bytes());
     assert_eq!(c.reply(false).body, b"/next");
+}
+
+#[test]
+fn upgrade_without_connection_upgrade_is_stripped() {
+    let be = RawBackend::echo_path("web");
+    let mesh = Mesh::start(&[(WEB, be.addr())]);
+    let mut c = mesh.client();
+    c.send(
+        format!(
+            "GET /h HTTP/1.1\r\nHost: {WEB}\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\
+             TE: trailers\r\nUpgrade: websocket\r\nX-End: 3\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.reply(false).body, b"/h");
+    assert_bytes(
+        "forwarded head",
+        &be.all_bytes(),
+        format!("GET /h HTTP/1.1\r\nhost: {WEB}\r\nX-End: 3\r\n\r\n").as_bytes(),
+    );
 }
 
 #[test]
