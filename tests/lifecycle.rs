@@ -326,3 +326,54 @@ fn an_upgrade_becomes_a_byte_tunnel_after_101() {
         "{head}"
     );
 }
+
+#[test]
+fn connect_becomes_a_byte_tunnel_after_a_2xx() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(patience())).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1);
+            head.push(b[0]);
+        }
+        s.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        s.write_all(&buf[..n]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    let ctl = MockController::start();
+    ctl.endpoints(BOOKS, &[addr]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()));
+
+    let mut s = TcpStream::connect(app.outbound_addr()).unwrap();
+    s.set_read_timeout(Some(patience())).unwrap();
+    s.write_all(format!("CONNECT {BOOKS} HTTP/1.1\r\nhost: {BOOKS}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "HTTP/1.1 200 Connection Established\r\n\r\n"
+    );
+    s.write_all(b"\x16\x03\x01 opaque bytes").unwrap();
+    let echoed = read_all(&mut s);
+    assert_eq!(echoed, "\u{16}\u{3}\u{1} opaque bytes");
+    let head = upstream.join().unwrap();
+    assert!(
+        head.starts_with(&format!("CONNECT {BOOKS} HTTP/1.1\r\n")),
+        "{head}"
+    );
+}

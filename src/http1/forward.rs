@@ -178,6 +178,21 @@ fn write_end_to_end(out: &mut Vec<u8>, fields: &Fields, skip: impl Fn(Kind) -> b
     }
 }
 
+impl ResponseHead {
+    /// Appends the head of a `2xx` answer to `CONNECT`: status line and
+    /// end-to-end headers only (such an answer has no body, and the
+    /// connection becomes a tunnel).
+    pub fn write_tunnel_established(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_u64(out, u64::from(self.status()));
+        out.push(b' ');
+        push_sanitized(out, self.reason().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        write_end_to_end(out, &self.fields, is_hop_or_framing);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// `upgrade: <protocols>` as sent, plus `connection: upgrade`.
 fn write_upgrade(out: &mut Vec<u8>, fields: &Fields) {
     for h in fields.headers.iter().filter(|h| h.kind == Kind::Upgrade) {

@@ -129,9 +129,6 @@ impl RequestHead {
         minor_version: u8,
     ) -> Result<RequestHead, HeadError> {
         let method_str = fields.str_of(method);
-        if method_str == "CONNECT" {
-            return Err(HeadError::UnsupportedMethod);
-        }
         let target_bytes = fields.bytes_of(target);
         if !target_bytes.is_ascii() {
             return Err(HeadError::Invalid("non-ASCII request target"));
@@ -336,6 +333,27 @@ impl TargetForm {
                 origin_needs_slash: false,
                 authority: None,
                 authority_text: None,
+            });
+        }
+        if method == "CONNECT" {
+            // Authority-form (RFC 9112 section 3.2.3): `host:port`, port required.
+            let has_port = t
+                .rsplit(|b| *b == b':')
+                .next()
+                .is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+                && t.contains(&b':')
+                && !t.ends_with(b"]");
+            if !has_port || t.contains(&b'/') || t.contains(&b'@') {
+                return Err(HeadError::Invalid("CONNECT needs host:port"));
+            }
+            let routing = authority_in(span, t, AuthoritySource::AbsoluteUri)
+                .ok_or(HeadError::Invalid("invalid CONNECT authority"))?;
+            return Ok(TargetForm {
+                path: span.sub(0, 0),
+                origin: span,
+                origin_needs_slash: false,
+                authority: Some(routing),
+                authority_text: Some(span),
             });
         }
         if t == b"*" {
@@ -800,14 +818,22 @@ mod tests {
             status(b"GET 1http://web/ HTTP/1.1\r\nHost: web\r\n\r\n"),
             400
         );
-        assert_eq!(
-            err(b"CONNECT web:443 HTTP/1.1\r\nHost: web:443\r\n\r\n"),
-            HeadError::UnsupportedMethod
-        );
-        assert_eq!(
-            status(b"CONNECT web:443 HTTP/1.1\r\nHost: web:443\r\n\r\n"),
-            501
-        );
+        let head = ok(b"CONNECT Web:443 HTTP/1.1\r\nHost: other:1\r\n\r\n");
+        // No path in authority-form; routes see "/".
+        assert_eq!(head.path(), "/");
+        assert_eq!(head.authority(), Some(("web".to_string(), 443)));
+        assert_eq!(head.upstream_host(), "Web:443");
+        let mut out = Vec::new();
+        head.write_upstream(&mut out, head.upstream_host());
+        assert_eq!(out, b"CONNECT Web:443 HTTP/1.1\r\nhost: Web:443\r\n\r\n");
+        for bad in [
+            &b"CONNECT web HTTP/1.1\r\nHost: web\r\n\r\n"[..],
+            b"CONNECT web:443/x HTTP/1.1\r\nHost: web\r\n\r\n",
+            b"CONNECT u@web:443 HTTP/1.1\r\nHost: web\r\n\r\n",
+            b"CONNECT [::1] HTTP/1.1\r\nHost: web\r\n\r\n",
+        ] {
+            assert_eq!(status(bad), 400, "{}", String::from_utf8_lossy(bad));
+        }
         let head = ok(b"GET /p#frag HTTP/1.1\r\nHost: web\r\n\r\n");
         assert_eq!(head.path(), "/p");
     }

@@ -82,6 +82,8 @@ pub(super) struct Exchange {
     retryable: bool,
     /// The client asked for a protocol upgrade.
     upgrade: bool,
+    /// The request is a `CONNECT`: a 2xx answer opens a tunnel.
+    connect: bool,
     pub(super) req: Pipe,
     resp_state: Resp,
     status: u16,
@@ -165,6 +167,7 @@ impl Session {
             keep_alive: head.keep_alive() && !self.draining,
             retryable,
             upgrade: head.upgrade(),
+            connect: head.method() == "CONNECT",
             req,
             resp_state: Resp::AwaitHead,
             status: 0,
@@ -394,6 +397,13 @@ impl Session {
                     ex.status = head.status();
                     ex.resp_keep_alive = head.keep_alive();
                     ex.head_latency = Some(ctx.now.saturating_duration_since(ex.started));
+                    if ex.connect && (200..300).contains(&head.status()) {
+                        // The upstream agreed to CONNECT: a tunnel from here.
+                        head.write_tunnel_established(&mut out);
+                        resp.set_body(&out, None);
+                        ex.resp_state = Resp::Switching;
+                        continue;
+                    }
                     let after = head.write_downstream(&mut out, !ex.keep_alive, ex.client_minor);
                     if after == AfterResponse::Close {
                         ex.keep_alive = false;

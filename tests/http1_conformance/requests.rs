@@ -154,10 +154,10 @@ fn header_syntax_errors_are_refused() {
             "unsupported HTTP version",
         ),
         refused(
-            "CONNECT",
-            format!("CONNECT {WEB} HTTP/1.1\r\nHost: {WEB}\r\n\r\n"),
-            501,
-            "CONNECT is not supported",
+            "CONNECT without a port",
+            "CONNECT web HTTP/1.1\r\nHost: web\r\n\r\n".to_string(),
+            400,
+            "CONNECT needs host:port",
         ),
     ]);
 }
