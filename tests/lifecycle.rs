@@ -265,33 +265,9 @@ fn pipelined_requests_are_answered_in_order_even_after_a_half_close() {
 
 #[test]
 fn an_upgrade_becomes_a_byte_tunnel_after_101() {
-    // A raw upstream: answers the upgrade with 101, then echoes until EOF.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let upstream = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(patience())).unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut b).unwrap(), 1);
-            head.push(b[0]);
-        }
-        s.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
-        )
-        .unwrap();
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            s.write_all(&buf[..n]).unwrap();
-        }
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        String::from_utf8(head).unwrap()
-    });
+    let (addr, upstream) = tunnel_upstream(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+    );
     let ctl = MockController::start();
     ctl.endpoints(BOOKS, &[addr]);
     ctl.profile(BOOKS, &profile(vec![]));
@@ -329,25 +305,7 @@ fn an_upgrade_becomes_a_byte_tunnel_after_101() {
 
 #[test]
 fn connect_becomes_a_byte_tunnel_after_a_2xx() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let upstream = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(patience())).unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut b).unwrap(), 1);
-            head.push(b[0]);
-        }
-        s.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            .unwrap();
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).unwrap();
-        s.write_all(&buf[..n]).unwrap();
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        String::from_utf8(head).unwrap()
-    });
+    let (addr, upstream) = tunnel_upstream(b"HTTP/1.1 200 Connection Established\r\n\r\n");
     let ctl = MockController::start();
     ctl.endpoints(BOOKS, &[addr]);
     ctl.profile(BOOKS, &profile(vec![]));
@@ -369,6 +327,7 @@ fn connect_becomes_a_byte_tunnel_after_a_2xx() {
         "HTTP/1.1 200 Connection Established\r\n\r\n"
     );
     s.write_all(b"\x16\x03\x01 opaque bytes").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
     let echoed = read_all(&mut s);
     assert_eq!(echoed, "\u{16}\u{3}\u{1} opaque bytes");
     let head = upstream.join().unwrap();
@@ -376,4 +335,33 @@ fn connect_becomes_a_byte_tunnel_after_a_2xx() {
         head.starts_with(&format!("CONNECT {BOOKS} HTTP/1.1\r\n")),
         "{head}"
     );
+}
+
+/// A raw upstream for one connection: reads a head, answers `reply`, then
+/// echoes bytes until EOF and passes the EOF back. Returns the head it read.
+fn tunnel_upstream(reply: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(patience())).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1);
+            head.push(b[0]);
+        }
+        s.write_all(reply).unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    (addr, t)
 }

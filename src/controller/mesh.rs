@@ -526,12 +526,12 @@ mod tests {
     use crate::proto::net::TcpAddress;
 
     #[track_caller]
-    fn mesh(text: &str) -> Mesh {
+    pub(super) fn mesh(text: &str) -> Mesh {
         parse(text).unwrap_or_else(|e| panic!("should parse: {e}"))
     }
 
     #[track_caller]
-    fn error(text: &str) -> String {
+    pub(super) fn error(text: &str) -> String {
         match parse(text) {
             Ok(m) => panic!("should fail, parsed {m:?}"),
             Err(e) => e.to_string(),
@@ -539,12 +539,12 @@ mod tests {
     }
 
     #[track_caller]
-    fn profile(m: &Mesh, path: &str) -> DestinationProfile {
+    pub(super) fn profile(m: &Mesh, path: &str) -> DestinationProfile {
         m.profile(path).expect("valid path")
     }
 
     /// A ServiceProfile document named `name` whose `spec` is `spec` (indented two spaces).
-    fn sp(name: &str, spec: &str) -> String {
+    pub(super) fn sp(name: &str, spec: &str) -> String {
         format!(
             "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\n\
              metadata:\n  name: {name}\nspec:\n{spec}"

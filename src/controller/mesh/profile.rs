@@ -514,35 +514,11 @@ fn opaque_port(v: &Yaml, path: &str) -> Field<Vec<u16>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, Mesh};
     use super::*;
     use std::collections::HashMap;
 
-    #[track_caller]
-    fn mesh(text: &str) -> Mesh {
-        parse(text).unwrap_or_else(|e| panic!("should parse: {e}"))
-    }
-
-    #[track_caller]
-    fn error(text: &str) -> String {
-        match parse(text) {
-            Ok(m) => panic!("should fail, parsed {m:?}"),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    #[track_caller]
-    fn profile(m: &Mesh, path: &str) -> DestinationProfile {
-        m.profile(path).expect("valid path")
-    }
-
-    /// A ServiceProfile document named `name` whose `spec` is `spec` (indented two spaces).
-    fn sp(name: &str, spec: &str) -> String {
-        format!(
-            "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\n\
-             metadata:\n  name: {name}\nspec:\n{spec}"
-        )
-    }
+    // The parsing helpers are shared with the parent module's tests.
+    use super::super::tests::{error, mesh, profile, sp};
 
     /// A profile `p.s` with one route `r` whose condition is `condition` (flow or block YAML
     /// indented for `    condition:`).
