@@ -32,6 +32,11 @@ use crate::profile::{RequestMatch, Route, PATH_REGEX_SIZE_LIMIT};
 /// this falls back to the linear scan instead of growing without bound.
 pub const ROUTE_SET_SIZE_LIMIT: usize = 16 * PATH_REGEX_SIZE_LIMIT;
 
+/// Profiles with fewer routes than this are matched by a plain scan: a set
+/// costs memory per profile (about 14 KiB for one route, measured with 1,000
+/// destinations) and saves nothing on a handful of regexes.
+pub const MIN_ROUTES_FOR_SET: usize = 8;
+
 /// The routes of one profile with a path prefilter; see the module header.
 #[derive(Clone, Debug)]
 pub struct RouteTable {
@@ -55,10 +60,16 @@ enum Candidacy {
 impl RouteTable {
     /// Builds the table; compiles one `RegexSet` over the routes' path patterns.
     pub fn new(routes: Arc<[Route]>) -> RouteTable {
-        RouteTable::build(routes, ROUTE_SET_SIZE_LIMIT)
+        RouteTable::build(routes, ROUTE_SET_SIZE_LIMIT, MIN_ROUTES_FOR_SET)
     }
 
-    fn build(routes: Arc<[Route]>, set_size_limit: usize) -> RouteTable {
+    /// A table that uses the set whatever the number of routes (tests).
+    #[cfg(test)]
+    fn with_set(routes: Arc<[Route]>) -> RouteTable {
+        RouteTable::build(routes, ROUTE_SET_SIZE_LIMIT, 1)
+    }
+
+    fn build(routes: Arc<[Route]>, set_size_limit: usize, min_routes: usize) -> RouteTable {
         let mut patterns: Vec<&str> = Vec::new();
         let mut candidacy = Vec::with_capacity(routes.len());
         for route in routes.iter() {
@@ -74,7 +85,10 @@ impl RouteTable {
                 None => candidacy.push(Candidacy::Always),
             }
         }
-        let set = if patterns.is_empty() {
+        // A set costs memory per profile (and per thread that searches it);
+        // for a handful of routes the scan is as fast, so only larger
+        // profiles get one.
+        let set = if routes.len() < min_routes || patterns.is_empty() {
             None
         } else {
             match regex::RegexSetBuilder::new(&patterns)
@@ -297,7 +311,7 @@ mod tests {
 
     /// Looks up with both the table and the reference scan; they must agree.
     fn both(routes: &[Route], method: &str, path: &str) -> Option<usize> {
-        let table = RouteTable::new(Arc::from(routes.to_vec()));
+        let table = RouteTable::with_set(Arc::from(routes.to_vec()));
         let got = table.find(method, path);
         assert_eq!(got, find(routes, method, path), "{method} {path}");
         got
@@ -320,7 +334,7 @@ mod tests {
         assert_eq!(both(&routes, "GET", "/authors"), Some(3));
         assert_eq!(both(&routes, "GET", ""), None);
         assert_eq!(both(&[], "GET", "/"), None);
-        let table = RouteTable::new(Arc::from(routes.to_vec()));
+        let table = RouteTable::with_set(Arc::from(routes.to_vec()));
         assert!(table.is_prefiltered());
         assert_eq!(table.routes().len(), 4);
     }
@@ -339,7 +353,7 @@ mod tests {
         assert_eq!(both(&routes, "DELETE", "/b"), Some(2));
         assert_eq!(both(&routes, "PUT", "/b"), Some(3));
         assert_eq!(both(&routes, "GET", "/b"), Some(4));
-        let table = RouteTable::new(Arc::from(routes.to_vec()));
+        let table = RouteTable::with_set(Arc::from(routes.to_vec()));
         assert_eq!(
             table.candidacy,
             vec![
@@ -377,7 +391,7 @@ mod tests {
             // All of one path: exact.
             route(RequestMatch::All(vec![path("/g")])),
         ];
-        let table = RouteTable::new(Arc::from(routes.to_vec()));
+        let table = RouteTable::with_set(Arc::from(routes.to_vec()));
         let paths = |patterns: Range<usize>, exact| Candidacy::Paths { patterns, exact };
         assert_eq!(
             table.candidacy,
@@ -411,9 +425,24 @@ mod tests {
     }
 
     #[test]
+    fn small_profiles_are_scanned_without_a_set() {
+        let routes: Vec<Route> = (0..MIN_ROUTES_FOR_SET - 1)
+            .map(|i| route(RequestMatch::path(&format!("/r{i}")).unwrap()))
+            .collect();
+        let table = RouteTable::new(Arc::from(routes.clone()));
+        assert!(!table.is_prefiltered());
+        assert_eq!(table.find("GET", "/r3"), Some(3));
+        let mut more = routes;
+        more.push(route(RequestMatch::path("/last").unwrap()));
+        let table = RouteTable::new(Arc::from(more));
+        assert!(table.is_prefiltered());
+        assert_eq!(table.find("GET", "/last"), Some(MIN_ROUTES_FOR_SET - 1));
+    }
+
+    #[test]
     fn no_paths_or_oversized_set_falls_back_to_the_scan() {
         let routes: Vec<Route> = vec![route(method(Method::Get)), route(method(Method::Post))];
-        let table = RouteTable::new(Arc::from(routes.clone()));
+        let table = RouteTable::with_set(Arc::from(routes.clone()));
         assert!(!table.is_prefiltered());
         assert_eq!(table.find("POST", "/"), Some(1));
         let routes = [
@@ -421,7 +450,7 @@ mod tests {
             route(path("/b")),
             route(path("/.*")),
         ];
-        let table = RouteTable::build(Arc::from(routes.to_vec()), 16);
+        let table = RouteTable::build(Arc::from(routes.to_vec()), 16, 1);
         assert!(!table.is_prefiltered());
         assert_eq!(table.find("GET", "/b"), Some(1));
         assert_eq!(table.find("GET", "/c"), Some(2));
@@ -463,7 +492,7 @@ mod tests {
             let routes: Vec<Route> = (0..n)
                 .map(|_| route(random_condition(&mut rng, 3)))
                 .collect();
-            let table = RouteTable::new(Arc::from(routes.clone()));
+            let table = RouteTable::with_set(Arc::from(routes.clone()));
             prefiltered += usize::from(table.is_prefiltered());
             for m in REQUEST_METHODS {
                 for p in REQUEST_PATHS {
@@ -500,7 +529,7 @@ mod tests {
                 }
             })
             .collect();
-        let table = RouteTable::new(Arc::from(routes.clone()));
+        let table = RouteTable::with_set(Arc::from(routes.clone()));
         const N: u32 = 20_000;
         for (m, p) in [
             ("GET", "/api/v1/res0/abc"),
