@@ -365,3 +365,27 @@ fn tunnel_upstream(reply: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle
     });
     (addr, t)
 }
+
+#[test]
+fn a_closed_connections_deadline_never_fires_on_the_one_that_reuses_its_slot() {
+    let env = config("127.0.0.1:1".parse().unwrap()).set(config::IDLE_TIMEOUT, "300ms");
+    let (_ctl, _be, app) = ready_proxy(env);
+    let closed = || metric(&app, "tcp_close_total", &[("peer", "src")]);
+    let before = closed();
+    // A serves one request and goes away, leaving its idle deadline behind.
+    let mut a = Client::connect(app.outbound_addr(), Duration::from_secs(5)).unwrap();
+    assert_eq!(a.get(BOOKS, "/").unwrap().status, 200);
+    drop(a);
+    eventually("the proxy closed A", || closed() > before);
+    // B takes A's slot and is never idle for 300ms; pacing its requests
+    // 100ms apart spans the moment A's deadline comes due.
+    let mut b = Client::connect(app.outbound_addr(), Duration::from_secs(5)).unwrap();
+    for _ in 0..6 {
+        assert_eq!(
+            b.get(BOOKS, "/").unwrap().status,
+            200,
+            "B was closed as idle"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -21,7 +21,7 @@ use super::admin::{AdminConn, AdminState};
 use super::destinations::Destinations;
 use super::pool::Pool;
 use super::session::{Ctx, LoopConfig, Owner, Session, Step};
-use super::timers::{SessionTimer, Timer, Timers};
+use super::timers::{Timer, Timers};
 use super::token;
 use crate::metrics::{Peer, ProxyMetrics, TcpMetrics};
 
@@ -63,6 +63,8 @@ pub struct EventLoop {
     accepting: Accepting,
     /// Set when shutdown has begun.
     draining: bool,
+    /// The last id given to a session (ids are never reused).
+    next_session_id: u64,
     admin: TcpListener,
     sessions: Slab<Session>,
     admins: Slab<AdminConn>,
@@ -109,6 +111,7 @@ impl EventLoop {
             outbound: Some(outbound),
             accepting: Accepting::Yes,
             draining: false,
+            next_session_id: 0,
             admin,
             sessions: Slab::new(),
             admins: Slab::new(),
@@ -170,12 +173,7 @@ impl EventLoop {
             }
             while let Some(timer) = self.parts.timers.pop_expired(now) {
                 match timer {
-                    Timer::Session {
-                        key,
-                        epoch,
-                        attempt,
-                        kind,
-                    } => self.session_timer(key, epoch, attempt, kind, now),
+                    Timer::Session { key, id } => self.session_timer(key, id, now),
                     Timer::Maintenance => {
                         self.maintenance(now);
                         self.parts
@@ -321,7 +319,8 @@ impl EventLoop {
             return None;
         }
         self.parts.tcp_src.open();
-        let s = Session::new(key, stream, sock, &self.parts.cfg);
+        self.next_session_id += 1;
+        let s = Session::new(key, self.next_session_id, stream, sock, &self.parts.cfg);
         self.sessions.insert(s);
         Some(key)
     }
@@ -410,19 +409,12 @@ impl EventLoop {
         }
     }
 
-    fn session_timer(
-        &mut self,
-        key: usize,
-        epoch: u64,
-        attempt: u32,
-        kind: SessionTimer,
-        now: Instant,
-    ) {
+    fn session_timer(&mut self, key: usize, id: u64, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         let mut ctx = Self::ctx(&self.poll, &mut self.parts, now);
-        if session.on_timer(epoch, attempt, kind, &mut ctx) == Step::Close {
+        if session.on_timer(id, &mut ctx) == Step::Close {
             self.close_session(key, now);
         }
     }

@@ -60,8 +60,6 @@ pub(super) struct Upstream {
 
 /// One try at an endpoint.
 pub(super) struct Attempt {
-    /// Counts tries of this request, so stale connect timers are ignored.
-    pub(super) n: u32,
     /// The destination whose endpoints served it (a split backend, or the
     /// request's own destination).
     backend: Arc<str>,
@@ -134,7 +132,7 @@ impl Session {
         };
         d.last_used = ctx.now;
         d.active += 1;
-        self.epoch += 1;
+        self.clear_deadline(SessionTimer::Failfast);
         let route = router.find(head.method(), head.path());
         d.authority.request();
         router.route_metrics(route).borrow().request();
@@ -175,7 +173,6 @@ impl Session {
             upstream: None,
             head_latency: None,
             attempt: Attempt {
-                n: 0,
                 backend: dst.clone(),
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 started: ctx.now,
@@ -191,11 +188,14 @@ impl Session {
                 ex.sent_continue = true;
             }
         }
-        if let Some(t) = timeout {
-            self.add_timer(t, SessionTimer::Route, ctx);
+        match timeout {
+            Some(t) => self.set_deadline(SessionTimer::Route, t, ctx),
+            None => self.clear_deadline(SessionTimer::Route),
         }
         if has_body(&head) {
-            self.add_timer(ctx.cfg.http.body_timeout, SessionTimer::Body, ctx);
+            self.set_deadline(SessionTimer::Body, ctx.cfg.http.body_timeout, ctx);
+        } else {
+            self.clear_deadline(SessionTimer::Body);
         }
         if let Err(e) = self.start_attempt(ctx) {
             self.upstream_failed(e, ctx);
@@ -228,7 +228,6 @@ impl Session {
         let addr = d.pick_endpoint(ctx.now).ok_or(UpstreamError::NoEndpoints)?;
         d.balancer.start(addr);
         ex.attempt = Attempt {
-            n: ex.attempt.n + 1,
             backend,
             addr,
             started: ctx.now,
@@ -276,14 +275,18 @@ impl Session {
             reused: false,
             eof: false,
         });
-        self.add_timer(ctx.cfg.connect_timeout, SessionTimer::Connect, ctx);
+        self.set_deadline(SessionTimer::Connect, ctx.cfg.connect_timeout, ctx);
         Ok(())
     }
 
     /// Advances the exchange; `Err` means close the client connection.
     pub(super) fn step_exchange(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
         let Session {
-            inbuf, resp, ex, ..
+            inbuf,
+            resp,
+            ex,
+            deadlines,
+            ..
         } = self;
         let Some(ex) = ex.as_mut() else {
             return Ok(false);
@@ -302,6 +305,7 @@ impl Session {
                     return Ok(true);
                 }
                 Connect::Done => {
+                    deadlines.clear(SessionTimer::Connect);
                     up.connected = true;
                     let _ = up.stream.set_nodelay(true);
                     if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
@@ -467,6 +471,7 @@ impl Session {
         let Some(mut ex) = self.ex.take() else {
             return false;
         };
+        self.clear_exchange_deadlines();
         let latency = ex
             .head_latency
             .unwrap_or_else(|| ctx.now.saturating_duration_since(ex.started));
@@ -562,10 +567,11 @@ impl Session {
     }
 
     /// A connect timer fired: fail the attempt if it is still connecting.
-    pub(super) fn connect_timer(&mut self, attempt: u32, ctx: &mut Ctx<'_>) {
-        let connecting = self.ex.as_ref().is_some_and(|ex| {
-            ex.attempt.n == attempt && ex.upstream.as_ref().is_some_and(|u| !u.connected)
-        });
+    pub(super) fn connect_timer(&mut self, ctx: &mut Ctx<'_>) {
+        let connecting = self
+            .ex
+            .as_ref()
+            .is_some_and(|ex| ex.upstream.as_ref().is_some_and(|u| !u.connected));
         if connecting {
             self.upstream_failed(UpstreamError::ConnectTimeout, ctx);
         }
@@ -650,6 +656,7 @@ impl Session {
         let Some(mut ex) = self.ex.take() else {
             return;
         };
+        self.clear_exchange_deadlines();
         if let Some(up) = ex.upstream.take() {
             drop_upstream(up, ctx);
         }
@@ -670,6 +677,7 @@ impl Session {
 
     /// Drops the exchange and its upstream connection without a response.
     pub(super) fn abandon_exchange(&mut self, ctx: &mut Ctx<'_>) {
+        self.clear_exchange_deadlines();
         if let Some(mut ex) = self.ex.take() {
             if let Some(up) = ex.upstream.take() {
                 if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {

@@ -28,7 +28,7 @@ use super::destinations::{Destinations, Router};
 use super::exchange::Exchange;
 use super::pipe::{Pipe, PipeError};
 use super::pool::Pool;
-use super::timers::{SessionTimer, Timer, Timers};
+use super::timers::{Deadlines, SessionTimer, Timer, Timers};
 use super::tunnel::{Tunnel, TunnelStep};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
 use crate::metrics::TcpMetrics;
@@ -99,20 +99,19 @@ pub struct Session {
     pub(super) resp: Pipe,
     empty: Buffer,
     pub(super) phase: Phase,
-    /// Bumped per request so stale timers are ignored.
-    pub(super) epoch: u64,
+    /// Unique for the life of the loop, so a heap entry left by a closed
+    /// session never fires on the one that reused its slab key.
+    id: u64,
+    pub(super) deadlines: Deadlines,
     parked: Option<RequestHead>,
     pub(super) ex: Option<Exchange>,
     pub(super) client_eof: bool,
-    /// Which deadline is armed for the current wait for a head (`Idle` while
-    /// nothing has arrived, then `Head`), so each is armed once per request.
-    head_timer: Option<SessionTimer>,
     /// Shutting down: finish what is in flight, then close.
     pub(super) draining: bool,
 }
 
 impl Session {
-    pub fn new(key: usize, client: TcpStream, sock: usize, cfg: &LoopConfig) -> Session {
+    pub fn new(key: usize, id: u64, client: TcpStream, sock: usize, cfg: &LoopConfig) -> Session {
         Session {
             key,
             client,
@@ -121,11 +120,11 @@ impl Session {
             resp: Pipe::default(),
             empty: Buffer::new(0),
             phase: Phase::ReadHead,
-            epoch: 0,
+            id,
+            deadlines: Deadlines::default(),
             parked: None,
             ex: None,
             client_eof: false,
-            head_timer: None,
             draining: false,
         }
     }
@@ -147,48 +146,52 @@ impl Session {
         }
     }
 
-    /// A timer for this session fired.
-    pub fn on_timer(
-        &mut self,
-        epoch: u64,
-        attempt: u32,
-        kind: SessionTimer,
-        ctx: &mut Ctx<'_>,
-    ) -> Step {
-        log::trace!(
-            "timer {kind:?} epoch {epoch}/{} attempt {attempt}",
-            self.epoch
-        );
-        if epoch != self.epoch {
+    /// A heap entry for this session fired: handle the deadlines that are
+    /// due and re-arm for the next.
+    pub fn on_timer(&mut self, id: u64, ctx: &mut Ctx<'_>) -> Step {
+        if id != self.id {
             return Step::Open;
         }
-        match (&self.phase, kind) {
-            (Phase::Parked(waited), SessionTimer::Failfast) => {
-                log::info!("{waited}: no discovery answer in time; failing the request");
-                let waited = waited.clone();
-                let close = self
-                    .parked
-                    .take()
-                    .is_none_or(|h| has_body(&h) || !h.keep_alive());
-                self.synthetic(503, "service discovery timed out", close);
-                if let Some(d) = ctx.dsts.get_mut(&waited) {
-                    d.waiters.retain(|k| *k != self.key);
+        let (due, rearm) = self.deadlines.fired(ctx.now);
+        if let Some(at) = rearm {
+            ctx.timers.add(
+                at,
+                Timer::Session {
+                    key: self.key,
+                    id: self.id,
+                },
+            );
+        }
+        for kind in due {
+            log::trace!("deadline {kind:?} is due");
+            match (&self.phase, kind) {
+                (Phase::Parked(waited), SessionTimer::Failfast) => {
+                    log::info!("{waited}: no discovery answer in time; failing the request");
+                    let waited = waited.clone();
+                    let close = self
+                        .parked
+                        .take()
+                        .is_none_or(|h| has_body(&h) || !h.keep_alive());
+                    self.synthetic(503, "service discovery timed out", close);
+                    if let Some(d) = ctx.dsts.get_mut(&waited) {
+                        d.waiters.retain(|k| *k != self.key);
+                    }
                 }
+                (Phase::Exchanging, SessionTimer::Connect) => self.connect_timer(ctx),
+                (Phase::Exchanging, SessionTimer::Route) => self.route_timeout(ctx),
+                (Phase::Exchanging, SessionTimer::Body) => self.body_timeout(ctx),
+                (Phase::ReadHead, SessionTimer::Idle)
+                    if self.inbuf.is_empty() && !self.resp.is_active() =>
+                {
+                    log::debug!("closing an idle keep-alive connection");
+                    return Step::Close;
+                }
+                (Phase::ReadHead, SessionTimer::Head) if !self.inbuf.is_empty() => {
+                    log::debug!("request head not complete in time");
+                    self.synthetic(408, "request head timeout", true);
+                }
+                _ => {}
             }
-            (Phase::Exchanging, SessionTimer::Connect) => self.connect_timer(attempt, ctx),
-            (Phase::Exchanging, SessionTimer::Route) => self.route_timeout(ctx),
-            (Phase::Exchanging, SessionTimer::Body) => self.body_timeout(ctx),
-            (Phase::ReadHead, SessionTimer::Idle)
-                if self.inbuf.is_empty() && !self.resp.is_active() =>
-            {
-                log::debug!("closing an idle keep-alive connection");
-                return Step::Close;
-            }
-            (Phase::ReadHead, SessionTimer::Head) if !self.inbuf.is_empty() => {
-                log::debug!("request head not complete in time");
-                self.synthetic(408, "request head timeout", true);
-            }
-            _ => {}
         }
         self.drive(ctx)
     }
@@ -222,7 +225,9 @@ impl Session {
                     if self.draining && self.inbuf.is_empty() {
                         return Step::Close;
                     }
-                    self.arm_head_timer(ctx);
+                    if self.inbuf.is_empty() && !self.deadlines.is_set(SessionTimer::Idle) {
+                        self.set_deadline(SessionTimer::Idle, ctx.cfg.http.idle_timeout, ctx);
+                    }
                     progress |= self.try_start(ctx);
                 }
                 Phase::Parked(ref dst) => {
@@ -324,11 +329,17 @@ impl Session {
                 self.resp.start(Vec::new(), None);
                 true
             }
-            Ok(Parsed::Partial) => false,
+            Ok(Parsed::Partial) => {
+                // Part of a head: it must be complete within the deadline.
+                if !self.deadlines.is_set(SessionTimer::Head) {
+                    self.set_deadline(SessionTimer::Head, ctx.cfg.http.head_timeout, ctx);
+                }
+                false
+            }
             Ok(Parsed::Complete { head, consumed }) => {
                 self.inbuf.consume(consumed);
-                self.epoch += 1;
-                self.head_timer = None;
+                self.deadlines.clear(SessionTimer::Idle);
+                self.deadlines.clear(SessionTimer::Head);
                 self.route_or_park(head, false, ctx);
                 true
             }
@@ -374,7 +385,7 @@ impl Session {
             d.waiters.push(self.key);
         }
         if !reparking {
-            self.add_timer(ctx.cfg.failfast_timeout, SessionTimer::Failfast, ctx);
+            self.set_deadline(SessionTimer::Failfast, ctx.cfg.failfast_timeout, ctx);
         }
         self.parked = Some(head);
         self.phase = Phase::Parked(wait_on);
@@ -419,25 +430,6 @@ impl Session {
         }
     }
 
-    /// While waiting for a request: the idle deadline until a byte arrives,
-    /// then the head deadline (against clients that send a head slowly).
-    fn arm_head_timer(&mut self, ctx: &mut Ctx<'_>) {
-        let want = if self.inbuf.is_empty() {
-            SessionTimer::Idle
-        } else {
-            SessionTimer::Head
-        };
-        if self.head_timer == Some(want) || self.head_timer == Some(SessionTimer::Head) {
-            return;
-        }
-        let after = match want {
-            SessionTimer::Idle => ctx.cfg.http.idle_timeout,
-            _ => ctx.cfg.http.head_timeout,
-        };
-        self.add_timer(after, want, ctx);
-        self.head_timer = Some(want);
-    }
-
     /// Shutdown: an idle connection closes now (`true`); a busy one finishes
     /// its request and then closes.
     pub fn start_draining(&mut self) -> bool {
@@ -451,17 +443,33 @@ impl Session {
         idle
     }
 
-    pub(super) fn add_timer(&self, after: Duration, kind: SessionTimer, ctx: &mut Ctx<'_>) {
-        let attempt = self.ex.as_ref().map_or(0, |ex| ex.attempt.n);
-        ctx.timers.add(
-            ctx.now + after,
-            Timer::Session {
-                key: self.key,
-                epoch: self.epoch,
-                attempt,
-                kind,
-            },
-        );
+    /// Sets a deadline `after` from now, pushing a heap entry only when no
+    /// earlier one is outstanding.
+    pub(super) fn set_deadline(&mut self, kind: SessionTimer, after: Duration, ctx: &mut Ctx<'_>) {
+        if let Some(at) = self.deadlines.set(kind, ctx.now + after) {
+            ctx.timers.add(
+                at,
+                Timer::Session {
+                    key: self.key,
+                    id: self.id,
+                },
+            );
+        }
+    }
+
+    pub(super) fn clear_deadline(&mut self, kind: SessionTimer) {
+        self.deadlines.clear(kind);
+    }
+
+    /// The exchange is over: its deadlines must not fire on the next one.
+    pub(super) fn clear_exchange_deadlines(&mut self) {
+        for kind in [
+            SessionTimer::Connect,
+            SessionTimer::Route,
+            SessionTimer::Body,
+        ] {
+            self.deadlines.clear(kind);
+        }
     }
 
     /// Queues a response made by the proxy itself.

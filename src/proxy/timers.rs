@@ -1,8 +1,13 @@
 //! Deadlines for the event loop: a min-heap whose earliest entry sets the poll
 //! timeout (event-loop thread only; no thread per timer).
 //!
-//! Entries are never removed early: each carries the owner's epoch, and the
-//! owner ignores a timer whose epoch no longer matches (lazy cancellation).
+//! Sessions keep their own deadlines ([`Deadlines`], one per kind) and put
+//! at most one entry in the heap at a time, for the earliest one; when it
+//! fires the session handles what is due and re-arms for the next. So the heap
+//! holds about one entry per connection however many requests it carries, and
+//! a deadline is moved or cleared without touching the heap. Heap entries name
+//! the session by slab key *and* a unique id, so an entry left over from a
+//! closed session never fires on the session that reused its slot.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -25,17 +30,20 @@ pub enum SessionTimer {
     Body,
 }
 
+const KINDS: [SessionTimer; 6] = [
+    SessionTimer::Failfast,
+    SessionTimer::Connect,
+    SessionTimer::Route,
+    SessionTimer::Idle,
+    SessionTimer::Head,
+    SessionTimer::Body,
+];
+
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    /// `epoch` names the request and `attempt` the try within it, so a timer
-    /// left over from an earlier one is ignored.
-    Session {
-        key: usize,
-        epoch: u64,
-        attempt: u32,
-        kind: SessionTimer,
-    },
+    /// Some deadline of session `key` (whose unique id is `id`) may be due.
+    Session { key: usize, id: u64 },
     /// Periodic housekeeping: eviction, pool expiry, joining finished threads.
     Maintenance,
     /// Try accepting again after running out of descriptors.
@@ -68,6 +76,72 @@ impl Timers {
             _ => None,
         }
     }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+/// One session's deadlines (pure; the session pushes the heap entries it is
+/// told to).
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    at: [Option<Instant>; KINDS.len()],
+    /// The earliest time for which a heap entry is outstanding.
+    armed: Option<Instant>,
+}
+
+impl Deadlines {
+    /// Sets `kind` to `at`. Returns `Some(at)` when a heap entry must be
+    /// pushed for it (nothing outstanding fires by then).
+    #[must_use]
+    pub fn set(&mut self, kind: SessionTimer, at: Instant) -> Option<Instant> {
+        self.at[kind as usize] = Some(at);
+        match self.armed {
+            Some(armed) if armed <= at => None,
+            _ => {
+                self.armed = Some(at);
+                Some(at)
+            }
+        }
+    }
+
+    pub fn clear(&mut self, kind: SessionTimer) {
+        self.at[kind as usize] = None;
+    }
+
+    pub fn is_set(&self, kind: SessionTimer) -> bool {
+        self.at[kind as usize].is_some()
+    }
+
+    /// A heap entry fired at `now`: returns the kinds now due (and clears
+    /// them), and the time to re-arm for, if a heap entry must be pushed.
+    pub fn fired(&mut self, now: Instant) -> (Vec<SessionTimer>, Option<Instant>) {
+        let mut due = Vec::new();
+        for kind in KINDS {
+            if self.at[kind as usize].is_some_and(|t| t <= now) {
+                self.at[kind as usize] = None;
+                due.push(kind);
+            }
+        }
+        if self.armed.is_some_and(|a| a <= now) {
+            self.armed = None;
+        }
+        let next = self.at.iter().flatten().min().copied();
+        let rearm = match (next, self.armed) {
+            (Some(n), Some(a)) if a <= n => None,
+            (Some(n), _) => {
+                self.armed = Some(n);
+                Some(n)
+            }
+            (None, _) => None,
+        };
+        (due, rearm)
+    }
 }
 
 #[cfg(test)]
@@ -79,12 +153,7 @@ mod tests {
         let now = Instant::now();
         let mut t = Timers::default();
         t.add(now + Duration::from_millis(30), Timer::Maintenance);
-        let s = Timer::Session {
-            key: 1,
-            epoch: 0,
-            attempt: 0,
-            kind: SessionTimer::Connect,
-        };
+        let s = Timer::Session { key: 1, id: 7 };
         t.add(now + Duration::from_millis(10), s);
         assert_eq!(t.next_timeout(now), Some(Duration::from_millis(10)));
         assert_eq!(t.pop_expired(now), None);
@@ -93,5 +162,45 @@ mod tests {
         assert_eq!(t.pop_expired(later), Some(Timer::Maintenance));
         assert_eq!(t.pop_expired(later), None);
         assert_eq!(t.next_timeout(later), None);
+    }
+
+    #[test]
+    fn one_heap_entry_serves_later_deadlines() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut d = Deadlines::default();
+        assert_eq!(d.set(SessionTimer::Idle, ms(60_000)), Some(ms(60_000)));
+        // Later or equal deadlines need no new entry; a sooner one does.
+        assert_eq!(d.set(SessionTimer::Body, ms(60_000)), None);
+        assert_eq!(d.set(SessionTimer::Route, ms(100)), Some(ms(100)));
+        assert_eq!(d.set(SessionTimer::Route, ms(200)), None);
+        // The entry for 100ms fires: nothing due (the route moved), re-arm
+        // for the route at 200ms.
+        assert_eq!(d.fired(ms(100)), (vec![], Some(ms(200))));
+        assert_eq!(
+            d.fired(ms(200)),
+            (vec![SessionTimer::Route], Some(ms(60_000)))
+        );
+        d.clear(SessionTimer::Body);
+        assert_eq!(d.fired(ms(60_000)), (vec![SessionTimer::Idle], None));
+        assert!(!d.is_set(SessionTimer::Idle));
+    }
+
+    #[test]
+    fn a_stale_entry_fires_without_duplicating_the_armed_one() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut d = Deadlines::default();
+        assert_eq!(d.set(SessionTimer::Idle, ms(1_000)), Some(ms(1_000)));
+        assert_eq!(d.set(SessionTimer::Connect, ms(10)), Some(ms(10)));
+        d.clear(SessionTimer::Connect);
+        // The 10ms entry fires with nothing due: the 1s entry is still in
+        // the heap, so nothing is pushed... but `armed` moved to 10ms, so
+        // it re-arms once for 1s.
+        let (due, rearm) = d.fired(ms(10));
+        assert!(due.is_empty());
+        assert_eq!(rearm, Some(ms(1_000)));
+        // Then a fresh, sooner deadline still gets its own entry.
+        assert_eq!(d.set(SessionTimer::Head, ms(500)), Some(ms(500)));
     }
 }
