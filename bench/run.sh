@@ -1,0 +1,493 @@
+#!/usr/bin/env bash
+# bench/run.sh: spoke's benchmark, side by side with nginx and haproxy, in one run.
+#
+# Owns: installing the load tools (apt), starting and pinning every process, measuring, and
+# stopping everything on exit. Neighbours: loadgen.py (fixed-rate latency with the
+# coordinated-omission correction), spoke_cases.py (spoke's controller files, the 1,000
+# destinations and profile-update cases), report.py (the Markdown report). README.md beside
+# this file says what every column means.
+#
+# Layout (2 cores): the proxy under test alone on CPU 1; the backend (nginx, fixed 200) and
+# the load generator on CPU 0. The "1 core" latency runs move the proxy onto CPU 0 too.
+# All targets run at once and their runs are interleaved (see below). Loopback only; every run
+# is bounded (about 6 minutes in all with the defaults).
+#
+# Usage: bench/run.sh [--quick] [--targets "direct nginx haproxy spoke spoke-routes"]
+#                     [--no-install] [--keep]
+# Env:   SPOKE_BIN (default $CARGO_TARGET_DIR/release/spoke, else /var/tmp/spoke-target/...),
+#        BENCH_DURATION (10), BENCH_RUNS (3), BENCH_RATE (2000), BENCH_CONNS (64),
+#        BENCH_PORT_BASE (18000).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+DURATION=${BENCH_DURATION:-10}
+RUNS=${BENCH_RUNS:-3}
+RATE=${BENCH_RATE:-2000}
+CONNS=${BENCH_CONNS:-64}
+PORT_BASE=${BENCH_PORT_BASE:-18000}
+SPOKE_BIN=${SPOKE_BIN:-${CARGO_TARGET_DIR:-/var/tmp/spoke-target}/release/spoke}
+TARGETS="direct nginx haproxy spoke spoke-routes"
+INSTALL=1
+KEEP=0
+LAT_DURATION=10
+ROUTES=100
+DESTS=1000
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) DURATION=3; RUNS=1; LAT_DURATION=3; shift ;;
+    --targets) TARGETS=$2; shift 2 ;;
+    --no-install) INSTALL=0; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+BACKEND_PORT=$((PORT_BASE + 1))
+NGINX_PORT=$((PORT_BASE + 2))
+HAPROXY_PORT=$((PORT_BASE + 3))
+SPOKE_PORT=$((PORT_BASE + 4))
+SPOKE_ADMIN=$((PORT_BASE + 5))
+SPOKE_INBOUND=$((PORT_BASE + 6))
+ROUTES_PORT=$((PORT_BASE + 7))   # the second spoke (100 routes) runs beside the first
+ROUTES_ADMIN=$((PORT_BASE + 8))
+ROUTES_INBOUND=$((PORT_BASE + 9))
+BACKEND=127.0.0.1:$BACKEND_PORT
+# Every target gets the same request; only spoke looks at the Host, to find the destination.
+HOST_HDR="Host: books.default.svc.cluster.local:7000"
+REQ_PATH=/r$((ROUTES - 1))/x  # matches the last of the 100 routes in the spoke-routes case
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ------------------------------------------------------------------ install
+
+install_deps() {
+  local need=()
+  command -v nginx >/dev/null || need+=(nginx)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v curl >/dev/null || need+=(curl)
+  command -v taskset >/dev/null || need+=(util-linux)
+  command -v python3 >/dev/null || need+=(python3)
+  [ ${#need[@]} -eq 0 ] && return 0
+  [ "$INSTALL" = 1 ] || die "missing: ${need[*]} (and --no-install given)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  log "installing ${need[*]} with apt-get"
+  # Package scripts must not start system nginx/haproxy services on ports of their own:
+  # refuse service starts for the duration of the install unless a policy already exists.
+  local policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${need[@]}" >/dev/null
+  [ -n "$policy" ] && $sudo rm -f "$policy"
+  return 0
+}
+
+install_deps
+[ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (found $(nproc))"
+
+# ------------------------------------------------------------------ processes
+
+RUN=$(mktemp -d /tmp/spoke-bench.XXXXXX)
+mkdir -p "$RUN/logs" "$RUN/tmp"
+RAW=$RUN/raw.jsonl
+: >"$RAW"
+PIDS=()
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  if [ "$KEEP" = 1 ]; then log "kept $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CPU CMD... : starts CMD pinned to CPU, logs to $RUN/logs/NAME.log; sets $STARTED.
+start() {
+  local name=$1 cpu=$2
+  shift 2
+  taskset -c "$cpu" "$@" >"$RUN/logs/$name.log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+}
+
+# stop PID: SIGTERM, then SIGKILL after 3 s.
+stop() {
+  local pid=$1 p keep=()
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_http URL NAME PID: until URL answers 200 (5 s at most).
+wait_http() {
+  local url=$1 name=$2 pid=$3
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$RUN/logs/$name.log" >&2; die "$name exited"; }
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$HOST_HDR" "$url" 2>/dev/null)" = 200 ] && return 0
+    sleep 0.05
+  done
+  tail -20 "$RUN/logs/$name.log" >&2
+  die "$name did not answer 200 on $url within 5 s"
+}
+
+# ------------------------------------------------------------------ measuring
+
+ticks() { # utime+stime of a process (all threads), in clock ticks
+  local stat
+  stat=$(cat "/proc/$1/stat")
+  stat=${stat##*) }
+  awk '{print $12 + $13}' <<<"$stat"
+}
+
+steal() { # host steal time of CPU 0 and CPU 1 so far, in clock ticks: "cpu0 cpu1"
+  awk '/^cpu0 /{a=$9} /^cpu1 /{b=$9} END{print a, b}' /proc/stat
+}
+
+# steal_json BEFORE AFTER: the steal of both CPUs between two `steal` readings, as JSON fields.
+steal_json() {
+  local a0 a1 b0 b1
+  read -r a0 a1 <<<"$1"
+  read -r b0 b1 <<<"$2"
+  printf '"steal_ticks_cpu0":%s,"steal_ticks_cpu1":%s' $((b0 - a0)) $((b1 - a1))
+}
+
+# mem PID: JSON fields rss/hwm/anon (KiB) and threads.
+mem() {
+  local pid=$1 rss hwm thr anon
+  rss=$(awk '/^VmRSS:/{print $2}' "/proc/$pid/status")
+  hwm=$(awk '/^VmHWM:/{print $2}' "/proc/$pid/status")
+  thr=$(awk '/^Threads:/{print $2}' "/proc/$pid/status")
+  anon=$(awk '/^Anonymous:/{print $2}' "/proc/$pid/smaps_rollup")
+  printf '"rss_kib":%s,"hwm_kib":%s,"anon_kib":%s,"threads":%s' "$rss" "$hwm" "$anon" "$thr"
+}
+
+record() { printf '%s\n' "$1" >>"$RAW"; }
+
+# wrk_run TARGET RUN_NO: one closed-loop max-throughput run against a started target.
+wrk_run() {
+  local target=$1 n=$2 port=${TPORT[$1]} pid=${TPID[$1]} t0=0 t1=0 s0 s1 out
+  s0=$(steal)
+  [ "$pid" = - ] || t0=$(ticks "$pid")
+  out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HOST_HDR" \
+    "http://127.0.0.1:$port$REQ_PATH")
+  [ "$pid" = - ] || t1=$(ticks "$pid")
+  s1=$(steal)
+  local reqs secs rps non2xx sockerr
+  reqs=$(awk '/requests in/{print $1}' <<<"$out")
+  secs=$(awk '/requests in/{sub(/s,$/, "", $4); print $4}' <<<"$out")
+  rps=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/{print $NF}' <<<"$out")
+  sockerr=$({ grep 'Socket errors' <<<"$out" || true; } | { grep -o '[0-9]\+' || true; } |
+    awk '{s += $1} END {print s + 0}')
+  if [ -z "$reqs" ] || [ -z "$rps" ]; then
+    echo "$out" >&2
+    die "could not parse wrk output"
+  fi
+  log "  $target wrk run $n: $rps req/s, $((t1 - t0)) CPU ticks, errors ${non2xx:-0}+${sockerr:-0}"
+  record "{\"target\":\"$target\",\"kind\":\"wrk\",\"run\":$n,\"rps\":$rps,\"requests\":$reqs,\
+\"seconds\":${secs%s},\"cpu_ticks\":$((t1 - t0)),\"clk_tck\":$CLK_TCK,\
+\"non2xx\":${non2xx:-0},\"socket_errors\":${sockerr:-0},$(steal_json "$s0" "$s1"),\
+\"has_proxy\":$([ "$pid" = - ] && echo false || echo true)}"
+}
+
+# lat_run TARGET LAYOUT: fixed-rate latency with the CO correction.
+lat_run() {
+  local target=$1 layout=$2 port=${TPORT[$1]} out s0 s1
+  s0=$(steal)
+  out=$(taskset -c 0 python3 "$HERE/loadgen.py" --port "$port" --path "$REQ_PATH" \
+    --header "$HOST_HDR" --rate "$RATE" --duration "$LAT_DURATION" --connections "$CONNS") || true
+  s1=$(steal)
+  [ -n "$out" ] || die "loadgen produced no result for $target"
+  log "  $target latency ($layout): $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]);
+e={k: v for k, v in r["errors"].items() if v}
+print("p50 %s µs, p99 %s µs, errors %s" % (r["p50_us"], r["p99_us"], e or 0))' "$out")"
+  record "{\"target\":\"$target\",\"kind\":\"latency\",\"layout\":\"$layout\",\"clk_tck\":$CLK_TCK,\
+$(steal_json "$s0" "$s1"),\"result\":$out}"
+}
+
+mem_record() { # TARGET PHASE PID
+  record "{\"target\":\"$1\",\"kind\":\"mem\",\"phase\":\"$2\",$(mem "$3")}"
+}
+
+# ------------------------------------------------------------------ configs
+
+write_nginx_backend() {
+  cat >"$RUN/backend.conf" <<EOF
+# Backend: one nginx process answering a fixed 200 to every request.
+worker_processes 1;
+master_process off;
+daemon off;
+pid $RUN/backend.pid;
+error_log $RUN/logs/backend.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $RUN/tmp; proxy_temp_path $RUN/tmp; fastcgi_temp_path $RUN/tmp;
+  uwsgi_temp_path $RUN/tmp; scgi_temp_path $RUN/tmp;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  server { listen $BACKEND; location / { return 200 "ok\n"; } }
+}
+EOF
+}
+
+write_nginx_proxy() {
+  cat >"$RUN/nginx.conf" <<EOF
+# nginx as a reverse proxy: one process (master_process off, so the worker *is* the
+# process measured), keep-alive to the upstream.
+worker_processes 1;
+master_process off;
+daemon off;
+pid $RUN/nginx.pid;
+error_log $RUN/logs/nginx.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $RUN/tmp; proxy_temp_path $RUN/tmp; fastcgi_temp_path $RUN/tmp;
+  uwsgi_temp_path $RUN/tmp; scgi_temp_path $RUN/tmp;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  upstream backend {
+    server $BACKEND;
+    keepalive 128;
+    keepalive_requests 10000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_buffering on;
+    }
+  }
+}
+EOF
+}
+
+write_haproxy() {
+  cat >"$RUN/haproxy.cfg" <<EOF
+# haproxy: one thread, HTTP mode, keep-alive on both sides with server connection reuse.
+global
+  nbthread 1
+  maxconn 4096
+  pidfile $RUN/haproxy.pid
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 300s
+frontend fe
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend be
+backend be
+  server s1 $BACKEND
+EOF
+}
+
+spoke_env() { # YAML OUTBOUND_PORT ADMIN_PORT INBOUND_PORT -> env assignments for spoke
+  echo "SPOKE_CONTROLLER_CONFIG=$1" \
+    "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR=127.0.0.1:$2" \
+    "LINKERD2_PROXY_ADMIN_LISTEN_ADDR=127.0.0.1:$3" \
+    "LINKERD2_PROXY_INBOUND_LISTEN_ADDR=127.0.0.1:$4" \
+    "LINKERD2_PROXY_LOG=warn" \
+    "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD=1s" \
+    "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT=10m"
+}
+
+# start_spoke NAME YAML CPU [OUTBOUND ADMIN INBOUND]: starts spoke, waits for /ready;
+# sets $STARTED.
+start_spoke() {
+  local name=$1 yaml=$2 cpu=$3 out=${4:-$SPOKE_PORT} admin=${5:-$SPOKE_ADMIN}
+  local inbound=${6:-$SPOKE_INBOUND}
+  # shellcheck disable=SC2046
+  start "$name" "$cpu" env $(spoke_env "$yaml" "$out" "$admin" "$inbound") "$SPOKE_BIN"
+  wait_http "http://127.0.0.1:$admin/ready" "$name" "$STARTED"
+}
+
+# ------------------------------------------------------------------ run
+
+for p in $BACKEND_PORT $NGINX_PORT $HAPROXY_PORT $SPOKE_PORT $SPOKE_ADMIN $SPOKE_INBOUND \
+  $ROUTES_PORT $ROUTES_ADMIN $ROUTES_INBOUND; do
+  port_free "$p" || die "port $p is in use (set BENCH_PORT_BASE)"
+done
+
+HAVE_SPOKE=1
+if [ ! -x "$SPOKE_BIN" ]; then
+  HAVE_SPOKE=0
+  log "warning: no spoke binary at $SPOKE_BIN (build it, or set SPOKE_BIN): skipping spoke"
+fi
+
+# Is anything else using the CPUs? Sample /proc/stat for 2 s before starting.
+busy_pct() {
+  local a b
+  read -r -a a </proc/stat
+  sleep 2
+  read -r -a b </proc/stat
+  local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+BUSY=$(busy_pct)
+[ "$BUSY" -le 5 ] || log "warning: the machine is ${BUSY}% busy before the benchmark: numbers will be noisy"
+
+# stripped_size BIN: size of the executable without symbols and debug info (0 without strip).
+stripped_size() {
+  if command -v strip >/dev/null && strip -o "$RUN/stripped" "$1" 2>/dev/null; then
+    stat -c %s "$RUN/stripped"; rm -f "$RUN/stripped"
+  else
+    echo 0
+  fi
+}
+SPOKE_SIZE=0
+SPOKE_STRIPPED=0
+if [ "$HAVE_SPOKE" = 1 ]; then
+  SPOKE_SIZE=$(stat -c %s "$SPOKE_BIN")
+  SPOKE_STRIPPED=$(stripped_size "$SPOKE_BIN")
+fi
+record "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"nproc\":$(nproc),\
+\"cpu\":\"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)\",\"kernel\":\"$(uname -r)\",\
+\"busy_before_pct\":$BUSY,\"duration_s\":$DURATION,\"runs\":$RUNS,\"rate\":$RATE,\"conns\":$CONNS,\
+\"lat_duration_s\":$LAT_DURATION,\"path\":\"$REQ_PATH\",\
+\"nginx\":\"$(nginx -v 2>&1 | sed 's/.*\///')\",\"haproxy\":\"$(haproxy -v | awk 'NR==1{print $3}')\",\
+\"wrk\":\"$(wrk -v 2>&1 | awk 'NR==1{print $2}')\",\
+\"bin_nginx\":$(stat -c %s "$(command -v nginx)"),\"bin_haproxy\":$(stat -c %s "$(command -v haproxy)"),\
+\"bin_spoke\":$SPOKE_SIZE,\"bin_spoke_stripped\":$SPOKE_STRIPPED,\
+\"bin_nginx_stripped\":$(stripped_size "$(command -v nginx)"),\
+\"bin_haproxy_stripped\":$(stripped_size "$(command -v haproxy)"),\"spoke_bin\":\"$SPOKE_BIN\"}"
+
+write_nginx_backend
+write_nginx_proxy
+write_haproxy
+start backend 0 nginx -p "$RUN" -e "$RUN/logs/backend.err" -c "$RUN/backend.conf"
+BACKEND_PID=$STARTED
+wait_http "http://$BACKEND/" backend "$BACKEND_PID"
+log "backend nginx on $BACKEND (pid $BACKEND_PID, CPU 0)"
+
+# Start every target at once (an idle proxy costs nothing), then interleave the runs:
+# round 1 of every target, round 2 of every target, ... so that a slow spell of the host
+# (these are virtual machines) spreads over all targets instead of hitting one.
+declare -A TPORT TPID
+ACTIVE=()
+for target in $TARGETS; do
+  case "$target" in
+    direct)
+      TPORT[direct]=$BACKEND_PORT; TPID[direct]=-
+      ;;
+    nginx)
+      start nginx 1 nginx -p "$RUN" -e "$RUN/logs/nginx.err" -c "$RUN/nginx.conf"
+      TPORT[nginx]=$NGINX_PORT; TPID[nginx]=$STARTED
+      wait_http "http://127.0.0.1:$NGINX_PORT/" nginx "$STARTED"
+      ;;
+    haproxy)
+      start haproxy 1 haproxy -db -f "$RUN/haproxy.cfg"
+      TPORT[haproxy]=$HAPROXY_PORT; TPID[haproxy]=$STARTED
+      wait_http "http://127.0.0.1:$HAPROXY_PORT/" haproxy "$STARTED"
+      ;;
+    spoke)
+      [ "$HAVE_SPOKE" = 1 ] || continue
+      python3 "$HERE/spoke_cases.py" yaml plain --backend "$BACKEND" >"$RUN/spoke.yaml"
+      start_spoke spoke "$RUN/spoke.yaml" 1
+      TPORT[spoke]=$SPOKE_PORT; TPID[spoke]=$STARTED
+      ;;
+    spoke-routes)
+      [ "$HAVE_SPOKE" = 1 ] || continue
+      python3 "$HERE/spoke_cases.py" yaml routes --n "$ROUTES" --backend "$BACKEND" \
+        >"$RUN/spoke-routes.yaml"
+      start_spoke spoke-routes "$RUN/spoke-routes.yaml" 1 "$ROUTES_PORT" "$ROUTES_ADMIN" \
+        "$ROUTES_INBOUND"
+      TPORT[spoke-routes]=$ROUTES_PORT; TPID[spoke-routes]=$STARTED
+      ;;
+    *) die "unknown target '$target'" ;;
+  esac
+  ACTIVE+=("$target")
+done
+log "targets: ${ACTIVE[*]}"
+
+sleep 1
+for t in "${ACTIVE[@]}"; do
+  [ "${TPID[$t]}" = - ] || mem_record "$t" idle "${TPID[$t]}"
+done
+for t in "${ACTIVE[@]}"; do # warm-up (connections, caches, spoke's first discovery)
+  taskset -c 0 wrk -t1 -c"$CONNS" -d2s -H "$HOST_HDR" \
+    "http://127.0.0.1:${TPORT[$t]}$REQ_PATH" >/dev/null
+done
+
+log "max throughput: $RUNS rounds of ${DURATION}s runs"
+for n in $(seq "$RUNS"); do
+  for t in "${ACTIVE[@]}"; do wrk_run "$t" "$n"; done
+done
+
+log "latency at $RATE req/s, proxies on CPU 1"
+for t in "${ACTIVE[@]}"; do
+  if [ "${TPID[$t]}" = - ]; then lat_run "$t" both; else lat_run "$t" 2core; fi
+done
+log "latency at $RATE req/s, everything on CPU 0"
+for t in "${ACTIVE[@]}"; do
+  [ "${TPID[$t]}" != - ] || continue
+  taskset -a -p -c 0 "${TPID[$t]}" >/dev/null
+  lat_run "$t" 1core
+  taskset -a -p -c 1 "${TPID[$t]}" >/dev/null
+done
+
+for t in "${ACTIVE[@]}"; do
+  [ "${TPID[$t]}" = - ] && continue
+  mem_record "$t" peak "${TPID[$t]}"
+  stop "${TPID[$t]}"
+done
+
+if [ "$HAVE_SPOKE" = 1 ] && [[ " $TARGETS " == *" spoke "* ]]; then
+  log "spoke: live profile updates"
+  python3 "$HERE/spoke_cases.py" yaml update --name update-0 --backend "$BACKEND" >"$RUN/update.yaml"
+  start_spoke spoke-update "$RUN/update.yaml" 1
+  pid=$STARTED
+  out=$(taskset -c 0 python3 "$HERE/spoke_cases.py" update --proxy "127.0.0.1:$SPOKE_PORT" \
+    --admin "127.0.0.1:$SPOKE_ADMIN" --file "$RUN/update.yaml" --backend "$BACKEND") || true
+  log "  $out"
+  [ -n "$out" ] && record "{\"target\":\"spoke\",\"kind\":\"update\",\"result\":$out}"
+  stop "$pid"
+
+  log "spoke: $DESTS live destinations"
+  python3 "$HERE/spoke_cases.py" yaml dests --n "$DESTS" --backend "$BACKEND" >"$RUN/dests.yaml"
+  start_spoke spoke-dests "$RUN/dests.yaml" 1
+  pid=$STARTED
+  mem_record spoke-dests idle "$pid"
+  out=$(taskset -c 0 python3 "$HERE/spoke_cases.py" touch --proxy "127.0.0.1:$SPOKE_PORT" \
+    --admin "127.0.0.1:$SPOKE_ADMIN" --count "$DESTS") || true
+  log "  $out"
+  sleep 2
+  [ -n "$out" ] && record "{\"target\":\"spoke\",\"kind\":\"dests\",\"result\":$out,$(mem "$pid")}"
+  stop "$pid"
+fi
+
+stop "$BACKEND_PID"
+mkdir -p "$HERE/results"
+REPORT=$HERE/results/$(date -u +%Y-%m-%d).md
+[ ! -e "$REPORT" ] || REPORT=$HERE/results/$(date -u +%Y-%m-%d-%H%M).md
+python3 "$HERE/report.py" "$RAW" >"$REPORT"
+cat "$REPORT"
+log "report written to $REPORT"
