@@ -33,11 +33,14 @@ use super::timers::SessionTimer;
 use super::token;
 use super::tunnel::Tunnel;
 use crate::http1::{self, AfterResponse, BodyDecoder, BodyFraming, RequestHead};
-use crate::metrics::AuthorityMetrics;
 use crate::profile::{self, Classification};
 
 /// Request bodies up to this size are kept for a retry (Linkerd's replay cap).
 pub const MAX_REPLAY_BODY: usize = 64 * 1024;
+/// On routes without retries, bodies up to this size are kept so a request
+/// sent on a pooled connection the upstream had already closed can be sent
+/// again on a fresh one.
+const MAX_REUSE_REPLAY_BODY: usize = 4 * 1024;
 
 #[derive(PartialEq, Eq)]
 pub(super) enum Resp {
@@ -71,7 +74,6 @@ pub(super) struct Exchange {
     dst: Arc<str>,
     router: Rc<Router>,
     route: Option<usize>,
-    authority: AuthorityMetrics,
     started: Instant,
     head_is_head: bool,
     client_minor: u8,
@@ -152,11 +154,16 @@ impl Session {
         let head_len = upstream_head.len();
         req.start(upstream_head, body);
         // Keep what is sent for a retry (bodies up to 64 KiB), and for a
-        // replay on a pooled connection that turns out to be dead.
-        req.tap(head_len + MAX_REPLAY_BODY);
+        // replay on a pooled connection that turns out to be dead (small
+        // bodies only: copying large ones for that rare race costs more).
+        let keep = if retryable {
+            MAX_REPLAY_BODY
+        } else {
+            MAX_REUSE_REPLAY_BODY
+        };
+        req.tap(head_len + keep);
         self.ex = Some(Exchange {
             dst: dst.clone(),
-            authority: d.authority.clone(),
             router,
             route,
             started: ctx.now,
@@ -238,13 +245,16 @@ impl Session {
 
     fn open_upstream(&mut self, addr: SocketAddr, ctx: &mut Ctx<'_>) -> Result<(), UpstreamError> {
         let limit = ctx.cfg.buffer_limit.max(ctx.cfg.limits.max_head_bytes + 1);
-        if let Some(IdleConn { stream, sock, .. }) = ctx.pool.take(addr) {
+        if let Some(IdleConn {
+            stream, sock, buf, ..
+        }) = ctx.pool.take(addr)
+        {
             ctx.socks[sock] = Owner::Upstream(self.key);
             self.ex.as_mut().expect("exchange").upstream = Some(Upstream {
                 stream,
                 sock,
                 addr,
-                inbuf: Buffer::new(limit),
+                inbuf: buf,
                 connected: true,
                 reused: true,
                 eof: false,
@@ -478,12 +488,13 @@ impl Session {
         let route = ex.route.and_then(|i| ex.router.profile.routes.get(i));
         let classes = route.map(|r| &r.response_classes[..]).unwrap_or(&[]);
         let success = profile::classify(classes, ex.status, None) == Classification::Success;
-        ex.authority.response(ex.status, success, None, latency);
         ex.router
             .route_metrics(ex.route)
             .borrow_mut()
             .response(ex.status, success, None, latency);
+        // The destination is still in the table: one in use is never evicted.
         if let Some(d) = ctx.dsts.get_mut(&ex.dst) {
+            d.authority.response(ex.status, success, None, latency);
             d.active = d.active.saturating_sub(1);
             d.last_used = ctx.now;
         }
@@ -660,11 +671,11 @@ impl Session {
         if let Some(up) = ex.upstream.take() {
             drop_upstream(up, ctx);
         }
+        let latency = ctx.now.saturating_duration_since(ex.started);
         if let Some(d) = ctx.dsts.get_mut(&ex.dst) {
+            d.authority.response(status, false, Some(label), latency);
             d.active = d.active.saturating_sub(1);
         }
-        let latency = ctx.now.saturating_duration_since(ex.started);
-        ex.authority.response(status, false, Some(label), latency);
         ex.router.route_metrics(ex.route).borrow_mut().response(
             status,
             false,
@@ -705,6 +716,7 @@ fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
         stream: up.stream,
         sock: up.sock,
         since: ctx.now,
+        buf: up.inbuf,
     };
     if let Err(idle) = ctx.pool.put(up.addr, idle) {
         ctx.socks.remove(idle.sock);

@@ -11,10 +11,15 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use super::buffer::Buffer;
+
 pub struct IdleConn {
     pub stream: TcpStream,
     pub sock: usize,
     pub since: Instant,
+    /// The connection's (empty) read buffer, kept so a reused connection
+    /// does not allocate and zero a new one per request.
+    pub buf: Buffer,
 }
 
 pub struct Pool {

@@ -359,7 +359,7 @@ impl Session {
             self.synthetic(400, "missing or invalid host", true);
             return;
         };
-        let dst = format!("{name}:{port}");
+        let dst = dst_key(&name, port);
         let wait_on = match ctx.dsts.get_or_start(&dst, &name, port, ctx.now) {
             Err(e) => {
                 log::error!("{dst}: cannot start discovery: {}", e.0);
@@ -487,4 +487,42 @@ impl Session {
 
 pub(super) fn has_body(head: &RequestHead) -> bool {
     head.framing() != BodyFraming::None
+}
+
+/// `name:port`, the destination table's key. Built by hand: `format!` costs
+/// about a tenth of a request's instructions on the loop.
+fn dst_key(name: &str, port: u16) -> String {
+    let mut key = String::with_capacity(name.len() + 6);
+    key.push_str(name);
+    key.push(':');
+    let mut digits = [0u8; 5];
+    let mut n = port;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        key.push(char::from(*d));
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dst_key;
+
+    #[test]
+    fn dst_keys() {
+        assert_eq!(
+            dst_key("books.default.svc.cluster.local", 7000),
+            "books.default.svc.cluster.local:7000"
+        );
+        assert_eq!(dst_key("a", 0), "a:0");
+        assert_eq!(dst_key("[::1]", 65535), "[::1]:65535");
+    }
 }
