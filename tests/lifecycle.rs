@@ -145,17 +145,7 @@ fn expect_100_continue_is_answered_before_the_body_is_sent() {
             .as_bytes(),
     )
     .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before 100 Continue");
-        got.extend_from_slice(&buf[..n]);
-    }
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        "HTTP/1.1 100 Continue\r\n\r\n"
-    );
+    assert_eq!(read_head(&mut s), "HTTP/1.1 100 Continue\r\n\r\n");
     s.write_all(b"hello").unwrap();
     let mut c = Client::connect(app.outbound_addr(), Duration::from_secs(5)).unwrap();
     drop(c.get(BOOKS, "/"));
@@ -315,15 +305,8 @@ fn connect_becomes_a_byte_tunnel_after_a_2xx() {
     s.set_read_timeout(Some(patience())).unwrap();
     s.write_all(format!("CONNECT {BOOKS} HTTP/1.1\r\nhost: {BOOKS}\r\n\r\n").as_bytes())
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early");
-        got.extend_from_slice(&buf[..n]);
-    }
     assert_eq!(
-        String::from_utf8_lossy(&got),
+        read_head(&mut s),
         "HTTP/1.1 200 Connection Established\r\n\r\n"
     );
     s.write_all(b"\x16\x03\x01 opaque bytes").unwrap();
@@ -345,12 +328,7 @@ fn tunnel_upstream(reply: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle
     let t = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(patience())).unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut b).unwrap(), 1);
-            head.push(b[0]);
-        }
+        let head = read_head(&mut s);
         s.write_all(reply).unwrap();
         let mut buf = [0u8; 1024];
         loop {
@@ -361,9 +339,26 @@ fn tunnel_upstream(reply: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle
             s.write_all(&buf[..n]).unwrap();
         }
         s.shutdown(std::net::Shutdown::Write).unwrap();
-        String::from_utf8(head).unwrap()
+        head
     });
     (addr, t)
+}
+
+/// Reads one byte at a time up to the end of a head (so nothing after it is
+/// consumed) and returns it.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut b).unwrap();
+        assert!(
+            n > 0,
+            "closed before a complete head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
 }
 
 #[test]

@@ -180,18 +180,24 @@ fn is_tchar(b: u8) -> bool {
 
 /// Appends the decimal form of `n` without going through `fmt` (no allocation, no error
 /// path on a `Vec`).
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+fn push_u64(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
-    let mut i = digits.len();
+    out.extend_from_slice(decimal(n, &mut digits));
+}
+
+/// The decimal digits of `n`, written at the end of `buf` (hot-path formatting without
+/// `fmt`; also used for destination keys on the event loop).
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    &buf[i..]
 }
 
 #[cfg(test)]

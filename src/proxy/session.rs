@@ -495,20 +495,12 @@ fn dst_key(name: &str, port: u16) -> String {
     let mut key = String::with_capacity(name.len() + 6);
     key.push_str(name);
     key.push(':');
-    let mut digits = [0u8; 5];
-    let mut n = port;
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for d in &digits[i..] {
-        key.push(char::from(*d));
-    }
+    let mut buf = [0u8; 20];
+    key.extend(
+        http1::decimal(u64::from(port), &mut buf)
+            .iter()
+            .map(|d| char::from(*d)),
+    );
     key
 }
 
