@@ -2,7 +2,8 @@
 //! process. Starts two backends (threads), the embedded controller serving the
 //! example file (with the backends' real addresses), and the proxy; sends a
 //! bounded burst of traffic across several routes (one fails part of the
-//! time); then reads spoke's own `/metrics` and renders a per-route table.
+//! time, and is retried: the `attempts` column shows the retries); then reads
+//! spoke's own `/metrics` and renders a per-route table.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -138,6 +139,8 @@ pub fn route_table(samples: &[Sample]) -> String {
     #[derive(Default)]
     struct Row {
         requests: f64,
+        /// Tries sent upstream, retries included.
+        attempts: f64,
         ok: f64,
         responses: f64,
     }
@@ -151,6 +154,9 @@ pub fn route_table(samples: &[Sample]) -> String {
     for s in samples {
         match s.name.as_str() {
             "route_request_total" => rows.entry(route_of(s)).or_default().requests += s.value,
+            "route_actual_request_total" => {
+                rows.entry(route_of(s)).or_default().attempts += s.value
+            }
             "route_response_total" => {
                 let row = rows.entry(route_of(s)).or_default();
                 row.responses += s.value;
@@ -162,8 +168,8 @@ pub fn route_table(samples: &[Sample]) -> String {
         }
     }
     let mut out = format!(
-        "{:<40} {:<18} {:>8} {:>9} {:>8} {:>8}\n",
-        "destination", "route", "requests", "success", "p50 ms", "p99 ms"
+        "{:<40} {:<18} {:>8} {:>8} {:>9} {:>8} {:>8}\n",
+        "destination", "route", "requests", "attempts", "success", "p50 ms", "p99 ms"
     );
     for ((dst, route), row) in rows.iter().filter(|(_, r)| r.requests > 0.0) {
         let series: Vec<Sample> = samples
@@ -186,10 +192,11 @@ pub fn route_table(samples: &[Sample]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<40} {:<18} {:>8} {:>9} {:>8} {:>8}",
+            "{:<40} {:<18} {:>8} {:>8} {:>9} {:>8} {:>8}",
             dst,
             route,
             row.requests,
+            row.attempts,
             success,
             q(0.5),
             q(0.99)
@@ -206,6 +213,7 @@ mod tests {
     fn table_from_a_scrape() {
         let text = "\
 route_request_total{direction=\"outbound\",dst=\"a:80\",rt_route=\"GET /x\"} 4
+route_actual_request_total{direction=\"outbound\",dst=\"a:80\",rt_route=\"GET /x\"} 5
 route_response_total{direction=\"outbound\",dst=\"a:80\",rt_route=\"GET /x\",status_code=\"200\",classification=\"success\"} 3
 route_response_total{direction=\"outbound\",dst=\"a:80\",rt_route=\"GET /x\",status_code=\"500\",classification=\"failure\"} 1
 route_response_latency_ms_bucket{direction=\"outbound\",dst=\"a:80\",rt_route=\"GET /x\",status_code=\"200\",le=\"1\"} 2
@@ -223,6 +231,10 @@ route_request_total{direction=\"outbound\",dst=\"b:80\"} 0
         assert!(
             lines[2].contains("GET /x") && lines[2].contains("75.0%"),
             "{t}"
+        );
+        assert!(
+            lines[2].contains(" 4        5 "),
+            "requests then attempts: {t}"
         );
     }
 }
