@@ -258,13 +258,7 @@ fn an_upgrade_becomes_a_byte_tunnel_after_101() {
     let (addr, upstream) = tunnel_upstream(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
     );
-    let ctl = MockController::start();
-    ctl.endpoints(BOOKS, &[addr]);
-    ctl.profile(BOOKS, &profile(vec![]));
-    let app = proxy(&config(ctl.addr()));
-
-    let mut s = TcpStream::connect(app.outbound_addr()).unwrap();
-    s.set_read_timeout(Some(patience())).unwrap();
+    let (_ctl, _app, mut s) = proxied_to(addr);
     s.write_all(
         format!("GET /ws HTTP/1.1\r\nhost: {BOOKS}\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\nearly").as_bytes(),
     )
@@ -296,13 +290,7 @@ fn an_upgrade_becomes_a_byte_tunnel_after_101() {
 #[test]
 fn connect_becomes_a_byte_tunnel_after_a_2xx() {
     let (addr, upstream) = tunnel_upstream(b"HTTP/1.1 200 Connection Established\r\n\r\n");
-    let ctl = MockController::start();
-    ctl.endpoints(BOOKS, &[addr]);
-    ctl.profile(BOOKS, &profile(vec![]));
-    let app = proxy(&config(ctl.addr()));
-
-    let mut s = TcpStream::connect(app.outbound_addr()).unwrap();
-    s.set_read_timeout(Some(patience())).unwrap();
+    let (_ctl, _app, mut s) = proxied_to(addr);
     s.write_all(format!("CONNECT {BOOKS} HTTP/1.1\r\nhost: {BOOKS}\r\n\r\n").as_bytes())
         .unwrap();
     assert_eq!(
@@ -342,6 +330,18 @@ fn tunnel_upstream(reply: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle
         head
     });
     (addr, t)
+}
+
+/// A proxy whose books destination is the raw upstream at `addr`, and a
+/// client connection to it.
+fn proxied_to(addr: SocketAddr) -> (MockController, spoke::app::App, TcpStream) {
+    let ctl = MockController::start();
+    ctl.endpoints(BOOKS, &[addr]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()));
+    let s = TcpStream::connect(app.outbound_addr()).unwrap();
+    s.set_read_timeout(Some(patience())).unwrap();
+    (ctl, app, s)
 }
 
 /// Reads one byte at a time up to the end of a head (so nothing after it is

@@ -368,10 +368,18 @@ impl Session {
             }
             Ok(d) => match &d.router {
                 None => d.name.clone(),
+                // No split: the destination's own endpoints, already at hand.
+                Some(router) if router.backends.is_empty() && d.endpoints.is_none() => {
+                    d.name.clone()
+                }
+                Some(router) if router.backends.is_empty() => {
+                    let (router, name) = (router.clone(), d.name.clone());
+                    self.dispatch(head, &name, router, ctx);
+                    return;
+                }
                 Some(router) => {
-                    let router = router.clone();
-                    let name = d.name.clone();
-                    match self.waiting_for(&name, &router, ctx) {
+                    let (router, name) = (router.clone(), d.name.clone());
+                    match waiting_for_backend(&router, ctx) {
                         None => {
                             self.dispatch(head, &name, router, ctx);
                             return;
@@ -389,32 +397,6 @@ impl Session {
         }
         self.parked = Some(head);
         self.phase = Phase::Parked(wait_on);
-    }
-
-    /// What a routed request still waits for: its destination's endpoints,
-    /// or, with a traffic split, any one backend's endpoints.
-    fn waiting_for(
-        &mut self,
-        dst: &Arc<str>,
-        router: &Router,
-        ctx: &mut Ctx<'_>,
-    ) -> Option<Arc<str>> {
-        if router.backends.is_empty() {
-            let known = ctx.dsts.get_mut(dst).is_some_and(|d| d.endpoints.is_some());
-            return (!known).then(|| dst.clone());
-        }
-        let mut first_missing = None;
-        for b in &router.backends {
-            match ctx.dsts.start(b, ctx.now) {
-                Ok(d) if d.endpoints.is_some() => return None,
-                Ok(_) => {
-                    first_missing.get_or_insert_with(|| b.clone());
-                }
-                Err(e) => log::warn!("{b}: cannot start discovery: {}", e.0),
-            }
-        }
-        // No backend could even start: fall through to a 503 at dispatch.
-        first_missing
     }
 
     fn try_unpark(&mut self, waited: &Arc<str>, ctx: &mut Ctx<'_>) -> bool {
@@ -483,6 +465,23 @@ impl Session {
             Phase::ReadHead
         };
     }
+}
+
+/// With a traffic split, a request waits only until any one backend has
+/// endpoints; this starts the backends' discovery and names one still missing.
+fn waiting_for_backend(router: &Router, ctx: &mut Ctx<'_>) -> Option<Arc<str>> {
+    let mut first_missing = None;
+    for b in &router.backends {
+        match ctx.dsts.start(b, ctx.now) {
+            Ok(d) if d.endpoints.is_some() => return None,
+            Ok(_) => {
+                first_missing.get_or_insert_with(|| b.clone());
+            }
+            Err(e) => log::warn!("{b}: cannot start discovery: {}", e.0),
+        }
+    }
+    // No backend could even start: fall through to a 503 at dispatch.
+    first_missing
 }
 
 pub(super) fn has_body(head: &RequestHead) -> bool {
