@@ -81,7 +81,7 @@ pub enum RequestMatch {
     Any(Vec<RequestMatch>),
     Not(Box<RequestMatch>),
     /// Already anchored as `^(?:...)$`, so it must match the whole path.
-    Path(regex::Regex),
+    Path(PathRegex),
     Method(Method),
 }
 
@@ -275,9 +275,66 @@ pub struct WeightedDst {
 
 /// Compiled-size limit of one path regex, so a hostile pattern cannot take
 /// much memory or make matching slow. (The `regex` default, which Linkerd
-/// keeps, is 10 MiB.) Unicode classes are what get big: `\w{1,64}` compiles to
-/// about 3 MB and is rejected, while `[^/]{1,64}` or `(?-u:\w){1,64}` are tiny.
+/// keeps, is 10 MiB.) Unicode classes are what get big: `\p{L}{1,64}` compiles
+/// to megabytes and is rejected, while `[^/]{1,64}` is tiny.
 pub const PATH_REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A compiled path pattern, anchored as `^(?:...)$`.
+///
+/// Request paths are ASCII: the HTTP/1 parser rejects any other byte in a
+/// request target with 400. On ASCII input a pattern means the same with or
+/// without Unicode mode (`\w`, `.`, `[^/]`, `(?i)` and `\b` differ only on
+/// non-ASCII text), and without it a class such as `[^/]` compiles to one byte
+/// range instead of a UTF-8 automaton: about 10 KB of memory to build instead
+/// of 320 KB, which is most of what a destination with routes costs. So an
+/// ASCII pattern is compiled with Unicode off; a pattern that needs Unicode
+/// (`\p{Greek}`, a non-ASCII literal) keeps it, and matches exactly as
+/// `regex::Regex` would.
+#[derive(Clone, Debug)]
+pub struct PathRegex {
+    re: regex::bytes::Regex,
+    unicode: bool,
+}
+
+impl PathRegex {
+    /// Compiles an already anchored pattern.
+    fn new(anchored: &str) -> Result<PathRegex, regex::Error> {
+        let build = |unicode: bool| {
+            regex::bytes::RegexBuilder::new(anchored)
+                .unicode(unicode)
+                .size_limit(PATH_REGEX_SIZE_LIMIT)
+                .build()
+        };
+        if anchored.is_ascii() {
+            if let Ok(re) = build(false) {
+                return Ok(PathRegex { re, unicode: false });
+            }
+        }
+        // Errors are reported as the Unicode compile sees them, which is how
+        // every other implementation of the pattern language sees them.
+        build(true).map(|re| PathRegex { re, unicode: true })
+    }
+
+    /// The anchored pattern.
+    pub fn as_str(&self) -> &str {
+        self.re.as_str()
+    }
+
+    /// Whether `path` (ASCII, query excluded) matches as a whole.
+    pub fn is_match(&self, path: &str) -> bool {
+        self.re.is_match(path.as_bytes())
+    }
+
+    /// This pattern for a set compiled with Unicode off: the ones that need
+    /// Unicode turn it back on for themselves.
+    pub fn set_pattern(&self) -> std::borrow::Cow<'_, str> {
+        if self.unicode {
+            format!("(?u:{})", self.as_str()).into()
+        } else {
+            self.as_str().into()
+        }
+    }
+}
 
 impl RequestMatch {
     /// A path match anchored to the whole path as `^(?:...)$`.
@@ -285,7 +342,7 @@ impl RequestMatch {
     /// The pattern is trimmed, and one leading `^` and one unescaped trailing
     /// `$` are removed first so they are not doubled (inside the outer anchors
     /// they mean the same thing). The group makes `a|b` anchor as a whole. The
-    /// bare pattern is compiled on its own first, because an unbalanced one such
+    /// bare pattern is parsed on its own first, because an unbalanced one such
     /// as `a)|(b` would otherwise close the group and escape the anchors.
     pub fn path(pattern: &str) -> Result<RequestMatch, regex::Error> {
         let trimmed = pattern.trim();
@@ -295,15 +352,11 @@ impl RequestMatch {
             Some(rest) if rest.bytes().rev().take_while(|b| *b == b'\\').count() % 2 == 0 => rest,
             _ => inner,
         };
-        build_path_regex(inner)?;
-        build_path_regex(&format!("^(?:{inner})$")).map(RequestMatch::Path)
+        regex_syntax::Parser::new()
+            .parse(inner)
+            .map_err(|e| regex::Error::Syntax(e.to_string()))?;
+        PathRegex::new(&format!("^(?:{inner})$")).map(RequestMatch::Path)
     }
-}
-
-fn build_path_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(pattern)
-        .size_limit(PATH_REGEX_SIZE_LIMIT)
-        .build()
 }
 
 /// Normalises an authority `name[:port]` to the `name:port` form used as a
@@ -349,7 +402,7 @@ mod tests {
     }
 
     fn path(re: &str) -> RequestMatch {
-        RequestMatch::Path(regex::Regex::new(re).expect("test regex"))
+        RequestMatch::Path(PathRegex::new(re).expect("test regex"))
     }
 
     #[test]
@@ -505,12 +558,73 @@ mod tests {
 
     #[test]
     fn path_regex_size_limit() {
-        let huge = RequestMatch::path(r"(?:\w{100}){100}");
-        assert!(
-            matches!(huge, Err(regex::Error::CompiledTooBig(_))),
-            "{huge:?}"
-        );
+        for huge in [r"(?:\p{L}{100}){100}", r"(?:[a-z]{100}){1000}"] {
+            let got = RequestMatch::path(huge);
+            assert!(
+                matches!(got, Err(regex::Error::CompiledTooBig(_))),
+                "{huge}: {got:?}"
+            );
+        }
         assert!(RequestMatch::path(r"/api/v[0-9]+/books/[^/]+/reviews/[0-9a-f-]{36}").is_ok());
+    }
+
+    /// On ASCII paths (the only ones the parser lets through) the compiled
+    /// pattern answers exactly as a Unicode `regex::Regex` of the same text,
+    /// whether it was built with Unicode off or needed it on.
+    #[test]
+    fn path_regex_matches_as_a_unicode_regex_on_ascii_paths() {
+        let patterns = [
+            r"/books/[^/]+",
+            r"/\w+/\d{1,3}",
+            r"(?i)/BOOKS/.*",
+            r"/k\b.*",
+            r"/[[:alpha:]]+/\s?x",
+            r"/a.c",
+            r"/\W+",
+            r"/[^\x{e9}]+",
+            r"/\p{L}+/\P{Greek}*",
+            r"/caf\x{e9}|/cafe",
+            "/café|/cafe",
+            r"(?i)/ſ|/\x{212A}",
+            r"(?-u:\w)+",
+        ];
+        let paths = [
+            "/books/1",
+            "/books/",
+            "/BOOKS/x/y",
+            "/books/a%20b",
+            "/abc",
+            "/a-c",
+            "/k",
+            "/kx",
+            "/k-x",
+            "/s",
+            "/K",
+            "/S",
+            "/alpha/ x",
+            "/alpha/x",
+            "/cafe",
+            "/caf",
+            "/x_9/123",
+            "/!!",
+            "/%C3%A9",
+            "",
+        ];
+        for p in patterns {
+            let RequestMatch::Path(ours) = RequestMatch::path(p).expect(p) else {
+                unreachable!()
+            };
+            let reference = regex::Regex::new(ours.as_str()).expect(p);
+            let set = regex::bytes::RegexSetBuilder::new([ours.set_pattern()])
+                .unicode(false)
+                .build()
+                .expect(p);
+            for path in paths {
+                let want = reference.is_match(path);
+                assert_eq!(ours.is_match(path), want, "{p} on {path}");
+                assert_eq!(set.is_match(path.as_bytes()), want, "set {p} on {path}");
+            }
+        }
     }
 
     #[test]

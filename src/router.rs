@@ -25,7 +25,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::profile::{RequestMatch, Route, PATH_REGEX_SIZE_LIMIT};
+use crate::profile::{PathRegex, RequestMatch, Route, PATH_REGEX_SIZE_LIMIT};
 
 /// Compiled-size limit of a route table's `RegexSet`. Each pattern is already
 /// limited to [`PATH_REGEX_SIZE_LIMIT`]; a profile whose patterns add up past
@@ -43,7 +43,7 @@ pub struct RouteTable {
     routes: Arc<[Route]>,
     /// `None`: no route has a usable path pattern, or the set was too big;
     /// lookups scan linearly.
-    set: Option<regex::RegexSet>,
+    set: Option<regex::bytes::RegexSet>,
     /// Per route, in route order: when it needs a full check.
     candidacy: Vec<Candidacy>,
 }
@@ -70,13 +70,13 @@ impl RouteTable {
     }
 
     fn build(routes: Arc<[Route]>, set_size_limit: usize, min_routes: usize) -> RouteTable {
-        let mut patterns: Vec<&str> = Vec::new();
+        let mut patterns: Vec<std::borrow::Cow<'_, str>> = Vec::new();
         let mut candidacy = Vec::with_capacity(routes.len());
         for route in routes.iter() {
             match necessary_paths(&route.condition) {
                 Some((paths, exact)) => {
                     let start = patterns.len();
-                    patterns.extend(paths.iter().map(|re| re.as_str()));
+                    patterns.extend(paths.iter().map(|re| re.set_pattern()));
                     candidacy.push(Candidacy::Paths {
                         patterns: start..patterns.len(),
                         exact,
@@ -91,7 +91,8 @@ impl RouteTable {
         let set = if routes.len() < min_routes || patterns.is_empty() {
             None
         } else {
-            match regex::RegexSetBuilder::new(&patterns)
+            match regex::bytes::RegexSetBuilder::new(&patterns)
+                .unicode(false)
                 .size_limit(set_size_limit)
                 .build()
             {
@@ -131,12 +132,12 @@ impl RouteTable {
         };
         // Run the set only once a route needs it: a leading catch-all route
         // answers without it.
-        let mut matched: Option<regex::SetMatches> = None;
+        let mut matched: Option<regex::bytes::SetMatches> = None;
         for (i, (route, candidacy)) in self.routes.iter().zip(&self.candidacy).enumerate() {
             let hit = match candidacy {
                 Candidacy::Always => route.condition.matches(method, path),
                 Candidacy::Paths { patterns, exact } => {
-                    let m = matched.get_or_insert_with(|| set.matches(path));
+                    let m = matched.get_or_insert_with(|| set.matches(path.as_bytes()));
                     patterns.clone().any(|p| m.matched(p))
                         && (*exact || route.condition.matches(method, path))
                 }
@@ -155,8 +156,8 @@ impl RouteTable {
 ///
 /// Relies on path regexes carrying all their options in the pattern text, as
 /// `RequestMatch::path` builds them (default flags, inline flags only), so the
-/// set compiled from `as_str()` matches exactly what the `Regex` does.
-fn necessary_paths(m: &RequestMatch) -> Option<(Vec<&regex::Regex>, bool)> {
+/// set compiled from `set_pattern()` matches exactly what each regex does.
+fn necessary_paths(m: &RequestMatch) -> Option<(Vec<&PathRegex>, bool)> {
     match m {
         RequestMatch::Path(re) => Some((vec![re], true)),
         // Any one necessary term makes the whole conjunction need it; it is
