@@ -93,6 +93,7 @@ impl App {
             }
         };
         let channel = ChannelBuilder::new(env.clone())
+            .enable_retry(false)
             .initial_reconnect_backoff(cfg.backoff.min)
             .max_reconnect_backoff(cfg.backoff.max)
             .connect(&control_addr);
