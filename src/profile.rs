@@ -15,7 +15,8 @@
 //! Matching recurses over `RequestMatch`/`ResponseMatch`; that is safe because
 //! `convert` refuses conditions nested deeper than `convert::MAX_MATCH_DEPTH`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 /// Everything spoke knows about how to route requests to one `name:port`.
@@ -279,19 +280,21 @@ pub struct WeightedDst {
 /// to megabytes and is rejected, while `[^/]{1,64}` is tiny.
 pub const PATH_REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// A compiled path pattern, anchored as `^(?:...)$`.
+/// A compiled path pattern, anchored as `^(?:...)$`; clones share it.
 ///
 /// Request paths are ASCII: the HTTP/1 parser rejects any other byte in a
 /// request target with 400. On ASCII input a pattern means the same with or
 /// without Unicode mode (`\w`, `.`, `[^/]`, `(?i)` and `\b` differ only on
 /// non-ASCII text), and without it a class such as `[^/]` compiles to one byte
 /// range instead of a UTF-8 automaton: about 10 KB of memory to build instead
-/// of 320 KB, which is most of what a destination with routes costs. So an
-/// ASCII pattern is compiled with Unicode off; a pattern that needs Unicode
-/// (`\p{Greek}`, a non-ASCII literal) keeps it, and matches exactly as
-/// `regex::Regex` would.
+/// of 320 KB. So an ASCII pattern is compiled with Unicode off; a pattern that
+/// needs Unicode (`\p{Greek}`, a non-ASCII literal) keeps it, and matches
+/// exactly as `regex::Regex` would.
 #[derive(Clone, Debug)]
-pub struct PathRegex {
+pub struct PathRegex(Arc<CompiledPath>);
+
+#[derive(Debug)]
+struct CompiledPath {
     re: regex::bytes::Regex,
     unicode: bool,
 }
@@ -305,34 +308,94 @@ impl PathRegex {
                 .size_limit(PATH_REGEX_SIZE_LIMIT)
                 .build()
         };
-        if anchored.is_ascii() {
-            if let Ok(re) = build(false) {
-                return Ok(PathRegex { re, unicode: false });
-            }
-        }
-        // Errors are reported as the Unicode compile sees them, which is how
-        // every other implementation of the pattern language sees them.
-        build(true).map(|re| PathRegex { re, unicode: true })
+        let ascii = anchored.is_ascii().then(|| build(false).ok()).flatten();
+        let compiled = match ascii {
+            Some(re) => CompiledPath { re, unicode: false },
+            // Errors are reported as the Unicode compile sees them, which is
+            // how every other implementation of the pattern language sees them.
+            _ => CompiledPath {
+                re: build(true)?,
+                unicode: true,
+            },
+        };
+        Ok(PathRegex(Arc::new(compiled)))
     }
 
     /// The anchored pattern.
     pub fn as_str(&self) -> &str {
-        self.re.as_str()
+        self.0.re.as_str()
     }
 
     /// Whether `path` (ASCII, query excluded) matches as a whole.
     pub fn is_match(&self, path: &str) -> bool {
-        self.re.is_match(path.as_bytes())
+        self.0.re.is_match(path.as_bytes())
     }
 
     /// This pattern for a set compiled with Unicode off: the ones that need
     /// Unicode turn it back on for themselves.
     pub fn set_pattern(&self) -> std::borrow::Cow<'_, str> {
-        if self.unicode {
+        if self.0.unicode {
             format!("(?u:{})", self.as_str()).into()
         } else {
             self.as_str().into()
         }
+    }
+}
+
+/// Path patterns already compiled, shared by every profile that uses the same
+/// text. Services often repeat the same routes (`/healthz`, `/api/v1/...`),
+/// and a destination's profile is converted again on every update; with this,
+/// one compiled pattern (and its match cache) serves them all, and the
+/// discovery threads that find a pattern here never run the compiler (whose
+/// stack use stays resident in each thread that ran it). Holds weak
+/// references: a pattern no profile uses any more is freed with the last one.
+#[derive(Debug, Default)]
+pub struct PathPatterns {
+    inner: Mutex<PatternMap>,
+}
+
+#[derive(Debug, Default)]
+struct PatternMap {
+    compiled: HashMap<Box<str>, Weak<CompiledPath>>,
+    /// Dead entries are swept when the map reaches this size.
+    sweep_at: usize,
+}
+
+impl PathPatterns {
+    /// The compiled form of an anchored pattern, compiling it on a miss.
+    fn get_or_compile(&self, anchored: &str) -> Result<PathRegex, regex::Error> {
+        if let Some(c) = self.lock().compiled.get(anchored).and_then(Weak::upgrade) {
+            return Ok(PathRegex(c));
+        }
+        // Compiled without the lock: a slow pattern does not hold up others.
+        // Two threads may compile the same text at once; the first stored wins.
+        let fresh = PathRegex::new(anchored)?;
+        let mut map = self.lock();
+        if let Some(c) = map.compiled.get(anchored).and_then(Weak::upgrade) {
+            return Ok(PathRegex(c));
+        }
+        if map.compiled.len() >= map.sweep_at {
+            map.compiled.retain(|_, c| c.strong_count() > 0);
+            map.sweep_at = (2 * map.compiled.len()).max(64);
+        }
+        map.compiled
+            .insert(anchored.into(), Arc::downgrade(&fresh.0));
+        Ok(fresh)
+    }
+
+    /// How many patterns are stored (live or not yet swept).
+    pub fn len(&self) -> usize {
+        self.lock().compiled.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PatternMap> {
+        // Every update leaves the map consistent, so a panic elsewhere while
+        // holding the lock leaves nothing to repair.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -345,6 +408,15 @@ impl RequestMatch {
     /// bare pattern is parsed on its own first, because an unbalanced one such
     /// as `a)|(b` would otherwise close the group and escape the anchors.
     pub fn path(pattern: &str) -> Result<RequestMatch, regex::Error> {
+        RequestMatch::shared_path(pattern, &PathPatterns::default())
+    }
+
+    /// [`RequestMatch::path`], reusing the compiled form from `patterns` when
+    /// another profile already has the same one.
+    pub fn shared_path(
+        pattern: &str,
+        patterns: &PathPatterns,
+    ) -> Result<RequestMatch, regex::Error> {
         let trimmed = pattern.trim();
         let inner = trimmed.strip_prefix('^').unwrap_or(trimmed);
         let inner = match inner.strip_suffix('$') {
@@ -355,7 +427,9 @@ impl RequestMatch {
         regex_syntax::Parser::new()
             .parse(inner)
             .map_err(|e| regex::Error::Syntax(e.to_string()))?;
-        PathRegex::new(&format!("^(?:{inner})$")).map(RequestMatch::Path)
+        patterns
+            .get_or_compile(&format!("^(?:{inner})$"))
+            .map(RequestMatch::Path)
     }
 }
 
@@ -625,6 +699,51 @@ mod tests {
                 assert_eq!(set.is_match(path.as_bytes()), want, "set {p} on {path}");
             }
         }
+    }
+
+    fn compiled(m: &RequestMatch) -> &PathRegex {
+        match m {
+            RequestMatch::Path(re) => re,
+            other => panic!("not a path: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn path_patterns_share_one_compiled_form_per_text() {
+        let patterns = PathPatterns::default();
+        let a = RequestMatch::shared_path("/books/[^/]+", &patterns).expect("valid");
+        // Same anchored text once trimmed and anchored: the same compiled regex.
+        let b = RequestMatch::shared_path(" ^/books/[^/]+$", &patterns).expect("valid");
+        let other = RequestMatch::shared_path("/authors", &patterns).expect("valid");
+        assert!(Arc::ptr_eq(&compiled(&a).0, &compiled(&b).0));
+        assert!(!Arc::ptr_eq(&compiled(&a).0, &compiled(&other).0));
+        assert_eq!(patterns.len(), 2);
+        // A bad pattern is reported every time and never stored.
+        for _ in 0..2 {
+            assert!(RequestMatch::shared_path("/books/(", &patterns).is_err());
+        }
+        assert_eq!(patterns.len(), 2);
+        // Without the shared set, each call compiles its own.
+        let c = RequestMatch::path("/books/[^/]+").expect("valid");
+        assert!(!Arc::ptr_eq(&compiled(&a).0, &compiled(&c).0));
+    }
+
+    #[test]
+    fn path_patterns_free_what_no_profile_uses() {
+        let patterns = PathPatterns::default();
+        let kept = RequestMatch::shared_path("/kept", &patterns).expect("valid");
+        for i in 0..1_000 {
+            // Each dropped at once: its entry is dead and swept later.
+            RequestMatch::shared_path(&format!("/gone/{i}"), &patterns).expect("valid");
+        }
+        assert!(
+            patterns.len() <= 128,
+            "dead entries swept: {}",
+            patterns.len()
+        );
+        let again = RequestMatch::shared_path("/kept", &patterns).expect("valid");
+        assert!(Arc::ptr_eq(&compiled(&kept).0, &compiled(&again).0));
+        assert_eq!(Arc::strong_count(&compiled(&kept).0), 2);
     }
 
     #[test]

@@ -19,8 +19,8 @@
 
 use crate::endpoints::{Endpoint, EndpointUpdate, ProtocolHint};
 use crate::profile::{
-    normalize_authority, normalize_dns_name, Method, Profile, RequestMatch, ResponseClass,
-    ResponseMatch, RetryBudget, Route, WeightedDst,
+    normalize_authority, normalize_dns_name, Method, PathPatterns, Profile, RequestMatch,
+    ResponseClass, ResponseMatch, RetryBudget, Route, WeightedDst,
 };
 use crate::proto::destination as pb;
 use crate::proto::http_types::http_method;
@@ -131,7 +131,7 @@ fn excerpt(s: &str) -> String {
 
 /// Converts a `GetProfile` answer for `dst` (`name:port`). Never fails: every
 /// rejected item is logged and dropped, and the rest applies.
-pub fn profile(pb: &pb::DestinationProfile, dst: &str) -> Profile {
+pub fn profile(pb: &pb::DestinationProfile, dst: &str, patterns: &PathPatterns) -> Profile {
     let routes: Vec<Route> = pb
         .routes
         .iter()
@@ -141,6 +141,7 @@ pub fn profile(pb: &pb::DestinationProfile, dst: &str) -> Profile {
                 dst,
                 index,
                 route: r,
+                patterns,
             };
             kept(route(r, &ctx), format_args!("{ctx}: dropped"))
         })
@@ -195,6 +196,7 @@ struct RouteCtx<'a> {
     dst: &'a str,
     index: usize,
     route: &'a pb::Route,
+    patterns: &'a PathPatterns,
 }
 
 impl fmt::Display for RouteCtx<'_> {
@@ -301,12 +303,12 @@ fn request_match(pb: &pb::RequestMatch, ctx: &RouteCtx<'_>) -> Result<RequestMat
         Some(Match::All(s)) => Ok(RequestMatch::All(seq(&s.matches))),
         Some(Match::Any(s)) => Ok(RequestMatch::Any(seq(&s.matches))),
         Some(Match::Not(inner)) => Ok(RequestMatch::Not(Box::new(request_match(inner, ctx)?))),
-        Some(Match::Path(p)) => {
-            RequestMatch::path(&p.regex).map_err(|e| ConvertError::InvalidRegex {
+        Some(Match::Path(p)) => RequestMatch::shared_path(&p.regex, ctx.patterns).map_err(|e| {
+            ConvertError::InvalidRegex {
                 pattern: excerpt(p.regex.trim()),
                 reason: regex_reason(&e),
-            })
-        }
+            }
+        }),
         Some(Match::Method(m)) => method(m).map(RequestMatch::Method),
         _ => Err(ConvertError::EmptyMatch),
     }
@@ -650,7 +652,7 @@ mod tests {
     #[track_caller]
     fn conv(text: &str) -> Profile {
         let pb: pb::DestinationProfile = parse_from_str(text).expect("test profile");
-        profile(&pb, "books:80")
+        profile(&pb, "books:80", &PathPatterns::default())
     }
 
     /// The condition of a one-route profile; `None` if the route was dropped.
@@ -806,7 +808,9 @@ mod tests {
         let mut pb_profile = pb::DestinationProfile::new();
         pb_profile.routes.push(pb::Route::new());
         pb_profile.routes[0].condition = MessageField::some(m);
-        assert!(profile(&pb_profile, "books:80").routes.is_empty());
+        assert!(profile(&pb_profile, "books:80", &PathPatterns::default())
+            .routes
+            .is_empty());
         let mut pending: Vec<pb::RequestMatch> =
             pb_profile.routes[0].condition.take().into_iter().collect();
         while let Some(mut node) = pending.pop() {

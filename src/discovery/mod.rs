@@ -33,7 +33,7 @@ use self::watch::{is_terminal, Flow, Handler, Watcher};
 use crate::config::{BackoffConfig, Suffixes};
 use crate::endpoints::{Applied, EndpointSet, EndpointState};
 use crate::metrics::DiscoveryMetrics;
-use crate::profile::Profile;
+use crate::profile::{PathPatterns, Profile};
 use crate::proto::destination::{DestinationProfile, Update};
 use crate::proto::{METHOD_GET, METHOD_GET_PROFILE};
 use crate::updates::{self, SnapshotTx, Stamped, Wake};
@@ -59,6 +59,8 @@ pub struct Discovery {
     waker: Arc<dyn Wake>,
     profile_metrics: DiscoveryMetrics,
     endpoint_metrics: DiscoveryMetrics,
+    /// Compiled path patterns, shared by every destination's profile.
+    patterns: Arc<PathPatterns>,
 }
 
 pub type ProfileRx = Receiver<Stamped<Arc<Profile>>>;
@@ -97,6 +99,7 @@ impl Discovery {
             waker,
             profile_metrics,
             endpoint_metrics,
+            patterns: Arc::default(),
         }
     }
 
@@ -163,7 +166,11 @@ impl Discovery {
             metrics: &mut self.profile_metrics.clone(),
             dst: &dst,
         };
-        let exit = watcher.run(&mut ProfileHandler { dst: &dst, tx: &tx });
+        let exit = watcher.run(&mut ProfileHandler {
+            dst: &dst,
+            tx: &tx,
+            patterns: &self.patterns,
+        });
         log::debug!("{dst}: profile watch ended ({exit:?})");
     }
 
@@ -217,11 +224,13 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHand
 struct ProfileHandler<'a> {
     dst: &'a str,
     tx: &'a SnapshotTx<Arc<Profile>>,
+    patterns: &'a PathPatterns,
 }
 
 impl Handler<DestinationProfile> for ProfileHandler<'_> {
     fn message(&mut self, msg: DestinationProfile) -> Flow {
-        self.tx.publish(Arc::new(convert::profile(&msg, self.dst)));
+        self.tx
+            .publish(Arc::new(convert::profile(&msg, self.dst, self.patterns)));
         Flow::Continue
     }
 
