@@ -20,6 +20,7 @@ use slab::Slab;
 use super::admin::{AdminConn, AdminState};
 use super::destinations::Destinations;
 use super::pool::Pool;
+use super::ready::Readiness;
 use super::session::{Ctx, LoopConfig, Owner, Session, Step};
 use super::timers::{Timer, Timers};
 use super::token;
@@ -376,7 +377,12 @@ impl EventLoop {
         };
         // Unknown tokens are stale events for sockets already closed.
         match self.parts.socks.get(index).copied() {
-            Some(Owner::Client(key)) | Some(Owner::Upstream(key)) => self.drive(key, now),
+            Some(Owner::Client(key)) | Some(Owner::Upstream(key)) => {
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.ready(index, Readiness::of(event));
+                }
+                self.drive(key, now)
+            }
             Some(Owner::Admin(key)) => self.drive_admin(key),
             Some(Owner::Idle(addr)) => {
                 // A writable edge left over from the last exchange is

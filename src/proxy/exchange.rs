@@ -28,6 +28,7 @@ use super::buffer::{Buffer, Filled};
 use super::destinations::Router;
 use super::pipe::{Pipe, PipeError};
 use super::pool::IdleConn;
+use super::ready::Tracked;
 use super::session::{has_body, Ctx, Owner, Phase, Session};
 use super::timers::SessionTimer;
 use super::token;
@@ -52,8 +53,8 @@ pub(super) enum Resp {
 }
 
 pub(super) struct Upstream {
-    pub(super) stream: TcpStream,
-    sock: usize,
+    pub(super) stream: Tracked<TcpStream>,
+    pub(super) sock: usize,
     addr: SocketAddr,
     pub(super) inbuf: Buffer,
     connected: bool,
@@ -251,7 +252,10 @@ impl Session {
         {
             ctx.socks[sock] = Owner::Upstream(self.key);
             self.ex.as_mut().expect("exchange").upstream = Some(Upstream {
-                stream,
+                // Its events while pooled were all handled (bytes or a close
+                // would have dropped it), so nothing waits to be read, and
+                // the send buffer is empty.
+                stream: Tracked::new(stream, false, true),
                 sock,
                 addr,
                 inbuf: buf,
@@ -277,7 +281,9 @@ impl Session {
         }
         ctx.tcp_dst.open();
         self.ex.as_mut().expect("exchange").upstream = Some(Upstream {
-            stream,
+            // Registered before the handshake ends: the writable edge says
+            // it is connected (or failed), and bytes come only after.
+            stream: Tracked::new(stream, false, false),
             sock,
             addr,
             inbuf: Buffer::new(limit),
@@ -307,7 +313,10 @@ impl Session {
         let mut progress = false;
 
         if !up.connected {
-            match connect_status(&up.stream) {
+            if !up.stream.is_writable() {
+                return Ok(false);
+            }
+            match connect_status(up.stream.get_ref()) {
                 Connect::Pending => return Ok(false),
                 Connect::Failed(e) => {
                     log::debug!("connect to {} failed: {e}", up.addr);
@@ -317,7 +326,7 @@ impl Session {
                 Connect::Done => {
                     deadlines.clear(SessionTimer::Connect);
                     up.connected = true;
-                    let _ = up.stream.set_nodelay(true);
+                    let _ = up.stream.get_ref().set_nodelay(true);
                     if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
                         d.balancer.connected(up.addr);
                     }
@@ -713,7 +722,7 @@ impl Session {
 fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
     ctx.socks[up.sock] = Owner::Idle(up.addr);
     let idle = IdleConn {
-        stream: up.stream,
+        stream: up.stream.into_inner(),
         sock: up.sock,
         since: ctx.now,
         buf: up.inbuf,

@@ -9,6 +9,7 @@ pub mod event_loop;
 pub mod exchange;
 pub mod pipe;
 pub mod pool;
+pub mod ready;
 pub mod session;
 pub mod timers;
 pub mod token;

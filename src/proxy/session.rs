@@ -28,6 +28,7 @@ use super::destinations::{Destinations, Router};
 use super::exchange::Exchange;
 use super::pipe::{Pipe, PipeError};
 use super::pool::Pool;
+use super::ready::{Readiness, Tracked};
 use super::timers::{Deadlines, SessionTimer, Timer, Timers};
 use super::tunnel::{Tunnel, TunnelStep};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
@@ -91,7 +92,7 @@ pub(super) enum Phase {
 
 pub struct Session {
     pub(super) key: usize,
-    pub(super) client: TcpStream,
+    pub(super) client: Tracked<TcpStream>,
     sock: usize,
     pub(super) inbuf: Buffer,
     /// Bytes for the client: a response head and body from upstream, or a
@@ -114,7 +115,8 @@ impl Session {
     pub fn new(key: usize, id: u64, client: TcpStream, sock: usize, cfg: &LoopConfig) -> Session {
         Session {
             key,
-            client,
+            // Bytes may have arrived before the socket was registered.
+            client: Tracked::new(client, true, true),
             sock,
             inbuf: Buffer::new(cfg.buffer_limit.max(cfg.limits.max_head_bytes + 1)),
             resp: Pipe::default(),
@@ -133,8 +135,19 @@ impl Session {
         self.sock
     }
 
-    pub fn client_mut(&mut self) -> &mut TcpStream {
-        &mut self.client
+    /// Records what an event said about one of this session's sockets.
+    pub fn ready(&mut self, sock: usize, r: Readiness) {
+        if sock == self.sock {
+            self.client.ready(r);
+        } else if let Some(up) = self.ex.as_mut().and_then(|ex| ex.upstream.as_mut()) {
+            if up.sock == sock {
+                up.stream.ready(r);
+            }
+        } else if let Phase::Tunnel(t) = &mut self.phase {
+            if t.sock == sock {
+                t.up.ready(r);
+            }
+        }
     }
 
     /// Sockets this session holds besides the client's (for cleanup).

@@ -12,9 +12,10 @@ use std::net::Shutdown;
 use mio::net::TcpStream;
 
 use super::buffer::{Buffer, Filled};
+use super::ready::Tracked;
 
 pub(super) struct Tunnel {
-    pub(super) up: TcpStream,
+    pub(super) up: Tracked<TcpStream>,
     pub(super) sock: usize,
     up_buf: Buffer,
     up_eof: bool,
@@ -32,7 +33,7 @@ pub(super) enum TunnelStep {
 }
 
 impl Tunnel {
-    pub(super) fn new(up: TcpStream, sock: usize, up_buf: Buffer) -> Tunnel {
+    pub(super) fn new(up: Tracked<TcpStream>, sock: usize, up_buf: Buffer) -> Tunnel {
         Tunnel {
             up,
             sock,
@@ -47,7 +48,7 @@ impl Tunnel {
     /// read side of the client, which the session fills.
     pub(super) fn step(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut Tracked<TcpStream>,
         client_buf: &mut Buffer,
         client_eof: bool,
     ) -> TunnelStep {
@@ -58,7 +59,7 @@ impl Tunnel {
             Err(_) => return TunnelStep::Done,
         }
         if client_eof && client_buf.is_empty() && !self.shut_up {
-            let _ = self.up.shutdown(Shutdown::Write);
+            let _ = self.up.get_ref().shutdown(Shutdown::Write);
             self.shut_up = true;
             progress = true;
         }
@@ -79,7 +80,7 @@ impl Tunnel {
             Err(_) => return TunnelStep::Done,
         }
         if self.up_eof && self.up_buf.is_empty() && !self.shut_client {
-            let _ = client.shutdown(Shutdown::Write);
+            let _ = client.get_ref().shutdown(Shutdown::Write);
             self.shut_client = true;
             progress = true;
         }
