@@ -28,6 +28,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::FastMap;
+
 /// RTT assumed for an endpoint with no samples yet (Linkerd's `DEFAULT_EWMA`).
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
 /// Time constant of the RTT decay (Linkerd's `DEFAULT_EWMA`).
@@ -123,7 +125,7 @@ impl Slot {
 #[derive(Debug)]
 pub struct Balancer {
     slots: Vec<Slot>,
-    index: HashMap<SocketAddr, usize>,
+    index: FastMap<SocketAddr, usize>,
     rng: fastrand::Rng,
     default_rtt: Duration,
     decay: Duration,
@@ -143,7 +145,7 @@ impl Balancer {
     pub fn with_params(default_rtt: Duration, decay: Duration, rng: fastrand::Rng) -> Balancer {
         Balancer {
             slots: Vec::new(),
-            index: HashMap::new(),
+            index: FastMap::default(),
             rng,
             default_rtt,
             decay,

@@ -8,7 +8,6 @@
 //! hangs up their discovery threads; the threads are joined once they finish.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,6 +25,7 @@ use crate::profile::Profile;
 use crate::retry_budget::TpsBudget;
 use crate::router::RouteTable;
 use crate::split::Split;
+use crate::FastMap;
 
 /// A profile snapshot with the metric handles of its routes, built once per
 /// swap so requests never allocate label sets.
@@ -134,7 +134,7 @@ pub struct Destinations {
     metrics: ProxyMetrics,
     swap_profile: DiscoveryMetrics,
     swap_endpoints: DiscoveryMetrics,
-    table: HashMap<Arc<str>, Destination>,
+    table: FastMap<Arc<str>, Destination>,
     /// Discovery threads that were hung up and not yet joined.
     dying: Vec<JoinHandle<()>>,
 }
@@ -149,7 +149,7 @@ impl Destinations {
             swap_profile: metrics.discovery(DiscoveryKind::Profile),
             swap_endpoints: metrics.discovery(DiscoveryKind::Endpoints),
             metrics,
-            table: HashMap::new(),
+            table: FastMap::default(),
             dying: Vec::new(),
         }
     }

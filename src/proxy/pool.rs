@@ -5,13 +5,13 @@
 //! becomes `Owner::Idle`), so a peer close is noticed and the connection is
 //! dropped; connections idle past the pool timeout are dropped on maintenance.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
 use super::buffer::Buffer;
+use crate::FastMap;
 
 pub struct IdleConn {
     pub stream: TcpStream,
@@ -23,14 +23,14 @@ pub struct IdleConn {
 }
 
 pub struct Pool {
-    idle: HashMap<SocketAddr, Vec<IdleConn>>,
+    idle: FastMap<SocketAddr, Vec<IdleConn>>,
     max_per_endpoint: usize,
 }
 
 impl Pool {
     pub fn new(max_per_endpoint: usize) -> Self {
         Pool {
-            idle: HashMap::new(),
+            idle: FastMap::default(),
             max_per_endpoint,
         }
     }
