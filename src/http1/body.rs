@@ -30,6 +30,16 @@ pub const MAX_CHUNK_LINE_BYTES: usize = 4096;
 pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
 const MAX_SIZE_DIGITS: u8 = 16;
 
+/// Result of one [`BodyDecoder::feed_payload`]: the input starts with `framing` bytes to
+/// drop, then `payload` bytes of content to pass on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payload {
+    pub framing: usize,
+    pub payload: usize,
+    /// The body is complete; the input after `framing + payload` is the next message.
+    pub done: bool,
+}
+
 /// Result of one [`BodyDecoder::feed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
@@ -202,6 +212,54 @@ impl BodyDecoder {
         }
     }
 
+    /// Like [`BodyDecoder::feed`], but tells framing from content, for a recipient that
+    /// cannot take chunked framing (an HTTP/1.0 client): chunk-size lines, chunk CRLFs
+    /// and the trailer section are framing; chunk data is payload. Stops at the end of
+    /// the first run of payload, so the caller can pass it on before dropping the framing
+    /// after it. A body that is not chunked is all payload.
+    pub fn feed_payload(&mut self, input: &[u8]) -> Result<Payload, BodyError> {
+        let State::Chunked(chunk) = self.state else {
+            let p = self.feed(input)?;
+            return Ok(Payload {
+                framing: 0,
+                payload: p.consumed,
+                done: p.done,
+            });
+        };
+        let framing = match skip_framing(chunk, input) {
+            Ok((framing, Some(chunk))) => {
+                self.state = State::Chunked(chunk);
+                framing
+            }
+            Ok((framing, None)) => {
+                self.state = State::Done;
+                return Ok(Payload {
+                    framing,
+                    payload: 0,
+                    done: true,
+                });
+            }
+            Err(e) => {
+                self.state = State::Failed(e);
+                return Err(e);
+            }
+        };
+        let mut payload = 0;
+        if let State::Chunked(Chunk::Data { remaining }) = self.state {
+            let take = remaining.min((input.len() - framing) as u64);
+            payload = take as usize;
+            self.state = State::Chunked(match remaining - take {
+                0 => Chunk::DataCr,
+                remaining => Chunk::Data { remaining },
+            });
+        }
+        Ok(Payload {
+            framing,
+            payload,
+            done: false,
+        })
+    }
+
     /// The peer closed its side. `Ok` if that ends the body cleanly (close-delimited, or
     /// already complete); `Err(Truncated)` if bytes were still owed.
     pub fn finish_eof(&mut self) -> Result<(), BodyError> {
@@ -239,6 +297,21 @@ fn feed_chunked(mut chunk: Chunk, input: &[u8]) -> Result<(usize, Option<Chunk>)
             };
             continue;
         }
+        let b = input[i];
+        i += 1;
+        match step(chunk, b)? {
+            Some(next) => chunk = next,
+            None => return Ok((i, None)),
+        }
+    }
+    Ok((i, Some(chunk)))
+}
+
+/// Runs the chunked state machine over framing bytes only: stops where chunk data starts
+/// (or at the end of the input, or of the body: `None`).
+fn skip_framing(mut chunk: Chunk, input: &[u8]) -> Result<(usize, Option<Chunk>), BodyError> {
+    let mut i = 0;
+    while i < input.len() && !matches!(chunk, Chunk::Data { .. }) {
         let b = input[i];
         i += 1;
         match step(chunk, b)? {
@@ -410,6 +483,51 @@ mod tests {
 
     const BODY: &[u8] =
         b"5;ext=1;q=\"a b\"\r\nhello\r\nA\r\n0123456789\r\n0\r\nx-sum: 12\r\nY:\r\n\r\n";
+
+    /// Payload of `input` (plus what follows the body) fed through `feed_payload` in
+    /// pieces of `piece` bytes, the way the response pipe uses it: drop the framing at
+    /// the front, pass on the payload, come back with the rest.
+    fn payload_of(input: &[u8], piece: usize) -> (Vec<u8>, usize) {
+        let mut dec = chunked();
+        let (mut out, mut pos, mut avail) = (Vec::new(), 0, 0);
+        loop {
+            avail = (avail + piece).min(input.len()).max(avail);
+            let p = dec.feed_payload(&input[pos..avail]).expect("valid body");
+            pos += p.framing;
+            out.extend_from_slice(&input[pos..pos + p.payload]);
+            pos += p.payload;
+            if p.done {
+                return (out, pos);
+            }
+            if p.framing + p.payload == 0 {
+                assert!(avail < input.len(), "stuck with all input fed");
+                avail += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn payload_is_the_chunk_data_whatever_the_cuts() {
+        let mut input = BODY.to_vec();
+        input.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        for piece in 1..=input.len() {
+            let (payload, end) = payload_of(&input, piece);
+            assert_eq!(payload, b"hello0123456789", "pieces of {piece}");
+            assert_eq!(
+                end,
+                BODY.len(),
+                "the next message is left (pieces of {piece})"
+            );
+        }
+        // A body that is not chunked is all payload.
+        let mut dec = BodyDecoder::new(BodyFraming::ContentLength(3));
+        let p = dec.feed_payload(b"abcdef").expect("valid");
+        assert_eq!((p.framing, p.payload, p.done), (0, 3, true));
+        // Broken framing is the same error as `feed` gives.
+        let mut dec = chunked();
+        assert_eq!(dec.feed_payload(b"5\nhello"), Err(BodyError::BareLf));
+        assert_eq!(dec.feed_payload(b""), Err(BodyError::BareLf));
+    }
 
     #[test]
     fn none_and_empty_length_are_done_at_once() {

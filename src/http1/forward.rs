@@ -79,10 +79,11 @@ impl ResponseHead {
     ///   codings before `chunked`, which the client decodes). 1xx and 204 get neither;
     ///   HEAD and 304 responses keep them as metadata.
     /// - The connection closes (and the head says `connection: close`) when `close`, when
-    ///   the body is close-delimited, or when an HTTP/1.0 client gets a chunked body: the
-    ///   bytes are forwarded verbatim, so such a client sees chunked framing it may not
-    ///   decode; closing at least keeps the connection in a defined state. An HTTP/1.0
-    ///   client kept open gets `connection: keep-alive`.
+    ///   the body is close-delimited, or when an HTTP/1.0 client gets a chunked body: it
+    ///   knows no transfer codings (RFC 9112 section 6.1), so the head has no
+    ///   Transfer-Encoding, the caller passes on the chunk data alone
+    ///   (`Pipe::dechunk`), and the close ends the body. An HTTP/1.0 client kept open
+    ///   gets `connection: keep-alive`.
     /// - A 1xx head gets no connection header and returns `KeepAlive`; the caller must not
     ///   forward 1xx to an HTTP/1.0 client (RFC 9110 section 15.2).
     pub fn write_downstream(
@@ -111,7 +112,9 @@ impl ResponseHead {
             return AfterResponse::Close;
         }
         if status != 204 {
-            if self.has_transfer_encoding {
+            if self.has_transfer_encoding && client_minor_version == 0 {
+                // Not for an HTTP/1.0 client: see above.
+            } else if self.has_transfer_encoding {
                 out.extend_from_slice(b"transfer-encoding: ");
                 let mut first = true;
                 for h in fields

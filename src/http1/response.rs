@@ -17,6 +17,8 @@ pub struct ResponseHead {
     keep_alive: bool,
     pub(super) content_length: Option<u64>,
     pub(super) has_transfer_encoding: bool,
+    /// Transfer-Encoding names a coding other than `chunked` (`gzip, chunked`).
+    other_codings: bool,
 }
 
 /// Parses a response head from the start of `buf` (an upstream connection's read buffer).
@@ -94,11 +96,19 @@ pub fn parse_response(
         keep_alive,
         content_length: framing_headers.content_length,
         has_transfer_encoding: framing_headers.te.is_some(),
+        other_codings: framing_headers.te.as_ref().is_some_and(|te| te.other),
     };
     Ok(Parsed::Complete { head, consumed })
 }
 
 impl ResponseHead {
+    /// Whether the body carries a transfer coding besides `chunked`: an HTTP/1.0 client
+    /// knows none, and the proxy only removes `chunked`, so such a response cannot reach
+    /// one.
+    pub fn has_codings_besides_chunked(&self) -> bool {
+        self.other_codings
+    }
+
     /// The status code (100..=599).
     pub fn status(&self) -> u16 {
         self.status

@@ -427,6 +427,17 @@ impl Session {
                         ex.resp_state = Resp::Switching;
                         continue;
                     }
+                    if ex.client_minor == 0
+                        && head.framing() != BodyFraming::None
+                        && head.has_codings_besides_chunked()
+                    {
+                        log::warn!(
+                            "{}: a transfer coding an HTTP/1.0 client cannot take",
+                            up.addr
+                        );
+                        self.upstream_failed(UpstreamError::Protocol, ctx);
+                        return Ok(true);
+                    }
                     let after = head.write_downstream(&mut out, !ex.keep_alive, ex.client_minor);
                     if after == AfterResponse::Close {
                         ex.keep_alive = false;
@@ -434,6 +445,9 @@ impl Session {
                     let body = (head.framing() != BodyFraming::None)
                         .then(|| BodyDecoder::new(head.framing()));
                     resp.set_body(&out, body);
+                    if ex.client_minor == 0 && head.framing() == BodyFraming::Chunked {
+                        resp.dechunk();
+                    }
                     ex.resp_state = if head.is_switching() {
                         Resp::Switching
                     } else {

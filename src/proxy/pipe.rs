@@ -29,6 +29,8 @@ pub struct Pipe {
     ready: usize,
     /// The decoder has seen the end of the body.
     decoded: bool,
+    /// Pass on chunk data only, dropping the chunked framing (for an HTTP/1.0 client).
+    dechunk: bool,
     /// Something has been written since `start`.
     wrote: bool,
     active: bool,
@@ -47,6 +49,7 @@ impl Pipe {
         self.decoded = body.is_none();
         self.body = body;
         self.ready = 0;
+        self.dechunk = false;
         self.wrote = false;
         self.active = true;
         self.tap = None;
@@ -97,6 +100,13 @@ impl Pipe {
         self.active = true;
     }
 
+    /// From here on, the body's chunked framing (size lines, CRLFs, trailers) is dropped
+    /// and only the chunk data goes to the sink: the recipient is an HTTP/1.0 client,
+    /// whose body ends when the connection closes.
+    pub fn dechunk(&mut self) {
+        self.dechunk = true;
+    }
+
     pub fn is_active(&self) -> bool {
         self.active
     }
@@ -123,6 +133,7 @@ impl Pipe {
         self.body = None;
         self.ready = 0;
         self.decoded = false;
+        self.dechunk = false;
         self.wrote = false;
         self.active = false;
         self.tap = None;
@@ -148,13 +159,24 @@ impl Pipe {
         }
         let mut progress = false;
         loop {
-            if !self.decoded {
-                if let Some(d) = &mut self.body {
+            match &mut self.body {
+                // Framing can only be dropped from the front of the source, so the
+                // payload before it must have gone out first.
+                Some(d) if !self.decoded && self.dechunk && self.ready == 0 => {
+                    let p = d.feed_payload(src.bytes()).map_err(PipeError::Body)?;
+                    src.consume(p.framing);
+                    // Room made in the source is progress: more can be read.
+                    progress |= p.framing > 0;
+                    self.ready = p.payload;
+                    self.decoded = p.done;
+                }
+                Some(d) if !self.decoded && !self.dechunk => {
                     let fresh = &src.bytes()[self.ready..];
                     let p = d.feed(fresh).map_err(PipeError::Body)?;
                     self.ready += p.consumed;
                     self.decoded = p.done;
                 }
+                _ => {}
             }
             let head = &self.head[self.head_off..];
             let body = &src.bytes()[..self.ready];
@@ -183,6 +205,80 @@ impl Pipe {
             let from_body = n - from_head;
             src.consume(from_body);
             self.ready -= from_body;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::BodyFraming;
+    use std::io::Cursor;
+
+    /// A sink that takes at most `max` bytes per call, across slices like `writev`.
+    struct Trickle {
+        out: Vec<u8>,
+        max: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let before = self.out.len();
+            for b in bufs {
+                let room = self.max - (self.out.len() - before);
+                self.out.extend_from_slice(&b[..b.len().min(room)]);
+            }
+            Ok(self.out.len() - before)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dechunked_bodies_lose_their_framing_whatever_the_reads_and_writes() {
+        let body = b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Sum: 15\r\n\r\n";
+        let next = b"HTTP/1.1 204 No Content\r\n\r\n";
+        let input = [&body[..], &next[..]].concat();
+        for piece in 1..=input.len() {
+            for max in [1, 3, 64] {
+                let mut pipe = Pipe::default();
+                pipe.set_body(
+                    b"HEAD\r\n\r\n",
+                    Some(BodyDecoder::new(BodyFraming::Chunked)),
+                );
+                pipe.dechunk();
+                let mut src = Buffer::new(1024);
+                let mut sink = Trickle {
+                    out: Vec::new(),
+                    max,
+                };
+                let mut fed = 0;
+                while !pipe.is_complete() {
+                    if fed < input.len() {
+                        let end = (fed + piece).min(input.len());
+                        src.fill_from(&mut Cursor::new(&input[fed..end]))
+                            .expect("in memory");
+                        fed = end;
+                    } else {
+                        assert!(pipe.pump(&mut src, &mut sink).expect("valid"), "stuck");
+                        continue;
+                    }
+                    pipe.pump(&mut src, &mut sink).expect("valid body");
+                }
+                assert_eq!(
+                    sink.out, b"HEAD\r\n\r\nhello0123456789",
+                    "reads of {piece}, writes of {max}"
+                );
+                assert_eq!(
+                    src.bytes(),
+                    &input[body.len()..fed],
+                    "the next message stays"
+                );
+            }
         }
     }
 }

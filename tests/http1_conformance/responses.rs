@@ -310,6 +310,36 @@ fn interim_responses_reach_http11_clients_only() {
 }
 
 #[test]
+fn an_http10_client_gets_a_chunked_body_as_plain_bytes_ended_by_the_close() {
+    let (be, go) = staged(
+        bytes(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\nX-A: 1\r\n\r\n\
+             5;ext=\"a b\"\r\nhel",
+        ),
+        bytes("lo\r\nA\r\n0123456789\r\n0\r\nX-Sum: 15\r\n\r\n"),
+    );
+    let mesh = Mesh::start(&[(WEB, be.addr())]);
+    let mut c = mesh.client();
+    c.send(format!("GET /old HTTP/1.0\r\nHost: {WEB}\r\n\r\n").as_bytes());
+    go.send(()).expect("backend waits");
+    assert_bytes(
+        "no transfer-encoding, no framing, no trailers; the close ends the body",
+        &c.read_to_close(),
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nconnection: close\r\n\r\nhello0123456789",
+    );
+
+    // A coding other than chunked cannot be taken off: 502, not bytes the client
+    // would misread.
+    let be = crafted(vec![bytes(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    )]);
+    let mesh = Mesh::start(&[(WEB, be.addr())]);
+    let mut c = mesh.client();
+    c.send(format!("GET /gz HTTP/1.0\r\nHost: {WEB}\r\n\r\n").as_bytes());
+    assert_proxy_error(&c.reply(false), 502, "invalid response from upstream");
+}
+
+#[test]
 fn hop_by_hop_response_headers_are_removed() {
     let be = RawBackend::serving("hop", |_, _| {
         bytes(
