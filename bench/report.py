@@ -352,13 +352,24 @@ def render(recs):
                 ),
             ],
             ["threads", dests["threads"]],
-            ["RSS", fmt(mib(dests["rss_kib"]), 1, " MiB")],
+            ["RSS of the proxy", fmt(mib(dests["rss_kib"]), 1, " MiB")],
             ["anonymous", fmt(mib(dests["anon_kib"]), 1, " MiB")],
             ["peak RSS (VmHWM)", fmt(mib(dests["hwm_kib"]), 1, " MiB")],
         ]
+        if dests.get("controller_rss_kib"):
+            rows.append(
+                ["RSS of the controller (its own process)",
+                 fmt(mib(dests["controller_rss_kib"]), 1, " MiB")]
+            )
         if dests_idle:
             rows.append(
-                ["RSS before the first request", fmt(mib(dests_idle["rss_kib"]), 1, " MiB")]
+                ["proxy RSS before the first request", fmt(mib(dests_idle["rss_kib"]), 1, " MiB")]
+            )
+        embedded = s.get("spoke", {}).get("dests-embedded")
+        if embedded:
+            rows.append(
+                ["RSS with the embedded controller (one process, %s threads)"
+                 % embedded["threads"], fmt(mib(embedded["rss_kib"]), 1, " MiB")]
             )
         out.append(table(["measure", "value"], rows))
         out.append("")
@@ -384,7 +395,7 @@ def render(recs):
         check("idle anonymous memory", a, fmt(a, 2, " MiB"), a is not None and a <= 4.0,
               "≤ 4 MiB")
         d = mib(dests["rss_kib"]) if dests else None
-        check("RSS with 1,000 live destinations", d, fmt(d, 1, " MiB"),
+        check("RSS with 1,000 live destinations (the proxy)", d, fmt(d, 1, " MiB"),
               d is not None and d <= 64.0, "≤ 64 MiB")
         out.append("## Targets (spoke against nginx in this run)\n")
         out.append(table(["target", "measured", "goal", "result"], checks))

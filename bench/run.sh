@@ -53,6 +53,7 @@ SPOKE_INBOUND=$((PORT_BASE + 6))
 ROUTES_PORT=$((PORT_BASE + 7))   # the second spoke (100 routes) runs beside the first
 ROUTES_ADMIN=$((PORT_BASE + 8))
 ROUTES_INBOUND=$((PORT_BASE + 9))
+CONTROLLER_PORT=$((PORT_BASE + 10)) # `spoke controller` on its own, for the 1,000 destinations
 BACKEND=127.0.0.1:$BACKEND_PORT
 # Every target gets the same request; only spoke looks at the Host, to find the destination.
 HOST_HDR="Host: books.default.svc.cluster.local:7000"
@@ -332,7 +333,7 @@ start_spoke() {
 # ------------------------------------------------------------------ run
 
 for p in $BACKEND_PORT $NGINX_PORT $HAPROXY_PORT $SPOKE_PORT $SPOKE_ADMIN $SPOKE_INBOUND \
-  $ROUTES_PORT $ROUTES_ADMIN $ROUTES_INBOUND; do
+  $ROUTES_PORT $ROUTES_ADMIN $ROUTES_INBOUND $CONTROLLER_PORT; do
   port_free "$p" || die "port $p is in use (set BENCH_PORT_BASE)"
 done
 
@@ -471,16 +472,35 @@ if [ "$HAVE_SPOKE" = 1 ] && [[ " $TARGETS " == *" spoke "* ]]; then
   [ -n "$out" ] && record "{\"target\":\"spoke\",\"kind\":\"update\",\"result\":$out}"
   stop "$pid"
 
-  log "spoke: $DESTS live destinations"
+  log "spoke: $DESTS live destinations, controller in its own process"
   python3 "$HERE/spoke_cases.py" yaml dests --n "$DESTS" --backend "$BACKEND" >"$RUN/dests.yaml"
-  start_spoke spoke-dests "$RUN/dests.yaml" 1
+  # As beside a Linkerd control plane: the proxy's memory alone, the controller's apart.
+  start spoke-controller 0 env LINKERD2_PROXY_LOG=warn "$SPOKE_BIN" controller \
+    --config "$RUN/dests.yaml" --listen "127.0.0.1:$CONTROLLER_PORT"
+  cpid=$STARTED
+  # shellcheck disable=SC2046
+  start spoke-dests 1 env $(spoke_env "$RUN/dests.yaml" "$SPOKE_PORT" "$SPOKE_ADMIN" \
+    "$SPOKE_INBOUND" | sed 's/SPOKE_CONTROLLER_CONFIG=[^ ]*//') \
+    "LINKERD2_PROXY_DESTINATION_SVC_ADDR=127.0.0.1:$CONTROLLER_PORT" "$SPOKE_BIN"
   pid=$STARTED
+  wait_http "http://127.0.0.1:$SPOKE_ADMIN/ready" spoke-dests "$pid"
   mem_record spoke-dests idle "$pid"
   out=$(taskset -c 0 python3 "$HERE/spoke_cases.py" touch --proxy "127.0.0.1:$SPOKE_PORT" \
     --admin "127.0.0.1:$SPOKE_ADMIN" --count "$DESTS") || true
   log "  $out"
   sleep 2
-  [ -n "$out" ] && record "{\"target\":\"spoke\",\"kind\":\"dests\",\"result\":$out,$(mem "$pid")}"
+  [ -n "$out" ] && record "{\"target\":\"spoke\",\"kind\":\"dests\",\"result\":$out,$(mem "$pid"),\"controller_rss_kib\":$(awk '/^VmRSS:/{print $2}' "/proc/$cpid/status")}"
+  stop "$pid"
+  stop "$cpid"
+
+  log "spoke: $DESTS live destinations, embedded controller (one process)"
+  start_spoke spoke-dests-embedded "$RUN/dests.yaml" 1
+  pid=$STARTED
+  out=$(taskset -c 0 python3 "$HERE/spoke_cases.py" touch --proxy "127.0.0.1:$SPOKE_PORT" \
+    --admin "127.0.0.1:$SPOKE_ADMIN" --count "$DESTS") || true
+  log "  $out"
+  sleep 2
+  [ -n "$out" ] && record "{\"target\":\"spoke\",\"kind\":\"dests-embedded\",\"result\":$out,$(mem "$pid")}"
   stop "$pid"
 fi
 
