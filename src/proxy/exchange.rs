@@ -152,7 +152,6 @@ impl Session {
         head.write_upstream(&mut upstream_head, head.upstream_host());
         let mut req = Pipe::default();
         let body = has_body(&head).then(|| BodyDecoder::new(head.framing()));
-        let head_len = upstream_head.len();
         req.start(upstream_head, body);
         // Keep what is sent for a retry (bodies up to 64 KiB), and for a
         // replay on a pooled connection that turns out to be dead (small
@@ -162,7 +161,7 @@ impl Session {
         } else {
             MAX_REUSE_REPLAY_BODY
         };
-        req.tap(head_len + keep);
+        req.tap(keep);
         self.ex = Some(Exchange {
             dst: dst.clone(),
             router,

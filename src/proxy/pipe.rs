@@ -34,9 +34,9 @@ pub struct Pipe {
     /// Something has been written since `start`.
     wrote: bool,
     active: bool,
-    /// A copy of everything written, kept so the message can be sent again
-    /// (a retry, or a reused connection found dead); dropped once it would
-    /// pass `tap_limit`.
+    /// A copy of the body bytes written, kept so the message can be sent
+    /// again (a retry, or a reused connection found dead); dropped once it
+    /// would pass `tap_limit`. The head needs no copy: `head` keeps it whole.
     tap: Option<Vec<u8>>,
     tap_limit: usize,
 }
@@ -55,7 +55,7 @@ impl Pipe {
         self.tap = None;
     }
 
-    /// Keeps a copy of what is written, up to `limit` bytes in all.
+    /// Keeps a copy of the body bytes written, up to `limit` bytes.
     pub fn tap(&mut self, limit: usize) {
         self.tap = Some(Vec::new());
         self.tap_limit = limit;
@@ -65,12 +65,12 @@ impl Pipe {
     /// head bytes (so it must have been tapped), and the body, if any, goes on
     /// from where the source is. Returns false when the copy is missing.
     pub fn rewind(&mut self) -> bool {
-        let Some(written) = self.tap.take() else {
+        let Some(body) = self.tap.take() else {
             return false;
         };
-        let mut head = written.clone();
-        head.extend_from_slice(&self.head[self.head_off..]);
-        self.head = head;
+        // Body bytes go out only after the whole head, so what was written is
+        // the head (or a part of it, with no body yet) followed by `body`.
+        self.head.extend_from_slice(&body);
         self.head_off = 0;
         self.wrote = false;
         // What is queued now counts as written again once it goes out.
@@ -193,16 +193,15 @@ impl Pipe {
             progress = true;
             self.wrote = true;
             let from_head = n.min(head.len());
+            let from_body = n - from_head;
             if let Some(tap) = &mut self.tap {
-                if tap.len() + n > self.tap_limit {
+                if tap.len() + from_body > self.tap_limit {
                     self.tap = None;
                 } else {
-                    tap.extend_from_slice(&head[..from_head]);
-                    tap.extend_from_slice(&body[..n - from_head]);
+                    tap.extend_from_slice(&body[..from_body]);
                 }
             }
             self.head_off += from_head;
-            let from_body = n - from_head;
             src.consume(from_body);
             self.ready -= from_body;
         }
@@ -280,5 +279,74 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// What `pipe` writes into a sink that takes `cap` bytes in all (3 per
+    /// call), then would block: a connection that dies after `cap` bytes.
+    fn send(pipe: &mut Pipe, src: &mut Buffer, cap: usize) -> Vec<u8> {
+        struct Capped(Trickle, usize);
+        impl Write for Capped {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.write_vectored(&[IoSlice::new(buf)])
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                let left = self.1 - self.0.out.len();
+                if left == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                self.0.max = left.min(3);
+                self.0.write_vectored(bufs)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sink = Capped(
+            Trickle {
+                out: Vec::new(),
+                max: 3,
+            },
+            cap,
+        );
+        while pipe.pump(src, &mut sink).expect("valid") {}
+        sink.0.out
+    }
+
+    #[test]
+    fn rewind_queues_again_exactly_what_was_written() {
+        let head = b"POST / HTTP/1.1\r\ncontent-length: 6\r\n\r\n";
+        let whole = [&head[..], b"abcdef"].concat();
+        // Cut after part of the head, after the head, and inside the body.
+        for cut in [5, head.len(), head.len() + 2] {
+            let mut pipe = Pipe::default();
+            let body = BodyDecoder::new(BodyFraming::ContentLength(6));
+            pipe.start(head.to_vec(), Some(body));
+            pipe.tap(64);
+            let mut src = Buffer::new(64);
+            src.fill_from(&mut Cursor::new(&b"abcdef"[..]))
+                .expect("in memory");
+            let first = send(&mut pipe, &mut src, cut);
+            assert_eq!(first, &whole[..cut]);
+            // The connection died: everything goes again, twice over.
+            for _ in 0..2 {
+                assert!(pipe.rewind(), "tapped");
+                assert_eq!(send(&mut pipe, &mut src, usize::MAX), whole, "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_past_the_tap_limit_cannot_be_rewound() {
+        let mut pipe = Pipe::default();
+        pipe.start(
+            b"H\r\n\r\n".to_vec(),
+            Some(BodyDecoder::new(BodyFraming::ContentLength(8))),
+        );
+        pipe.tap(4);
+        let mut src = Buffer::new(64);
+        src.fill_from(&mut Cursor::new(&b"12345678"[..]))
+            .expect("in memory");
+        assert_eq!(send(&mut pipe, &mut src, usize::MAX), b"H\r\n\r\n12345678");
+        assert!(!pipe.is_tapped() && !pipe.rewind());
     }
 }
