@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages spoke's build needs on Debian/Ubuntu:
-# grpcio's bundled C core wants cmake, a C++ compiler and OpenSSL headers.
+# grpcio's bundled C core wants cmake and a C++ compiler. (grpcio is built without TLS,
+# so it needs no OpenSSL headers.)
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=""
