@@ -246,12 +246,9 @@ impl BodyDecoder {
         };
         let mut payload = 0;
         if let State::Chunked(Chunk::Data { remaining }) = self.state {
-            let take = remaining.min((input.len() - framing) as u64);
-            payload = take as usize;
-            self.state = State::Chunked(match remaining - take {
-                0 => Chunk::DataCr,
-                remaining => Chunk::Data { remaining },
-            });
+            let (taken, after) = take_data(remaining, input.len() - framing);
+            payload = taken;
+            self.state = State::Chunked(after);
         }
         Ok(Payload {
             framing,
@@ -287,24 +284,30 @@ impl BodyDecoder {
 /// `None` once the final CRLF is consumed.
 fn feed_chunked(mut chunk: Chunk, input: &[u8]) -> Result<(usize, Option<Chunk>), BodyError> {
     let mut i = 0;
-    while i < input.len() {
-        if let Chunk::Data { remaining } = chunk {
-            let take = remaining.min((input.len() - i) as u64);
-            i += take as usize;
-            chunk = match remaining - take {
-                0 => Chunk::DataCr,
-                remaining => Chunk::Data { remaining },
-            };
-            continue;
-        }
-        let b = input[i];
-        i += 1;
-        match step(chunk, b)? {
-            Some(next) => chunk = next,
-            None => return Ok((i, None)),
+    loop {
+        let (framing, next) = skip_framing(chunk, &input[i..])?;
+        i += framing;
+        match next {
+            // Chunk data is skipped in bulk.
+            Some(Chunk::Data { remaining }) if i < input.len() => {
+                let (taken, after) = take_data(remaining, input.len() - i);
+                i += taken;
+                chunk = after;
+            }
+            next => return Ok((i, next)),
         }
     }
-    Ok((i, Some(chunk)))
+}
+
+/// Up to `available` bytes of a chunk with `remaining` bytes of data left: how many, and
+/// the state after them.
+fn take_data(remaining: u64, available: usize) -> (usize, Chunk) {
+    let take = remaining.min(available as u64);
+    let after = match remaining - take {
+        0 => Chunk::DataCr,
+        remaining => Chunk::Data { remaining },
+    };
+    (take as usize, after)
 }
 
 /// Runs the chunked state machine over framing bytes only: stops where chunk data starts

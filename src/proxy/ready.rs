@@ -21,8 +21,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 
-use mio::event::{Event, Source};
-use mio::{Interest, Registry, Token};
+use mio::event::Event;
 
 /// A socket and what is known about its readiness.
 #[derive(Debug)]
@@ -136,30 +135,6 @@ impl<S: Write> Write for Tracked<S> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.io.flush()
-    }
-}
-
-impl<S: Source> Source for Tracked<S> {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.io.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.io.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.io.deregister(registry)
     }
 }
 
