@@ -241,8 +241,10 @@ pub fn response_head(data: &[u8]) {
 /// A chunked body after one byte whose low four bits, plus one, are the size of the pieces
 /// it is fed in. Checks that feeding it whole and in pieces gives the same outcome (the
 /// decoder keeps all state between calls), that it never claims bytes it was not given, and
-/// that it stays finished or failed once it is. The same input also runs through the
-/// Content-Length and close-delimited decoders.
+/// that it stays finished or failed once it is; and that walking it payload by payload (as
+/// a de-chunking pipe does) ends at the same byte with the same outcome, the payload never
+/// more than the body. The same input also runs through the Content-Length and
+/// close-delimited decoders.
 pub fn body_chunked(data: &[u8]) {
     let Some((&cut, body)) = data.split_first() else {
         return;
@@ -260,6 +262,17 @@ pub fn body_chunked(data: &[u8]) {
             (Ok(p), Ok(q)) => {
                 assert!(p.consumed <= body.len());
                 assert_eq!((p.consumed, p.done), q, "{framing:?}, pieces of {piece}");
+                let (end, done, payload) = payload_walk(framing, body).expect("same outcome");
+                assert_eq!(
+                    (end, done),
+                    (p.consumed, p.done),
+                    "{framing:?} payload walk"
+                );
+                if framing == BodyFraming::Chunked {
+                    assert!(payload <= end);
+                } else {
+                    assert_eq!(payload, end, "only chunked bodies have framing");
+                }
                 if p.done {
                     assert!(whole.is_done());
                     let again = whole.feed(body);
@@ -279,9 +292,28 @@ pub fn body_chunked(data: &[u8]) {
             }
             (Err(e), Err(f)) => {
                 assert_eq!(e, f, "{framing:?}, pieces of {piece}");
+                assert_eq!(payload_walk(framing, body), Err(e), "payload walk");
                 assert_eq!(whole.feed(b"0\r\n\r\n"), Err(e), "errors stick");
             }
             (p, q) => panic!("{framing:?}: whole {p:?}, in pieces of {piece} {q:?}"),
+        }
+    }
+}
+
+/// Walks `body` with `feed_payload` the way the response pipe does: where it ends, whether
+/// the body is done, and how many payload bytes it found.
+fn payload_walk(
+    framing: BodyFraming,
+    body: &[u8],
+) -> Result<(usize, bool, usize), super::BodyError> {
+    let mut dec = BodyDecoder::new(framing);
+    let (mut end, mut payload) = (0, 0);
+    loop {
+        let p = dec.feed_payload(&body[end..])?;
+        end += p.framing + p.payload;
+        payload += p.payload;
+        if p.done || p.framing + p.payload == 0 {
+            return Ok((end, p.done, payload));
         }
     }
 }
