@@ -33,8 +33,8 @@ use crate::profile::{PathRegex, RequestMatch, Route, PATH_REGEX_SIZE_LIMIT};
 pub const ROUTE_SET_SIZE_LIMIT: usize = 16 * PATH_REGEX_SIZE_LIMIT;
 
 /// Profiles with fewer routes than this are matched by a plain scan: a set
-/// costs memory per profile (about 14 KiB for one route, measured with 1,000
-/// destinations) and saves nothing on a handful of regexes.
+/// costs memory per profile (and a match cache on the loop) and saves nothing
+/// on a handful of regexes.
 pub const MIN_ROUTES_FOR_SET: usize = 8;
 
 /// The routes of one profile with a path prefilter; see the module header.
