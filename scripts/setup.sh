@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages spoke's build needs on Debian/Ubuntu:
-# grpcio's bundled C core wants cmake and a C++ compiler. (grpcio is built without TLS,
-# so it needs no OpenSSL headers.)
+# grpcio's bundled C core wants cmake and a C++ compiler. spoke builds grpcio without TLS,
+# which needs no OpenSSL; libssl-dev is installed too so that a build with grpcio's `openssl`
+# feature (the combination DESIGN.md lists as known to work) needs nothing more.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=""
