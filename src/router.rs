@@ -25,7 +25,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::profile::{PathRegex, RequestMatch, Route, PATH_REGEX_SIZE_LIMIT};
+use crate::profile::{PathRegex, Profile, RequestMatch, Route, PATH_REGEX_SIZE_LIMIT};
 
 /// Compiled-size limit of a route table's `RegexSet`. Each pattern is already
 /// limited to [`PATH_REGEX_SIZE_LIMIT`]; a profile whose patterns add up past
@@ -36,6 +36,25 @@ pub const ROUTE_SET_SIZE_LIMIT: usize = 16 * PATH_REGEX_SIZE_LIMIT;
 /// costs memory per profile (and a match cache on the loop) and saves nothing
 /// on a handful of regexes.
 pub const MIN_ROUTES_FOR_SET: usize = 8;
+
+/// A profile with its route table built. Profile threads publish these, so a
+/// large profile's `RegexSet` is compiled on its discovery thread and never
+/// stalls the event loop when the router is swapped in.
+#[derive(Debug)]
+pub struct RoutedProfile {
+    pub profile: Arc<Profile>,
+    pub table: RouteTable,
+}
+
+impl RoutedProfile {
+    pub fn new(profile: Profile) -> RoutedProfile {
+        let profile = Arc::new(profile);
+        RoutedProfile {
+            table: RouteTable::new(profile.routes.clone()),
+            profile,
+        }
+    }
+}
 
 /// The routes of one profile with a path prefilter; see the module header.
 #[derive(Clone, Debug)]
@@ -557,5 +576,22 @@ mod tests {
             // Benchmark output is the point of this ignored test.
             eprintln!("{m} {p}: linear {linear:?}, table {prefiltered:?}");
         }
+    }
+
+    #[test]
+    fn a_routed_profile_carries_the_table_of_its_own_routes() {
+        let routes: Vec<Route> = (0..MIN_ROUTES_FOR_SET)
+            .map(|i| route(path(&format!("/r{i}/[^/]+"))))
+            .collect();
+        let profile = Profile {
+            routes: Arc::from(routes),
+            ..Profile::default()
+        };
+        let routed = RoutedProfile::new(profile);
+        assert!(Arc::ptr_eq(routed.table.routes(), &routed.profile.routes));
+        assert!(routed.table.is_prefiltered(), "built with its set");
+        assert_eq!(routed.table.find("GET", "/r5/x"), Some(5));
+        let empty = RoutedProfile::new(Profile::default());
+        assert_eq!(empty.table.find("GET", "/r5/x"), None);
     }
 }

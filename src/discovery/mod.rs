@@ -36,6 +36,7 @@ use crate::metrics::DiscoveryMetrics;
 use crate::profile::{PathPatterns, Profile};
 use crate::proto::destination::{DestinationProfile, Update};
 use crate::proto::{METHOD_GET, METHOD_GET_PROFILE};
+use crate::router::RoutedProfile;
 use crate::updates::{self, SnapshotTx, Stamped, Wake};
 
 /// Small stacks: a destination costs two threads, and a watch loop needs little.
@@ -63,7 +64,7 @@ pub struct Discovery {
     patterns: Arc<PathPatterns>,
 }
 
-pub type ProfileRx = Receiver<Stamped<Arc<Profile>>>;
+pub type ProfileRx = Receiver<Stamped<Arc<RoutedProfile>>>;
 pub type EndpointsRx = Receiver<Stamped<Arc<EndpointSet>>>;
 
 /// The event loop's side of one destination's discovery.
@@ -154,7 +155,7 @@ impl Discovery {
     fn run_profile(
         &self,
         dst: String,
-        tx: SnapshotTx<Arc<Profile>>,
+        tx: SnapshotTx<Arc<RoutedProfile>>,
         mut hangup: oneshot::Receiver<()>,
     ) {
         let watcher = Watcher {
@@ -223,14 +224,14 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHand
 
 struct ProfileHandler<'a> {
     dst: &'a str,
-    tx: &'a SnapshotTx<Arc<Profile>>,
+    tx: &'a SnapshotTx<Arc<RoutedProfile>>,
     patterns: &'a PathPatterns,
 }
 
 impl Handler<DestinationProfile> for ProfileHandler<'_> {
     fn message(&mut self, msg: DestinationProfile) -> Flow {
-        self.tx
-            .publish(Arc::new(convert::profile(&msg, self.dst, self.patterns)));
+        let profile = convert::profile(&msg, self.dst, self.patterns);
+        self.tx.publish(Arc::new(RoutedProfile::new(profile)));
         Flow::Continue
     }
 
@@ -246,7 +247,8 @@ impl Handler<DestinationProfile> for ProfileHandler<'_> {
                 self.dst,
                 status.code()
             );
-            self.tx.publish(Arc::new(Profile::default()));
+            self.tx
+                .publish(Arc::new(RoutedProfile::new(Profile::default())));
         }
         // Mid-stream, the last profile stays in force; either way, stop asking.
         Flow::Stop

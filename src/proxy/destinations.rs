@@ -23,7 +23,7 @@ use crate::metrics::{
 };
 use crate::profile::Profile;
 use crate::retry_budget::TpsBudget;
-use crate::router::RouteTable;
+use crate::router::RoutedProfile;
 use crate::split::Split;
 use crate::FastMap;
 
@@ -32,8 +32,8 @@ use crate::FastMap;
 pub struct Router {
     pub profile: Arc<Profile>,
     /// The routes with a RegexSet prefilter, so a lookup is one set match
-    /// rather than a scan of every route's regex.
-    table: RouteTable,
+    /// rather than a scan of every route's regex (built by the profile thread).
+    routed: Arc<RoutedProfile>,
     // Route handles cache their series per status code and so need `&mut`;
     // the router is shared by in-flight requests on this one thread.
     routes: Vec<RefCell<RouteMetrics>>,
@@ -48,7 +48,8 @@ pub struct Router {
 }
 
 impl Router {
-    fn new(profile: Arc<Profile>, dst: &str, metrics: &ProxyMetrics, now: Instant) -> Router {
+    fn new(routed: Arc<RoutedProfile>, dst: &str, metrics: &ProxyMetrics, now: Instant) -> Router {
+        let profile = routed.profile.clone();
         let routes = profile
             .routes
             .iter()
@@ -77,7 +78,7 @@ impl Router {
             )
         };
         Router {
-            table: RouteTable::new(profile.routes.clone()),
+            routed,
             profile,
             routes,
             default: RefCell::new(metrics.route("outbound", dst, &[])),
@@ -89,7 +90,7 @@ impl Router {
 
     /// The route index for a request (`None`: the default route).
     pub fn find(&self, method: &str, path: &str) -> Option<usize> {
-        self.table.find(method, path)
+        self.routed.table.find(method, path)
     }
 
     pub fn route_metrics(&self, route: Option<usize>) -> &RefCell<RouteMetrics> {
@@ -168,7 +169,7 @@ impl Destinations {
             let router = match watch.profile {
                 Some(_) => None,
                 None => Some(Rc::new(Router::new(
-                    Arc::new(Profile::default()),
+                    Arc::new(RoutedProfile::new(Profile::default())),
                     dst,
                     &self.metrics,
                     now,
