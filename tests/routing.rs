@@ -128,17 +128,24 @@ fn a_profile_update_applies_to_the_next_request_while_in_flight_keeps_its_route(
     );
 }
 
+/// A controller, a backend that echoes request bodies, and the proxy routing
+/// `BOOKS` to it with an empty profile.
+fn echo_mesh() -> (MockController, spoke::devtools::Backend, spoke::app::App) {
+    let ctl = MockController::start();
+    let be = backend_with("echo", Arc::new(|req| Response::new(200, req.body.clone())));
+    ctl.endpoints(BOOKS, &[be.addr()]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()));
+    (ctl, be, app)
+}
+
 /// Bodies far larger than every buffer on the way, several connections at once:
 /// each side of the proxy keeps finding its socket full (or empty) and must
 /// carry on from the next readiness event. Any lost wake-up stalls a transfer
 /// (and times the client out); any misplaced byte shows in the echo.
 #[test]
 fn large_bodies_cross_intact_both_ways_on_parallel_connections() {
-    let ctl = MockController::start();
-    let be = backend_with("echo", Arc::new(|req| Response::new(200, req.body.clone())));
-    ctl.endpoints(BOOKS, &[be.addr()]);
-    ctl.profile(BOOKS, &profile(vec![]));
-    let app = proxy(&config(ctl.addr()));
+    let (_ctl, be, app) = echo_mesh();
     let addr = app.outbound_addr();
     let clients: Vec<_> = (0..4u8)
         .map(|k| {
@@ -229,11 +236,7 @@ fn refused_upstream_gets_502_and_empty_endpoint_set_gets_503() {
 
 #[test]
 fn keep_alive_reuses_upstream_connections_and_streams_bodies() {
-    let ctl = MockController::start();
-    let be = backend_with("echo", Arc::new(|req| Response::new(200, req.body.clone())));
-    ctl.endpoints(BOOKS, &[be.addr()]);
-    ctl.profile(BOOKS, &profile(vec![]));
-    let app = proxy(&config(ctl.addr()));
+    let (_ctl, be, app) = echo_mesh();
 
     let mut c = Client::connect(app.outbound_addr(), Duration::from_secs(5)).unwrap();
     let big = vec![b'x'; 300_000];
