@@ -384,12 +384,9 @@ impl PathPatterns {
     }
 
     /// How many patterns are stored (live or not yet swept).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().compiled.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PatternMap> {
