@@ -16,6 +16,8 @@
 pub mod backoff;
 pub mod convert;
 pub mod dns;
+#[allow(unsafe_code)]
+pub mod stack;
 pub mod wait;
 pub mod watch;
 
@@ -217,7 +219,10 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHand
     std::thread::Builder::new()
         .name(name)
         .stack_size(STACK_SIZE)
-        .spawn(f)
+        .spawn(move || {
+            stack::install();
+            f()
+        })
 }
 
 // === impl ProfileHandler ===

@@ -47,6 +47,8 @@ pub fn block_on_timeout<F: Future + Unpin>(
         if let Poll::Ready(out) = Pin::new(&mut *fut).poll(&mut cx) {
             return Some(out);
         }
+        // About to sleep, likely for long: the stack below here is dead.
+        super::stack::release_unused();
         // Park until woken; unparks without a wake (spurious, or a leftover
         // token) loop back to the flag check.
         while !state.woken.swap(false, Ordering::Acquire) {
