@@ -69,6 +69,8 @@ pub fn lookup(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
 }
 
 /// Resolves and refreshes until hangup.
+// Not inlined: its frame stays off the stack of a parked `Get` watch (see `stack`).
+#[inline(never)]
 pub fn run(
     name: &str,
     port: u16,

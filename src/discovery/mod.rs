@@ -115,7 +115,7 @@ impl Discovery {
         let profile = if self.cfg.profile_suffixes.matches(name) {
             let (tx, rx) = updates::channel(self.waker.clone());
             let (hangup_tx, hangup) = oneshot::channel();
-            let this = self.clone();
+            let this = Box::new(self.clone());
             let d = dst.clone();
             threads.push(spawn(format!("profile:{dst}"), move || {
                 this.run_profile(d, tx, hangup)
@@ -128,11 +128,10 @@ impl Discovery {
 
         let (tx, endpoints) = updates::channel(self.waker.clone());
         let (hangup_tx, hangup) = oneshot::channel();
-        let this = self.clone();
-        let (n, d) = (name.to_string(), dst.clone());
-        let use_get = self.cfg.get_suffixes.matches(name);
+        let this = Box::new(self.clone());
+        let d = dst.clone();
         let spawned = spawn(format!("endpoints:{dst}"), move || {
-            this.run_endpoints(n, port, d, use_get, tx, hangup)
+            this.run_endpoints(d, port, tx, hangup)
         });
         match spawned {
             Ok(t) => threads.push(t),
@@ -163,7 +162,7 @@ impl Discovery {
         let watcher = Watcher {
             client: &self.client,
             method: &METHOD_GET_PROFILE,
-            request: convert::get_destination(&dst, &self.cfg.context_token),
+            request: Box::new(convert::get_destination(&dst, &self.cfg.context_token)),
             backoff: Backoff::new(self.cfg.backoff),
             hangup: &mut hangup,
             metrics: &mut self.profile_metrics.clone(),
@@ -177,45 +176,53 @@ impl Discovery {
         log::debug!("{dst}: profile watch ended ({exit:?})");
     }
 
+    /// `dst` is `name:port`; the thread's closure carries only it (see `spawn`).
     fn run_endpoints(
         &self,
-        name: String,
-        port: u16,
         dst: String,
-        use_get: bool,
+        port: u16,
         tx: SnapshotTx<Arc<EndpointSet>>,
         mut hangup: oneshot::Receiver<()>,
     ) {
-        let mut handler = EndpointsHandler {
+        let name = dst.rsplit_once(':').map_or(dst.as_str(), |(name, _)| name);
+        let use_get = self.cfg.get_suffixes.matches(name);
+        // Boxed, like the watch's request: this frame stays on a parked
+        // thread's stack (see `stack`).
+        let mut handler = Box::new(EndpointsHandler {
             dst: &dst,
-            name: &name,
+            name,
             port,
             tx: &tx,
             state: EndpointState::new(),
             dns: None,
             refresh: self.cfg.dns_refresh,
-        };
+        });
         if use_get {
             let watcher = Watcher {
                 client: &self.client,
                 method: &METHOD_GET,
-                request: convert::get_destination(&dst, &self.cfg.context_token),
+                request: Box::new(convert::get_destination(&dst, &self.cfg.context_token)),
                 backoff: Backoff::new(self.cfg.backoff),
                 hangup: &mut hangup,
                 metrics: &mut self.endpoint_metrics.clone(),
                 dst: &dst,
             };
-            if watcher.run(&mut handler) == watch::Exit::HungUp {
+            if watcher.run(&mut *handler) == watch::Exit::HungUp {
                 return;
             }
             // The controller refused the name for good: DNS from here on.
         }
-        dns::run(&name, port, self.cfg.dns_refresh, &tx, &mut hangup);
+        dns::run(name, port, self.cfg.dns_refresh, &tx, &mut hangup);
         log::debug!("{dst}: endpoint watch ended");
     }
 }
 
+/// Spawns a discovery thread. What the thread needs is captured behind boxes
+/// (`f` itself, and the `Discovery` it clones), so the frames under its watch
+/// loop stay small: a parked thread keeps every page above its stack pointer
+/// (see `stack`).
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    let f: Box<dyn FnOnce() + Send> = Box::new(f);
     std::thread::Builder::new()
         .name(name)
         .stack_size(STACK_SIZE)

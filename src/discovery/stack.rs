@@ -20,9 +20,12 @@
 mod imp {
     use std::cell::Cell;
 
-    /// Bytes below the stack pointer left alone: `madvise` is a system-call
-    /// stub that needs its return address and at most the 128-byte red zone.
-    const BELOW_SP: usize = 1024;
+    /// Bytes below the stack pointer left alone while `madvise` runs. It is a
+    /// system-call stub (glibc: a few instructions, no frame; musl: one small
+    /// C frame) that needs its return address and at most the 128-byte red
+    /// zone; whatever runs after it returns may touch the released pages, which
+    /// just come back zeroed.
+    const BELOW_SP: usize = 256;
 
     thread_local! {
         /// Lowest usable address of this thread's stack (above its guard
@@ -148,11 +151,11 @@ mod tests {
     #[test]
     fn the_range_ends_whole_pages_below_the_stack_pointer() {
         let low = 0x10_0000;
-        // Stack pointer well inside the 20th page: pages 0..=18 are free.
-        let sp = low + 19 * PAGE + 2000;
+        // Stack pointer inside the 20th page: pages 0..=18 are free.
+        let sp = low + 19 * PAGE + 300;
         assert_eq!(unused_range(low, sp, PAGE), Some((low, 19 * PAGE)));
         // Too close to the page's start: that page's predecessor is kept too.
-        let sp = low + 19 * PAGE + 100;
+        let sp = low + 19 * PAGE + 200;
         assert_eq!(unused_range(low, sp, PAGE), Some((low, 18 * PAGE)));
     }
 

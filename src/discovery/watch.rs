@@ -72,7 +72,8 @@ pub enum Exit {
 pub struct Watcher<'a, M> {
     pub client: &'a Client,
     pub method: &'a Method<GetDestination, M>,
-    pub request: GetDestination,
+    /// Boxed: it lives in a frame that a parked thread keeps (see `stack`).
+    pub request: Box<GetDestination>,
     pub backoff: Backoff,
     pub hangup: &'a mut oneshot::Receiver<()>,
     pub metrics: &'a mut DiscoveryMetrics,
@@ -120,6 +121,9 @@ impl<M> Watcher<'_, M> {
         !matches!(self.hangup.try_recv(), Ok(None))
     }
 
+    // Not inlined: starting a call is deep and wide, and a parked thread keeps
+    // every stack page above its stack pointer (see `discovery::stack`).
+    #[inline(never)]
     fn open(&mut self, handler: &mut impl Handler<M>) -> State<M> {
         match self
             .client
