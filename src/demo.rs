@@ -105,8 +105,9 @@ pub fn run(base: &Config, requests: usize) -> Result<String, String> {
     let elapsed = started.elapsed();
 
     let metrics = devtools::get(app.admin_addr(), "localhost", "/metrics")
+        .and_then(|reply| reply.payload())
         .map_err(|e| format!("cannot read /metrics: {e}"))?;
-    let samples = parse_text(&metrics.text());
+    let samples = parse_text(&String::from_utf8_lossy(&metrics));
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -347,6 +347,37 @@ impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The body's content: a chunked body with its framing taken out, any
+    /// other body as it came.
+    pub fn payload(&self) -> io::Result<Vec<u8>> {
+        let chunked = self
+            .header("transfer-encoding")
+            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+        if !chunked {
+            return Ok(self.body.clone());
+        }
+        dechunk(&self.body)
+    }
+}
+
+/// The content of a complete chunked body.
+pub fn dechunk(mut wire: &[u8]) -> io::Result<Vec<u8>> {
+    let mut dec = BodyDecoder::new(BodyFraming::Chunked);
+    let mut out = Vec::new();
+    loop {
+        let p = dec
+            .feed_payload(wire)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        out.extend_from_slice(&wire[p.framing..p.framing + p.payload]);
+        wire = &wire[p.framing + p.payload..];
+        if p.done {
+            return Ok(out);
+        }
+        if p.framing + p.payload == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
 }
 
 /// A blocking HTTP/1.1 client over one keep-alive connection.

@@ -41,6 +41,7 @@ pub use render::{
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -277,6 +278,46 @@ impl<S: Clone + Default> Family<S> {
     }
 }
 
+/// Writes `family`'s series after `cursor.after` until `out` reaches `budget`;
+/// `true` when the family is finished.
+fn render_family<S: render::Exposed>(
+    family: &Family<S>,
+    cursor: &mut RenderCursor,
+    out: &mut String,
+    budget: usize,
+) -> bool {
+    let inner = &family.inner;
+    let series = lock(&inner.series);
+    let after = cursor.after.take();
+    let rest = match &after {
+        None => series.range::<Labels, _>(..),
+        Some(last) => series.range::<Labels, _>((Bound::Excluded(last), Bound::Unbounded)),
+    };
+    for (labels, one) in rest {
+        if !cursor.started {
+            render::header(out, &inner.name, &inner.help, S::KIND);
+            cursor.started = true;
+        }
+        one.write(out, &inner.name, labels);
+        if out.len() >= budget {
+            cursor.after = Some(labels.clone());
+            return false;
+        }
+    }
+    true
+}
+
+/// Where a paced render (`Registry::render_some`) stopped.
+#[derive(Debug, Default)]
+pub struct RenderCursor {
+    /// Index of the family being written, in registration order.
+    family: usize,
+    /// Its `# HELP`/`# TYPE` lines are written.
+    started: bool,
+    /// The last series written in it.
+    after: Option<Labels>,
+}
+
 /// Locks a map even if a thread panicked while holding it: every critical section here
 /// is a single map operation, so a poisoned map is still consistent.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -422,20 +463,32 @@ impl Registry {
     /// 0.0.4): families in registration order, each with `# HELP` and `# TYPE`, series
     /// sorted by label set. Families without series are left out.
     pub fn render(&self, out: &mut String) {
+        let mut cursor = RenderCursor::default();
+        while !self.render_some(&mut cursor, out, usize::MAX) {}
+    }
+
+    /// Appends the exposition from where `cursor` stopped until `out` is at least
+    /// `budget` bytes long (it stops after a whole series) or the registry is done;
+    /// `true` when done. `/metrics` is written this way, a piece at a time as the
+    /// socket drains, so a scrape costs a bounded buffer however many series exist.
+    /// A series created between pieces shows up if it sorts after the cursor.
+    pub fn render_some(&self, cursor: &mut RenderCursor, out: &mut String, budget: usize) -> bool {
         let families = lock(&self.families).clone();
-        for family in &families {
-            match family {
-                Registered::Counter(f) => {
-                    render::counter_family(out, f.name(), &f.inner.help, &lock(&f.inner.series))
-                }
-                Registered::Gauge(f) => {
-                    render::gauge_family(out, f.name(), &f.inner.help, &lock(&f.inner.series))
-                }
-                Registered::Histogram(f) => {
-                    render::histogram_family(out, f.name(), &f.inner.help, &lock(&f.inner.series))
-                }
+        while let Some(family) = families.get(cursor.family) {
+            let finished = match family {
+                Registered::Counter(f) => render_family(f, cursor, out, budget),
+                Registered::Gauge(f) => render_family(f, cursor, out, budget),
+                Registered::Histogram(f) => render_family(f, cursor, out, budget),
+            };
+            if !finished {
+                return false;
             }
+            *cursor = RenderCursor {
+                family: cursor.family + 1,
+                ..RenderCursor::default()
+            };
         }
+        true
     }
 
     /// `render` into a new string.
@@ -640,6 +693,55 @@ mod tests {
         assert!(registry
             .render_to_string()
             .contains("n_total{k=\"v\"} 200000\n"));
+    }
+
+    #[test]
+    fn a_paced_render_resumes_after_the_last_series_it_wrote() {
+        let registry = Registry::new();
+        let a = registry.counter_family("a_total", "A.").expect("valid");
+        let h = registry.histogram_family("h_ms", "H.").expect("valid");
+        registry.gauge_family("empty", "E.").expect("valid");
+        for k in ["b", "d", "f"] {
+            a.series(Labels::new().with("k", k)).inc();
+            h.series(Labels::new().with("k", k));
+        }
+        // A budget of one byte: one series per piece.
+        let mut cursor = RenderCursor::default();
+        let mut pieces = Vec::new();
+        loop {
+            let mut piece = String::new();
+            let done = registry.render_some(&mut cursor, &mut piece, 1);
+            pieces.push(piece);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(pieces.concat(), registry.render_to_string());
+        assert!(pieces[0].starts_with("# HELP a_total A.\n# TYPE a_total counter\n"));
+        assert_eq!(pieces[1], "a_total{k=\"d\"} 1\n", "no second header");
+
+        // Series created between pieces: one sorting after the cursor is
+        // written, one before it is not (the next scrape has it), and nothing
+        // is written twice.
+        let mut cursor = RenderCursor::default();
+        let mut text = String::new();
+        assert!(!registry.render_some(&mut cursor, &mut text, 1));
+        let budget = text.len() + 1;
+        assert!(!registry.render_some(&mut cursor, &mut text, budget));
+        a.series(Labels::new().with("k", "a")).inc();
+        a.series(Labels::new().with("k", "e")).inc();
+        while !registry.render_some(&mut cursor, &mut text, usize::MAX) {}
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("a_total")).collect();
+        assert_eq!(
+            lines,
+            [
+                "a_total{k=\"b\"} 1",
+                "a_total{k=\"d\"} 1",
+                "a_total{k=\"e\"} 1",
+                "a_total{k=\"f\"} 1"
+            ]
+        );
+        assert_eq!(text.matches("# TYPE h_ms histogram").count(), 1);
     }
 
     #[test]

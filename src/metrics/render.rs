@@ -10,7 +10,6 @@
 //! The writer and the parser are kept to the same small dialect (what the writer emits,
 //! plus comments, blank lines and an optional timestamp), and the tests round-trip them.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use super::histogram::{bucket_quantile, LATENCY_BUCKETS_MS};
@@ -18,49 +17,32 @@ use super::{Counter, Gauge, Histogram, Labels, MetricKind};
 
 // === Writing ===
 
-pub(super) fn counter_family(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    series: &BTreeMap<Labels, Counter>,
-) {
-    if series.is_empty() {
-        return;
-    }
-    header(out, name, help, MetricKind::Counter);
-    for (labels, counter) in series {
-        sample(out, name, "", labels, None, counter.get());
+/// A series type and how one series of it is written.
+pub(super) trait Exposed {
+    const KIND: MetricKind;
+    /// Appends the sample lines of one series.
+    fn write(&self, out: &mut String, name: &str, labels: &Labels);
+}
+
+impl Exposed for Counter {
+    const KIND: MetricKind = MetricKind::Counter;
+    fn write(&self, out: &mut String, name: &str, labels: &Labels) {
+        sample(out, name, "", labels, None, self.get());
     }
 }
 
-pub(super) fn gauge_family(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    series: &BTreeMap<Labels, Gauge>,
-) {
-    if series.is_empty() {
-        return;
-    }
-    header(out, name, help, MetricKind::Gauge);
-    for (labels, gauge) in series {
-        sample(out, name, "", labels, None, gauge.get());
+impl Exposed for Gauge {
+    const KIND: MetricKind = MetricKind::Gauge;
+    fn write(&self, out: &mut String, name: &str, labels: &Labels) {
+        sample(out, name, "", labels, None, self.get());
     }
 }
 
-pub(super) fn histogram_family(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    series: &BTreeMap<Labels, Histogram>,
-) {
-    if series.is_empty() {
-        return;
-    }
-    header(out, name, help, MetricKind::Histogram);
-    for (labels, histogram) in series {
+impl Exposed for Histogram {
+    const KIND: MetricKind = MetricKind::Histogram;
+    fn write(&self, out: &mut String, name: &str, labels: &Labels) {
         // One snapshot per series, so the buckets, `+Inf` and `_count` agree.
-        let snap = histogram.snapshot();
+        let snap = self.snapshot();
         let mut cumulative = 0u64;
         for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(snap.counts.iter()) {
             cumulative = cumulative.saturating_add(*count);
@@ -74,7 +56,7 @@ pub(super) fn histogram_family(
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: MetricKind) {
+pub(super) fn header(out: &mut String, name: &str, help: &str, kind: MetricKind) {
     out.push_str("# HELP ");
     out.push_str(name);
     out.push(' ');

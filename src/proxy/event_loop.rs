@@ -24,7 +24,7 @@ use super::ready::Readiness;
 use super::session::{Ctx, LoopConfig, Owner, Session, Step};
 use super::timers::{Timer, Timers};
 use super::token;
-use crate::metrics::{Peer, ProxyMetrics, TcpMetrics};
+use crate::metrics::{Peer, ProxyMetrics, RenderCursor, TcpMetrics};
 
 /// Idle connections kept per endpoint (Linkerd allows 10,000).
 const MAX_IDLE_PER_ENDPOINT: usize = 10_000;
@@ -82,8 +82,8 @@ struct Admin<'a> {
 }
 
 impl AdminState for Admin<'_> {
-    fn render_metrics(&self, out: &mut String) {
-        self.metrics.registry().render(out);
+    fn render_metrics(&self, cursor: &mut RenderCursor, out: &mut String, budget: usize) -> bool {
+        self.metrics.registry().render_some(cursor, out, budget)
     }
 
     fn is_ready(&self) -> bool {

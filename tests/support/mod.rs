@@ -369,9 +369,10 @@ pub fn get(app: &App, host: &str, path: &str) -> Reply {
 
 /// The proxy's `/metrics` text.
 pub fn metrics(app: &App) -> String {
-    devtools::get(app.admin_addr(), "localhost", "/metrics")
-        .expect("scrape /metrics")
-        .text()
+    let body = devtools::get(app.admin_addr(), "localhost", "/metrics")
+        .and_then(|reply| reply.payload())
+        .expect("scrape /metrics");
+    String::from_utf8(body).expect("metrics are UTF-8")
 }
 
 /// The value of the sample of `family` whose labels include all of `labels`
