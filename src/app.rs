@@ -16,12 +16,13 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use grpcio::{ChannelBuilder, Client, ConnectivityState, EnvBuilder, Environment};
+use grpcio::{EnvBuilder, Environment};
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
 use crate::config::{Config, ControlPlane};
 use crate::controller::embedded::{Controller, ControllerError};
+use crate::discovery::control::{self, ControlConn, ControlThread};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::http1;
 use crate::metrics::{DiscoveryKind, MetricsError, ProxyMetrics, Registry};
@@ -32,6 +33,8 @@ use crate::proxy::token;
 
 /// How often DNS-resolved endpoint sets are refreshed.
 const DNS_REFRESH: Duration = Duration::from_secs(5);
+/// TCP connect timeout for the control plane (each resolved address).
+const CONTROL_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Per-direction read buffer of a proxied connection.
 const BUFFER_LIMIT: usize = 64 * 1024;
 
@@ -73,6 +76,9 @@ pub struct App {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     controller: Option<Controller>,
+    /// Keeps the control-plane connection; stopped after the event loop
+    /// (and with it every discovery thread) has been joined.
+    control: Option<ControlThread>,
     metrics: ProxyMetrics,
     _env: Arc<Environment>,
 }
@@ -92,18 +98,18 @@ impl App {
                 (Some(c), addr)
             }
         };
-        let channel = ChannelBuilder::new(env.clone())
-            .enable_retry(false)
-            .initial_reconnect_backoff(cfg.backoff.min)
-            .max_reconnect_backoff(cfg.backoff.max)
-            .connect(&control_addr);
+        let dial_env = env.clone();
+        let dial_addr = control_addr.clone();
+        let (conn, control) = ControlConn::start(cfg.backoff, move || {
+            control::dial(&dial_env, &dial_addr, CONTROL_CONNECT_TIMEOUT)
+        })?;
         let registry = Registry::new();
         let metrics = ProxyMetrics::new(&registry).map_err(StartError::Metrics)?;
 
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let discovery = Discovery::new(
-            Client::new(channel.clone()),
+            conn.clone(),
             DiscoveryConfig {
                 context_token: cfg.context_token.clone(),
                 backoff: cfg.backoff,
@@ -124,17 +130,14 @@ impl App {
 
         // Ready once the listeners are bound (they are, by now) and the
         // control plane answers: the embedded one has started; a remote one
-        // is ready when its gRPC channel is connected.
+        // is ready while spoke's connection to it is up.
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let ready: Box<dyn Fn() -> bool + Send> = if controller.is_some() {
             Box::new(move || !stopping.load(Ordering::Acquire))
         } else {
-            Box::new(move || {
-                !stopping.load(Ordering::Acquire)
-                    && channel.check_connectivity_state(true)
-                        == ConnectivityState::GRPC_CHANNEL_READY
-            })
+            let conn = conn.clone();
+            Box::new(move || !stopping.load(Ordering::Acquire) && conn.connected())
         };
         let loop_cfg = LoopConfig {
             connect_timeout: cfg.connect_timeout,
@@ -199,6 +202,7 @@ impl App {
             stop,
             waker,
             controller,
+            control: Some(control),
             metrics,
             _env: env,
         })
@@ -237,6 +241,7 @@ impl App {
                 result = Err("the event-loop thread panicked".to_string());
             }
         }
+        drop(self.control.take());
         if let Some(c) = self.controller.take() {
             c.shutdown();
         }

@@ -15,6 +15,27 @@ include!(concat!(env!("OUT_DIR"), "/proto/mod.rs"));
 
 use destination::{DestinationProfile, GetDestination, Update};
 
+/// The largest message spoke accepts from the control plane: gRPC's default
+/// receive limit. The connection runs without gRPC's message-size filter (see
+/// `discovery::control`), so the response marshallers apply it.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// `grpcio::pb_de` behind the size limit: a larger message is a decode error,
+/// which ends its stream like any malformed message.
+fn bounded_de<M: protobuf::Message>(reader: grpcio::MessageReader) -> grpcio::Result<M> {
+    check_size(reader.len())?;
+    grpcio::pb_de(reader)
+}
+
+fn check_size(len: usize) -> grpcio::Result<()> {
+    if len > MAX_MESSAGE_BYTES {
+        return Err(grpcio::Error::Codec(
+            format!("a {len}-byte message exceeds the {MAX_MESSAGE_BYTES}-byte limit").into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Full gRPC service name, as Linkerd's control plane registers it.
 pub const SERVICE: &str = "io.linkerd.proxy.destination.Destination";
 
@@ -28,7 +49,7 @@ pub const METHOD_GET: grpcio::Method<GetDestination, Update> = grpcio::Method {
     },
     resp_mar: grpcio::Marshaller {
         ser: grpcio::pb_ser,
-        de: grpcio::pb_de,
+        de: bounded_de,
     },
 };
 
@@ -42,6 +63,20 @@ pub const METHOD_GET_PROFILE: grpcio::Method<GetDestination, DestinationProfile>
     },
     resp_mar: grpcio::Marshaller {
         ser: grpcio::pb_ser,
-        de: grpcio::pb_de,
+        de: bounded_de,
     },
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_over_the_limit_are_refused() {
+        assert!(check_size(0).is_ok());
+        assert!(check_size(MAX_MESSAGE_BYTES).is_ok());
+        let e = check_size(MAX_MESSAGE_BYTES + 1).unwrap_err();
+        assert!(matches!(e, grpcio::Error::Codec(_)), "{e:?}");
+        assert!(e.to_string().contains("4194305-byte message"), "{e}");
+    }
+}

@@ -205,6 +205,47 @@ fn hostile_profiles_are_contained() {
     });
 }
 
+#[test]
+fn oversized_control_plane_messages_are_refused() {
+    let ctl = MockController::start();
+    let books = backend("books");
+    let authors = backend("authors");
+    ctl.endpoints(BOOKS, &[books.addr()]);
+    ctl.endpoints(AUTHORS, &[authors.addr()]);
+    ctl.profile(BOOKS, &profile(vec![route("ok", None, "/ok")]));
+    let app = proxy(&config(ctl.addr()));
+    assert_eq!(get(&app, BOOKS, "/ok").status, 200);
+
+    // Well-formed, but over the 4 MiB limit gRPC clients apply by default.
+    let mut huge = profile(vec![route("huge", None, "/huge")]);
+    huge.fully_qualified_name = "x".repeat(spoke::proto::MAX_MESSAGE_BYTES);
+    ctl.profile(BOOKS, &huge);
+    eventually("the proxy refuses the oversized message", || {
+        metric(
+            &app,
+            "spoke_discovery_errors_total",
+            &[("kind", "profile"), ("code", "decode")],
+        ) >= 1.0
+    });
+    // The last good profile stays in force, and the connection still
+    // carries the other destinations.
+    get(&app, BOOKS, "/huge");
+    assert_eq!(get(&app, BOOKS, "/ok").status, 200);
+    assert_eq!(
+        metric(&app, "route_request_total", &[("rt_route", "ok")]),
+        2.0
+    );
+    assert_eq!(
+        metric(&app, "route_request_total", &[("rt_route", "huge")]),
+        0.0
+    );
+    ctl.profile(AUTHORS, &profile(vec![route("a1", None, "/.*")]));
+    eventually("authors gets its profile", || {
+        get(&app, AUTHORS, "/");
+        metric(&app, "route_request_total", &[("rt_route", "a1")]) >= 1.0
+    });
+}
+
 /// A `DestinationProfile` with one route whose condition is `depth` nested
 /// `not` matches, encoded from the inside out.
 fn deeply_nested_profile(depth: usize) -> Vec<u8> {

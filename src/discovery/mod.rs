@@ -3,7 +3,7 @@
 //! `Discovery::watch` (called on the event loop when it first sees a
 //! destination) spawns `profile:<name:port>` (only for names under the profile
 //! suffixes) and `endpoints:<name:port>`. Each runs `watch::Watcher` over the
-//! shared grpcio channel, converts messages with `convert` (the one place that
+//! shared control-plane connection (`control`), converts messages with `convert` (the one place that
 //! reads protobuf types), and publishes full snapshots through `updates`. Names
 //! outside the `Get` suffixes, and names the controller does not know, are
 //! resolved by DNS on the endpoints thread (`dns`), never on the loop.
@@ -14,6 +14,7 @@
 //! them once finished.
 
 pub mod backoff;
+pub mod control;
 pub mod convert;
 pub mod dns;
 #[allow(unsafe_code)]
@@ -28,9 +29,10 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use futures::channel::oneshot;
-use grpcio::{Client, RpcStatus};
+use grpcio::RpcStatus;
 
 use self::backoff::Backoff;
+use self::control::ControlConn;
 use self::watch::{is_terminal, Flow, Handler, Watcher};
 use crate::config::{BackoffConfig, Suffixes};
 use crate::endpoints::{Applied, EndpointSet, EndpointState};
@@ -54,10 +56,10 @@ pub struct DiscoveryConfig {
     pub dns_refresh: Duration,
 }
 
-/// Spawns watches; cheap to share (the grpcio client is reference-counted).
+/// Spawns watches; cheap to share (the connection handle is reference-counted).
 #[derive(Clone)]
 pub struct Discovery {
-    client: Client,
+    conn: ControlConn,
     cfg: Arc<DiscoveryConfig>,
     waker: Arc<dyn Wake>,
     profile_metrics: DiscoveryMetrics,
@@ -90,14 +92,14 @@ impl Watch {
 
 impl Discovery {
     pub fn new(
-        client: Client,
+        conn: ControlConn,
         cfg: DiscoveryConfig,
         waker: Arc<dyn Wake>,
         profile_metrics: DiscoveryMetrics,
         endpoint_metrics: DiscoveryMetrics,
     ) -> Self {
         Discovery {
-            client,
+            conn,
             cfg: Arc::new(cfg),
             waker,
             profile_metrics,
@@ -160,13 +162,14 @@ impl Discovery {
         mut hangup: oneshot::Receiver<()>,
     ) {
         let watcher = Watcher {
-            client: &self.client,
+            conn: &self.conn,
             method: &METHOD_GET_PROFILE,
             request: Box::new(convert::get_destination(&dst, &self.cfg.context_token)),
             backoff: Backoff::new(self.cfg.backoff),
             hangup: &mut hangup,
             metrics: &mut self.profile_metrics.clone(),
             dst: &dst,
+            generation: 0,
         };
         let exit = watcher.run(&mut ProfileHandler {
             dst: &dst,
@@ -199,13 +202,14 @@ impl Discovery {
         });
         if use_get {
             let watcher = Watcher {
-                client: &self.client,
+                conn: &self.conn,
                 method: &METHOD_GET,
                 request: Box::new(convert::get_destination(&dst, &self.cfg.context_token)),
                 backoff: Backoff::new(self.cfg.backoff),
                 hangup: &mut hangup,
                 metrics: &mut self.endpoint_metrics.clone(),
                 dst: &dst,
+                generation: 0,
             };
             if watcher.run(&mut *handler) == watch::Exit::HungUp {
                 return;

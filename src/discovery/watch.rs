@@ -22,9 +22,10 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use futures::future::{select, Either};
 use futures::StreamExt;
-use grpcio::{CallOption, Client, ClientSStreamReceiver, Method, RpcStatus};
+use grpcio::{CallOption, Client, ClientSStreamReceiver, Method, RpcStatus, RpcStatusCode};
 
 use super::backoff::Backoff;
+use super::control::ControlConn;
 use super::wait::block_on_timeout;
 use crate::metrics::DiscoveryMetrics;
 use crate::proto::destination::GetDestination;
@@ -70,7 +71,7 @@ pub enum Exit {
 }
 
 pub struct Watcher<'a, M> {
-    pub client: &'a Client,
+    pub conn: &'a ControlConn<Client>,
     pub method: &'a Method<GetDestination, M>,
     /// Boxed: it lives in a frame that a parked thread keeps (see `stack`).
     pub request: Box<GetDestination>,
@@ -78,6 +79,8 @@ pub struct Watcher<'a, M> {
     pub hangup: &'a mut oneshot::Receiver<()>,
     pub metrics: &'a mut DiscoveryMetrics,
     pub dst: &'a str,
+    /// The connection the open stream runs on (see `control`).
+    pub generation: u64,
 }
 
 enum Next<M> {
@@ -125,7 +128,16 @@ impl<M> Watcher<'_, M> {
     // every stack page above its stack pointer (see `discovery::stack`).
     #[inline(never)]
     fn open(&mut self, handler: &mut impl Handler<M>) -> State<M> {
-        match self
+        let lease = match self.conn.lease() {
+            Ok(lease) => lease,
+            Err(why) => {
+                self.metrics.error("unavailable");
+                log::debug!("{}: could not open discovery stream: {why}", self.dst);
+                return State::Backoff(self.backoff.next_delay());
+            }
+        };
+        self.generation = lease.generation;
+        match lease
             .client
             .server_streaming(self.method, &self.request, CallOption::default())
         {
@@ -136,6 +148,7 @@ impl<M> Watcher<'_, M> {
                 State::Waiting(stream)
             }
             Err(e) => {
+                self.conn.unavailable(self.generation);
                 self.metrics.error(error_code(&e));
                 log::warn!("{}: could not open discovery stream: {e}", self.dst);
                 State::Backoff(self.backoff.next_delay())
@@ -176,6 +189,9 @@ impl<M> Watcher<'_, M> {
                 log::trace!("{}: discovery message", self.dst);
                 self.metrics.message();
                 self.backoff.reset();
+                if !received {
+                    self.conn.healthy(self.generation);
+                }
                 *ever_received = true;
                 match handler.message(msg) {
                     Flow::Stop => State::Done(Exit::Stopped),
@@ -187,10 +203,11 @@ impl<M> Watcher<'_, M> {
                 self.metrics.error(error_code(&e));
                 let status = match e {
                     grpcio::Error::RpcFailure(status) => status,
-                    other => {
-                        RpcStatus::with_message(grpcio::RpcStatusCode::INTERNAL, other.to_string())
-                    }
+                    other => RpcStatus::with_message(RpcStatusCode::INTERNAL, other.to_string()),
                 };
+                if status.code() == RpcStatusCode::UNAVAILABLE {
+                    self.conn.unavailable(self.generation);
+                }
                 log::warn!(
                     "{}: discovery stream failed: {:?} {}",
                     self.dst,

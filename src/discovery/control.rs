@@ -1,0 +1,473 @@
+//! The one connection to the control plane that every discovery stream shares.
+//!
+//! spoke dials the control plane itself and hands the connected socket to gRPC
+//! as a *direct* channel (`connect_from_fd`): one HTTP/2 transport with a
+//! minimal filter stack under it. gRPC's full client channel (resolver, load
+//! balancer, subchannel, per-call retry and message-size filters) costs about
+//! 5 KiB more for every open stream, and a proxy with 1,000 live destinations
+//! holds 2,000 of them; none of that machinery is used for one address.
+//!
+//! A direct channel cannot reconnect, so the `control` thread owns the
+//! connection's life:
+//!
+//! ```text
+//!   dial ok: install (generation + 1)         a stream on the current
+//!   +-------------------------------+         generation fails UNAVAILABLE
+//!   |                               v         (or cannot start)
+//! Dialing                        Connected --------------------------+
+//!   ^  | dial failed                                                 |
+//!   |  v                                                             v
+//!   +- Backoff (sleep, exponential with jitter) <--------------- Broken
+//! ```
+//!
+//! Discovery threads take a [`Lease`] (the client and its generation) to open a
+//! stream, report `unavailable(generation)` when a stream on it fails at the
+//! transport, and `healthy(generation)` when one delivers a message, which
+//! resets the dial backoff. Streams still open on a replaced connection keep
+//! it alive until they end. The message-size limit gRPC's filter would apply
+//! is applied by the marshallers in `proto` instead.
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use grpcio::{ChannelBuilder, Client, Environment};
+
+use super::backoff::Backoff;
+use crate::config::BackoffConfig;
+
+/// How long a discovery thread waits for a dial already in progress before it
+/// backs off on its own. Short, so an evicted destination's thread still
+/// returns promptly.
+const LEASE_WAIT: Duration = Duration::from_millis(250);
+
+/// A connected client and the generation of the connection it runs on.
+#[derive(Clone)]
+pub struct Lease<C> {
+    pub generation: u64,
+    pub client: C,
+}
+
+/// The connection slot (pure: the `control` thread and the discovery threads
+/// drive it under one lock).
+#[derive(Debug)]
+struct Slot<C> {
+    current: Option<(u64, C)>,
+    generation: u64,
+    broken: bool,
+    dialing: bool,
+    /// A stream on the current connection delivered a message since the last
+    /// look: the dial backoff may reset.
+    healthy: bool,
+    stopping: bool,
+    /// Why the last dial failed, for the streams that could not get a lease.
+    last_error: Option<String>,
+}
+
+impl<C: Clone> Slot<C> {
+    fn new() -> Self {
+        Slot {
+            current: None,
+            generation: 0,
+            broken: false,
+            dialing: false,
+            healthy: false,
+            stopping: false,
+            last_error: None,
+        }
+    }
+
+    fn lease(&self) -> Option<Lease<C>> {
+        match &self.current {
+            Some((generation, client)) if !self.broken => Some(Lease {
+                generation: *generation,
+                client: client.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn needs_dial(&self) -> bool {
+        !self.stopping && !self.dialing && (self.current.is_none() || self.broken)
+    }
+
+    /// Returns true when this report broke the current connection.
+    fn unavailable(&mut self, generation: u64) -> bool {
+        match self.current {
+            Some((g, _)) if g == generation && !self.broken => {
+                self.broken = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn healthy(&mut self, generation: u64) {
+        if matches!(self.current, Some((g, _)) if g == generation) {
+            self.healthy = true;
+        }
+    }
+
+    /// A dial starts: a broken connection is let go (its open streams keep
+    /// the transport alive until they end).
+    fn start_dial(&mut self) {
+        self.dialing = true;
+        if self.broken {
+            self.current = None;
+            self.broken = false;
+        }
+    }
+
+    fn dialed(&mut self, result: Result<C, String>) -> bool {
+        self.dialing = false;
+        match result {
+            Ok(client) => {
+                self.generation += 1;
+                self.current = Some((self.generation, client));
+                self.broken = false;
+                self.healthy = false;
+                self.last_error = None;
+                true
+            }
+            Err(e) => {
+                self.last_error = Some(e);
+                false
+            }
+        }
+    }
+}
+
+struct Shared<C> {
+    slot: Mutex<Slot<C>>,
+    changed: Condvar,
+}
+
+impl<C> Shared<C> {
+    fn lock(&self) -> MutexGuard<'_, Slot<C>> {
+        // A panic under this lock leaves plain data behind; keep serving.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The shared handle: cheap to clone; the `control` thread keeps it connected.
+pub struct ControlConn<C = Client> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> Clone for ControlConn<C> {
+    fn clone(&self) -> Self {
+        ControlConn {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<C: Clone + Send + 'static> ControlConn<C> {
+    /// Starts the `control` thread, which dials at once with `dial` and again,
+    /// after a backoff, whenever the connection breaks.
+    pub fn start(
+        backoff: BackoffConfig,
+        dial: impl FnMut() -> io::Result<C> + Send + 'static,
+    ) -> io::Result<(Self, ControlThread<C>)> {
+        // Dialing from the start: streams that ask before the first dial
+        // ends wait for it rather than back off.
+        let mut slot = Slot::new();
+        slot.dialing = true;
+        let shared = Arc::new(Shared {
+            slot: Mutex::new(slot),
+            changed: Condvar::new(),
+        });
+        let thread_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || run(&thread_shared, dial, Backoff::new(backoff)))?;
+        let conn = ControlConn { shared };
+        let thread = ControlThread {
+            conn: conn.clone(),
+            handle: Some(handle),
+        };
+        Ok((conn, thread))
+    }
+
+    /// The current connection, waiting briefly if a dial is in progress.
+    /// `Err` says why there is none.
+    pub fn lease(&self) -> Result<Lease<C>, String> {
+        let deadline = Instant::now() + LEASE_WAIT;
+        let mut slot = self.shared.lock();
+        loop {
+            if let Some(lease) = slot.lease() {
+                return Ok(lease);
+            }
+            let now = Instant::now();
+            if slot.stopping || !slot.dialing || now >= deadline {
+                return Err(match &slot.last_error {
+                    Some(e) => format!("no connection to the control plane: {e}"),
+                    None => "no connection to the control plane yet".to_owned(),
+                });
+            }
+            slot = self
+                .shared
+                .changed
+                .wait_timeout(slot, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// A stream on `generation` failed at the transport: redial (once per
+    /// generation, however many streams report it).
+    pub fn unavailable(&self, generation: u64) {
+        if self.shared.lock().unavailable(generation) {
+            log::warn!("control plane connection lost; reconnecting");
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// A stream on `generation` delivered a message.
+    pub fn healthy(&self, generation: u64) {
+        self.shared.lock().healthy(generation);
+    }
+
+    /// True while a connection is up and no stream has seen it fail.
+    pub fn connected(&self) -> bool {
+        self.shared.lock().lease().is_some()
+    }
+
+    /// Makes the `control` thread return (within one dial at most).
+    pub fn stop(&self) {
+        self.shared.lock().stopping = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+/// Owns the `control` thread: dropping it stops the thread and joins it.
+pub struct ControlThread<C: Clone + Send + 'static = Client> {
+    conn: ControlConn<C>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl<C: Clone + Send + 'static> Drop for ControlThread<C> {
+    fn drop(&mut self) {
+        self.conn.stop();
+        if let Some(h) = self.handle.take() {
+            if h.join().is_err() {
+                log::error!("the control thread panicked");
+            }
+        }
+    }
+}
+
+/// The `control` thread's loop. The slot starts out dialing (see `start`),
+/// so the first dial goes at once; later ones wait out a backoff.
+fn run<C: Clone>(
+    shared: &Shared<C>,
+    mut dial: impl FnMut() -> io::Result<C>,
+    mut backoff: Backoff,
+) {
+    let mut not_before: Option<Instant>;
+    loop {
+        let result = dial().map_err(|e| e.to_string());
+        {
+            let mut slot = shared.lock();
+            match &result {
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    log::warn!("cannot connect to the control plane: {e}; retrying in {delay:?}");
+                    not_before = Some(Instant::now() + delay);
+                }
+                Ok(_) => {
+                    log::info!("connected to the control plane");
+                    not_before = None;
+                }
+            }
+            slot.dialed(result);
+        }
+        shared.changed.notify_all();
+
+        let mut slot = shared.lock();
+        loop {
+            if slot.stopping {
+                return;
+            }
+            if std::mem::take(&mut slot.healthy) {
+                backoff.reset();
+            }
+            if let Some(t) = not_before {
+                let now = Instant::now();
+                if now < t {
+                    slot = shared
+                        .changed
+                        .wait_timeout(slot, t - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
+            }
+            if slot.needs_dial() {
+                // A connection that broke waits a backoff before the redial;
+                // after a failed dial, that wait is already behind us.
+                if slot.broken && not_before.is_none() {
+                    not_before = Some(Instant::now() + backoff.next_delay());
+                    continue;
+                }
+                break;
+            }
+            slot = shared.changed.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
+        slot.start_dial();
+    }
+}
+
+/// Dials `addr` (`host:port`; every resolved address in turn) and runs gRPC
+/// over the socket as a direct channel.
+pub fn dial(env: &Arc<Environment>, addr: &str, timeout: Duration) -> io::Result<Client> {
+    let stream = connect(addr, timeout)?;
+    stream.set_nodelay(true)?;
+    let builder = ChannelBuilder::new(env.clone())
+        // Only the transport and the HTTP client filter: no deadline or
+        // message-size filters (spoke sets no deadlines on its streams, and
+        // `proto`'s marshallers bound message sizes).
+        .raw_cfg_int(c"grpc.minimal_stack".into(), 1);
+    Ok(Client::new(over_socket(builder, addr, stream)))
+}
+
+fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for sa in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&sa, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(io::Error::new(e.kind(), format!("{sa}: {e}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} resolves to no address"),
+        )
+    }))
+}
+
+#[allow(unsafe_code)]
+fn over_socket(builder: ChannelBuilder, target: &str, stream: TcpStream) -> grpcio::Channel {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: `connect_from_fd` requires a connected stream socket that no
+    // other code touches afterwards. `stream` is a connected TCP socket, and
+    // `into_raw_fd` gives up Rust's ownership of it: nothing else in spoke has
+    // a copy of the descriptor, and gRPC closes it with the connection.
+    unsafe { builder.connect_from_fd(target, stream.into_raw_fd()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Polls `cond` for up to ten seconds.
+    #[track_caller]
+    fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn backoff() -> BackoffConfig {
+        BackoffConfig {
+            min: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            jitter: 0.0,
+        }
+    }
+
+    #[test]
+    fn slot_leases_only_a_live_connection() {
+        let mut s = Slot::<u32>::new();
+        assert!(s.lease().is_none());
+        assert!(s.needs_dial());
+        s.start_dial();
+        assert!(!s.needs_dial(), "one dial at a time");
+        assert!(s.dialed(Ok(7)));
+        let l = s.lease().unwrap();
+        assert_eq!((l.generation, l.client), (1, 7));
+        assert!(!s.needs_dial());
+        assert!(s.unavailable(1));
+        assert!(!s.unavailable(1), "reported once per generation");
+        assert!(s.lease().is_none());
+        assert!(s.needs_dial());
+        s.start_dial();
+        assert!(!s.dialed(Err("refused".into())));
+        assert_eq!(s.last_error.as_deref(), Some("refused"));
+        s.start_dial();
+        assert!(s.dialed(Ok(8)));
+        assert!(!s.unavailable(1), "a stale generation breaks nothing");
+        assert_eq!(s.lease().unwrap().generation, 2);
+        s.healthy(1);
+        assert!(!s.healthy, "only the current generation counts");
+        s.healthy(2);
+        assert!(s.healthy);
+    }
+
+    #[test]
+    fn redials_after_failures_and_after_a_break() {
+        let attempts = Arc::new(AtomicU32::new(0));
+        let a = attempts.clone();
+        let (conn, thread) = ControlConn::start(backoff(), move || {
+            // Two refusals, then connections numbered by attempt.
+            match a.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused")),
+                n => Ok(n),
+            }
+        })
+        .unwrap();
+        eventually("a connection", || conn.connected());
+        let first = conn.lease().unwrap();
+        assert_eq!((first.generation, first.client), (1, 2));
+        conn.unavailable(first.generation);
+        eventually("the redial", || {
+            conn.lease().map(|l| l.generation).ok() == Some(2)
+        });
+        assert_eq!(conn.lease().unwrap().client, 3);
+        // A late report about the old connection changes nothing.
+        conn.unavailable(first.generation);
+        assert!(conn.connected());
+        drop(thread);
+        assert_eq!(attempts.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn lease_says_why_there_is_no_connection_and_stop_is_prompt() {
+        let (conn, thread) = ControlConn::<u32>::start(
+            BackoffConfig {
+                min: Duration::from_secs(60),
+                max: Duration::from_secs(60),
+                jitter: 0.0,
+            },
+            || Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused")),
+        )
+        .unwrap();
+        eventually("the dial error", || {
+            conn.lease().err().is_some_and(|e| e.contains("refused"))
+        });
+        assert!(!conn.connected());
+        // The thread sleeps out a 60 s backoff; dropping its owner wakes it
+        // and joins it.
+        let t = Instant::now();
+        drop(thread);
+        assert!(t.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn connect_reports_every_address_tried() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(connect(&addr.to_string(), Duration::from_secs(1)).is_ok());
+        drop(l);
+        let e = connect(&addr.to_string(), Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        assert!(connect("no-port", Duration::from_secs(1)).is_err());
+    }
+}
