@@ -24,7 +24,6 @@
 //! `apply` reports `Changed` only when the snapshot differs from the last one it
 //! reported, so the caller can publish every `Changed` without comparing.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -94,14 +93,8 @@ impl EndpointSet {
     /// Builds a set from endpoints in any order; for a repeated address the
     /// last one given wins.
     pub fn new(endpoints: Vec<Endpoint>, source: Source) -> EndpointSet {
-        let by_addr: BTreeMap<SocketAddr, Endpoint> =
-            endpoints.into_iter().map(|e| (e.addr, e)).collect();
-        EndpointSet::from_map(&by_addr, source)
-    }
-
-    fn from_map(by_addr: &BTreeMap<SocketAddr, Endpoint>, source: Source) -> EndpointSet {
         EndpointSet {
-            endpoints: by_addr.values().cloned().collect(),
+            endpoints: sorted_unique(endpoints).into(),
             source,
         }
     }
@@ -147,10 +140,24 @@ enum Reported {
     DoesNotExist,
 }
 
+/// Sorts by address, keeping the last endpoint given for each address.
+fn sorted_unique(mut endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+    // Reversed, the last one given comes first among equal addresses; the
+    // stable sort keeps it there, and `dedup` keeps the first of each run.
+    endpoints.reverse();
+    endpoints.sort_by_key(|e| e.addr);
+    endpoints.dedup_by_key(|e| e.addr);
+    endpoints.shrink_to_fit();
+    endpoints
+}
+
 /// The endpoint set as the controller's stream has built it so far.
 #[derive(Clone, Debug)]
 pub struct EndpointState {
-    endpoints: BTreeMap<SocketAddr, Endpoint>,
+    /// Sorted by address, one entry per address. A sorted `Vec` rather than a
+    /// map: most destinations have a handful of endpoints, and a map node
+    /// costs about 1.5 KiB however few it holds.
+    endpoints: Vec<Endpoint>,
     /// A stream (re)started and has not yet sent a message that counts as its
     /// first; the next `Add` replaces rather than extends the set.
     awaiting_first: bool,
@@ -167,7 +174,7 @@ impl EndpointState {
     /// No endpoints, nothing reported, awaiting the first message.
     pub fn new() -> EndpointState {
         EndpointState {
-            endpoints: BTreeMap::new(),
+            endpoints: Vec::new(),
             awaiting_first: true,
             reported: Reported::Nothing,
         }
@@ -192,29 +199,23 @@ impl EndpointState {
             EndpointUpdate::Add(eps) if eps.is_empty() => false,
             EndpointUpdate::Add(eps) if self.awaiting_first => {
                 self.awaiting_first = false;
-                let fresh: BTreeMap<SocketAddr, Endpoint> =
-                    eps.into_iter().map(|e| (e.addr, e)).collect();
-                let modified = fresh != self.endpoints;
-                self.endpoints = fresh;
-                modified
+                self.replace(sorted_unique(eps))
             }
             EndpointUpdate::Add(eps) => {
-                let mut modified = false;
-                for ep in eps {
-                    if self.endpoints.get(&ep.addr) != Some(&ep) {
-                        self.endpoints.insert(ep.addr, ep);
-                        modified = true;
-                    }
-                }
-                modified
+                // The new ones come last, so they win over what they update.
+                let mut merged = Vec::with_capacity(self.endpoints.len() + eps.len());
+                merged.extend_from_slice(&self.endpoints);
+                merged.extend(eps);
+                self.replace(sorted_unique(merged))
             }
             EndpointUpdate::Remove(_) if self.awaiting_first => false,
-            EndpointUpdate::Remove(addrs) => {
-                let mut modified = false;
-                for addr in addrs {
-                    modified |= self.endpoints.remove(&addr).is_some();
-                }
-                modified
+            EndpointUpdate::Remove(mut addrs) => {
+                addrs.sort_unstable();
+                let before = self.endpoints.len();
+                self.endpoints
+                    .retain(|e| addrs.binary_search(&e.addr).is_err());
+                self.endpoints.shrink_to_fit();
+                self.endpoints.len() != before
             }
             EndpointUpdate::NoEndpoints { exists: true } => {
                 self.endpoints.clear();
@@ -237,9 +238,19 @@ impl EndpointState {
         }
     }
 
+    /// Puts `fresh` (sorted and unique) in force; true if it differs.
+    fn replace(&mut self, fresh: Vec<Endpoint>) -> bool {
+        let modified = fresh != self.endpoints;
+        self.endpoints = fresh;
+        modified
+    }
+
     /// Reports the current set if it differs from the last report.
     fn report(&mut self) -> Applied {
-        let set = EndpointSet::from_map(&self.endpoints, Source::Controller);
+        let set = EndpointSet {
+            endpoints: self.endpoints.as_slice().into(),
+            source: Source::Controller,
+        };
         if let Reported::Set(last) = &self.reported {
             if *last == set {
                 return Applied::Unchanged;
