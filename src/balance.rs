@@ -24,11 +24,8 @@
 //! reports "not ready"); here a refused endpoint leaves rotation for an
 //! exponential backoff and comes back when it expires or a connect succeeds.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-use crate::FastMap;
 
 /// RTT assumed for an endpoint with no samples yet (Linkerd's `DEFAULT_EWMA`).
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -124,8 +121,9 @@ impl Slot {
 /// P2C over the endpoints of one destination; see the module header.
 #[derive(Debug)]
 pub struct Balancer {
+    /// Sorted by address (found by binary search: most destinations have a
+    /// few endpoints, and a hash index would cost more than it saves).
     slots: Vec<Slot>,
-    index: FastMap<SocketAddr, usize>,
     rng: fastrand::Rng,
     default_rtt: Duration,
     decay: Duration,
@@ -145,7 +143,6 @@ impl Balancer {
     pub fn with_params(default_rtt: Duration, decay: Duration, rng: fastrand::Rng) -> Balancer {
         Balancer {
             slots: Vec::new(),
-            index: FastMap::default(),
             rng,
             default_rtt,
             decay,
@@ -157,22 +154,22 @@ impl Balancer {
     /// count and backoff; new ones start at the default RTT as of `now`.
     /// A repeated address counts once.
     pub fn update_set(&mut self, addrs: &[SocketAddr], now: Instant) {
-        let mut old: HashMap<SocketAddr, Slot> =
-            self.slots.drain(..).map(|s| (s.addr, s)).collect();
-        self.index.clear();
-        for &addr in addrs {
-            if self.index.contains_key(&addr) {
-                continue;
-            }
-            let slot = old.remove(&addr).unwrap_or_else(|| Slot {
+        let mut wanted = addrs.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut old = std::mem::take(&mut self.slots).into_iter().peekable();
+        let mut slots = Vec::with_capacity(wanted.len());
+        for addr in wanted {
+            while old.next_if(|s| s.addr < addr).is_some() {}
+            let slot = old.next_if(|s| s.addr == addr).unwrap_or_else(|| Slot {
                 addr,
                 load: PeakEwma::new(self.default_rtt, now),
                 failures: 0,
                 retry_at: None,
             });
-            self.index.insert(addr, self.slots.len());
-            self.slots.push(slot);
+            slots.push(slot);
         }
+        self.slots = slots;
     }
 
     /// Number of endpoints, in rotation or not.
@@ -186,7 +183,7 @@ impl Balancer {
 
     /// Whether `addr` is in the current set.
     pub fn contains(&self, addr: SocketAddr) -> bool {
-        self.index.contains_key(&addr)
+        self.position(addr).is_some()
     }
 
     /// The endpoint for the next request, `None` only when the set is empty.
@@ -283,13 +280,16 @@ impl Balancer {
     /// End of the latest backoff of `addr` (possibly already past), or `None`
     /// if it has not been refused since its last successful connect.
     pub fn backoff_until(&self, addr: SocketAddr) -> Option<Instant> {
-        let i = *self.index.get(&addr)?;
-        self.slots.get(i)?.retry_at
+        self.slots[self.position(addr)?].retry_at
+    }
+
+    fn position(&self, addr: SocketAddr) -> Option<usize> {
+        self.slots.binary_search_by_key(&addr, |s| s.addr).ok()
     }
 
     fn slot(&mut self, addr: SocketAddr) -> Option<&mut Slot> {
-        match self.index.get(&addr) {
-            Some(&i) => self.slots.get_mut(i),
+        match self.position(addr) {
+            Some(i) => self.slots.get_mut(i),
             None => {
                 log::debug!("balancer: {addr} is no longer in the endpoint set");
                 None
@@ -321,6 +321,8 @@ mod tests {
     }
 
     /// How many of `n` picks at `now` went to each address.
+    use std::collections::HashMap;
+
     fn tally(b: &mut Balancer, n: usize, now: Instant) -> HashMap<SocketAddr, usize> {
         let mut counts = HashMap::new();
         for _ in 0..n {
