@@ -135,7 +135,9 @@ pub struct Destinations {
     metrics: ProxyMetrics,
     swap_profile: DiscoveryMetrics,
     swap_endpoints: DiscoveryMetrics,
-    table: FastMap<Arc<str>, Destination>,
+    /// Boxed: a table of 1,000 destinations has 2,048 buckets, and an empty
+    /// bucket costs the size of its value.
+    table: FastMap<Arc<str>, Box<Destination>>,
     /// Discovery threads that were hung up and not yet joined.
     dying: Vec<JoinHandle<()>>,
 }
@@ -178,7 +180,7 @@ impl Destinations {
             log::debug!("{dst}: new destination");
             self.table.insert(
                 key.clone(),
-                Destination {
+                Box::new(Destination {
                     authority: self.metrics.authority("outbound", dst),
                     name: key,
                     router,
@@ -188,7 +190,7 @@ impl Destinations {
                     last_used: now,
                     balancer: Balancer::new(fastrand::Rng::new()),
                     watch,
-                },
+                }),
             );
         }
         let d = self.table.get_mut(dst).expect("inserted above");
@@ -197,11 +199,11 @@ impl Destinations {
     }
 
     pub fn get(&self, dst: &str) -> Option<&Destination> {
-        self.table.get(dst)
+        self.table.get(dst).map(|d| &**d)
     }
 
     pub fn get_mut(&mut self, dst: &str) -> Option<&mut Destination> {
-        self.table.get_mut(dst)
+        self.table.get_mut(dst).map(|d| &mut **d)
     }
 
     /// Takes the newest snapshot from every discovery channel and swaps it in,
