@@ -100,7 +100,8 @@ impl App {
         };
         let dial_env = env.clone();
         let dial_addr = control_addr.clone();
-        let (conn, control) = ControlConn::start(cfg.backoff, move || {
+        let eager = controller.is_none();
+        let (conn, control) = ControlConn::start(cfg.backoff, eager, move || {
             control::dial(&dial_env, &dial_addr, CONTROL_CONNECT_TIMEOUT)
         })?;
         let registry = Registry::new();

@@ -58,6 +58,9 @@ struct Slot<C> {
     generation: u64,
     broken: bool,
     dialing: bool,
+    /// The connection has been asked for: at start when dialing eagerly,
+    /// else by the first lease. Until then the `control` thread waits.
+    wanted: bool,
     /// A stream on the current connection delivered a message since the last
     /// look: the dial backoff may reset.
     healthy: bool,
@@ -73,6 +76,7 @@ impl<C: Clone> Slot<C> {
             generation: 0,
             broken: false,
             dialing: false,
+            wanted: false,
             healthy: false,
             stopping: false,
             last_error: None,
@@ -165,16 +169,21 @@ impl<C> Clone for ControlConn<C> {
 }
 
 impl<C: Clone + Send + 'static> ControlConn<C> {
-    /// Starts the `control` thread, which dials at once with `dial` and again,
-    /// after a backoff, whenever the connection breaks.
+    /// Starts the `control` thread, which dials with `dial` (at once when
+    /// `eager`, else on the first lease) and again, after a backoff,
+    /// whenever the connection breaks. A remote control plane is dialed
+    /// eagerly, since readiness reports on it; the embedded one in the same
+    /// process only once a destination needs it.
     pub fn start(
         backoff: BackoffConfig,
+        eager: bool,
         dial: impl FnMut() -> io::Result<C> + Send + 'static,
     ) -> io::Result<(Self, ControlThread<C>)> {
         // Dialing from the start: streams that ask before the first dial
         // ends wait for it rather than back off.
         let mut slot = Slot::new();
-        slot.dialing = true;
+        slot.wanted = eager;
+        slot.dialing = eager;
         let shared = Arc::new(Shared {
             slot: Mutex::new(slot),
             changed: Condvar::new(),
@@ -196,6 +205,11 @@ impl<C: Clone + Send + 'static> ControlConn<C> {
     pub fn lease(&self) -> Result<Lease<C>, String> {
         let deadline = Instant::now() + LEASE_WAIT;
         let mut slot = self.shared.lock();
+        if !slot.wanted {
+            slot.wanted = true;
+            slot.dialing = true;
+            self.shared.changed.notify_all();
+        }
         loop {
             if let Some(lease) = slot.lease() {
                 return Ok(lease);
@@ -259,13 +273,22 @@ impl<C: Clone + Send + 'static> Drop for ControlThread<C> {
     }
 }
 
-/// The `control` thread's loop. The slot starts out dialing (see `start`),
-/// so the first dial goes at once; later ones wait out a backoff.
+/// The `control` thread's loop. Once the connection is wanted (see
+/// `start`), the first dial goes at once; later ones wait out a backoff.
 fn run<C: Clone>(
     shared: &Shared<C>,
     mut dial: impl FnMut() -> io::Result<C>,
     mut backoff: Backoff,
 ) {
+    {
+        let mut slot = shared.lock();
+        while !slot.wanted {
+            if slot.stopping {
+                return;
+            }
+            slot = shared.changed.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
+    }
     let mut not_before: Option<Instant>;
     loop {
         let result = dial().map_err(|e| e.to_string());
@@ -415,7 +438,7 @@ mod tests {
     fn redials_after_failures_and_after_a_break() {
         let attempts = Arc::new(AtomicU32::new(0));
         let a = attempts.clone();
-        let (conn, thread) = ControlConn::start(backoff(), move || {
+        let (conn, thread) = ControlConn::start(backoff(), true, move || {
             // Two refusals, then connections numbered by attempt.
             match a.fetch_add(1, Ordering::SeqCst) {
                 0 | 1 => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused")),
@@ -446,6 +469,7 @@ mod tests {
                 max: Duration::from_secs(60),
                 jitter: 0.0,
             },
+            true,
             || Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused")),
         )
         .unwrap();
@@ -458,6 +482,23 @@ mod tests {
         let t = Instant::now();
         drop(thread);
         assert!(t.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_lazy_connection_is_dialed_by_the_first_lease() {
+        let attempts = Arc::new(AtomicU32::new(0));
+        let a = attempts.clone();
+        let (conn, thread) = ControlConn::start(backoff(), false, move || {
+            Ok(a.fetch_add(1, Ordering::SeqCst))
+        })
+        .unwrap();
+        assert!(!conn.connected(), "asking for readiness does not dial");
+        assert!(!conn.shared.lock().wanted);
+        assert_eq!(attempts.load(Ordering::SeqCst), 0, "no dial before a lease");
+        // The lease waits for the dial it triggers.
+        assert_eq!(conn.lease().unwrap().client, 0);
+        drop(thread);
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
     }
 
     #[test]
