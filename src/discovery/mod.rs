@@ -56,16 +56,21 @@ pub struct DiscoveryConfig {
     pub dns_refresh: Duration,
 }
 
-/// Spawns watches; cheap to share (the connection handle is reference-counted).
+/// Spawns watches; cheap to share (a clone is a reference count).
 #[derive(Clone)]
 pub struct Discovery {
+    shared: Arc<Shared>,
+}
+
+/// What every discovery thread reads; each thread holds an `Arc` of it.
+struct Shared {
     conn: ControlConn,
-    cfg: Arc<DiscoveryConfig>,
+    cfg: DiscoveryConfig,
     waker: Arc<dyn Wake>,
     profile_metrics: DiscoveryMetrics,
     endpoint_metrics: DiscoveryMetrics,
     /// Compiled path patterns, shared by every destination's profile.
-    patterns: Arc<PathPatterns>,
+    patterns: PathPatterns,
 }
 
 pub type ProfileRx = Receiver<Stamped<Arc<RoutedProfile>>>;
@@ -99,25 +104,28 @@ impl Discovery {
         endpoint_metrics: DiscoveryMetrics,
     ) -> Self {
         Discovery {
-            conn,
-            cfg: Arc::new(cfg),
-            waker,
-            profile_metrics,
-            endpoint_metrics,
-            patterns: Arc::default(),
+            shared: Arc::new(Shared {
+                conn,
+                cfg,
+                waker,
+                profile_metrics,
+                endpoint_metrics,
+                patterns: PathPatterns::default(),
+            }),
         }
     }
 
     /// Starts the threads for `name:port`.
     pub fn watch(&self, name: &str, port: u16) -> io::Result<Watch> {
+        let shared = &self.shared;
         let dst = format!("{name}:{port}");
         let mut hangups = Vec::with_capacity(2);
         let mut threads = Vec::with_capacity(2);
 
-        let profile = if self.cfg.profile_suffixes.matches(name) {
-            let (tx, rx) = updates::channel(self.waker.clone());
+        let profile = if shared.cfg.profile_suffixes.matches(name) {
+            let (tx, rx) = updates::channel(shared.waker.clone());
             let (hangup_tx, hangup) = oneshot::channel();
-            let this = Box::new(self.clone());
+            let this = shared.clone();
             let d = dst.clone();
             threads.push(spawn(format!("profile:{dst}"), move || {
                 this.run_profile(d, tx, hangup)
@@ -128,9 +136,9 @@ impl Discovery {
             None
         };
 
-        let (tx, endpoints) = updates::channel(self.waker.clone());
+        let (tx, endpoints) = updates::channel(shared.waker.clone());
         let (hangup_tx, hangup) = oneshot::channel();
-        let this = Box::new(self.clone());
+        let this = shared.clone();
         let d = dst.clone();
         let spawned = spawn(format!("endpoints:{dst}"), move || {
             this.run_endpoints(d, port, tx, hangup)
@@ -154,7 +162,9 @@ impl Discovery {
             threads,
         })
     }
+}
 
+impl Shared {
     fn run_profile(
         &self,
         dst: String,
@@ -221,9 +231,9 @@ impl Discovery {
     }
 }
 
-/// Spawns a discovery thread. What the thread needs is captured behind boxes
-/// (`f` itself, and the `Discovery` it clones), so the frames under its watch
-/// loop stay small: a parked thread keeps every page above its stack pointer
+/// Spawns a discovery thread. What the thread needs is captured behind
+/// pointers (`f` is boxed, and holds an `Arc` of the shared state), so the
+/// frames under its watch loop stay small: a parked thread keeps every page above its stack pointer
 /// (see `stack`).
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
     let f: Box<dyn FnOnce() + Send> = Box::new(f);
