@@ -305,6 +305,8 @@ impl Responses {
                     .latency_family
                     .as_ref()
                     .map(|f| f.series(self.base.clone().with("status_code", code)));
+                // Most handles only ever see one or two outcomes: grow by one.
+                self.seen.reserve_exact(1);
                 self.seen.push(Outcome {
                     status,
                     success,
