@@ -271,9 +271,15 @@ impl RequestHead {
     /// `format!("{name}:{port}")` is a valid authority); the port defaults to 80. `None` only
     /// for an HTTP/1.0 request with none of the three.
     pub fn authority(&self) -> Option<(String, u16)> {
+        self.authority_raw()
+            .map(|(host, port)| (host.to_ascii_lowercase(), port))
+    }
+
+    /// [`RequestHead::authority`] as the client wrote the host (not lowercased),
+    /// without allocating.
+    pub fn authority_raw(&self) -> Option<(&str, u16)> {
         let routing = self.routing?;
-        let name = self.fields.str_of(routing.host).to_ascii_lowercase();
-        Some((name, routing.port))
+        Some((self.fields.str_of(routing.host), routing.port))
     }
 
     /// Where [`RequestHead::authority`] came from.

@@ -42,6 +42,9 @@ pub const MAX_REPLAY_BODY: usize = 64 * 1024;
 /// sent on a pooled connection the upstream had already closed can be sent
 /// again on a fresh one.
 const MAX_REUSE_REPLAY_BODY: usize = 4 * 1024;
+/// An upstream head buffer kept for the connection's next request is at most
+/// this big: a replayed body can grow it, and that memory goes back.
+const SPARE_HEAD_MAX: usize = 4 * 1024;
 
 #[derive(PartialEq, Eq)]
 pub(super) enum Resp {
@@ -148,7 +151,10 @@ impl Session {
         }
         let timeout = policy.and_then(|r| r.timeout);
 
-        let mut upstream_head = Vec::with_capacity(512);
+        // The last exchange's head buffer, when there was one (see
+        // `finish_exchange`).
+        let mut upstream_head = self.spare_head.take().unwrap_or_default();
+        upstream_head.reserve(512);
         head.write_upstream(&mut upstream_head, head.upstream_host());
         let mut req = Pipe::default();
         let body = has_body(&head).then(|| BodyDecoder::new(head.framing()));
@@ -376,11 +382,11 @@ impl Session {
                 Ok(http1::Parsed::Complete { head, consumed }) => {
                     up.inbuf.consume(consumed);
                     progress = true;
-                    let mut out = Vec::with_capacity(256);
                     if head.is_interim() {
                         // Interim response (100 Continue): pass it on to an
                         // HTTP/1.1 client and wait for the final one.
                         if ex.client_minor >= 1 && !ex.sent_continue {
+                            let mut out = Vec::new();
                             head.write_downstream(&mut out, false, ex.client_minor);
                             resp.push_head(&out);
                         }
@@ -421,6 +427,7 @@ impl Session {
                     ex.head_latency = Some(ctx.now.saturating_duration_since(ex.started));
                     if ex.connect && (200..300).contains(&head.status()) {
                         // The upstream agreed to CONNECT: a tunnel from here.
+                        let mut out = Vec::new();
                         head.write_tunnel_established(&mut out);
                         resp.set_body(&out, None);
                         ex.resp_state = Resp::Switching;
@@ -437,13 +444,17 @@ impl Session {
                         self.upstream_failed(UpstreamError::Protocol, ctx);
                         return Ok(true);
                     }
-                    let after = head.write_downstream(&mut out, !ex.keep_alive, ex.client_minor);
+                    // Straight into the client pipe's buffer (after any
+                    // interim head), which keeps its capacity between
+                    // responses: no allocation per response.
+                    let after =
+                        head.write_downstream(resp.head_buf(), !ex.keep_alive, ex.client_minor);
                     if after == AfterResponse::Close {
                         ex.keep_alive = false;
                     }
                     let body = (head.framing() != BodyFraming::None)
                         .then(|| BodyDecoder::new(head.framing()));
-                    resp.set_body(&out, body);
+                    resp.set_framing(body);
                     if ex.client_minor == 0 && head.framing() == BodyFraming::Chunked {
                         resp.dechunk();
                     }
@@ -503,6 +514,7 @@ impl Session {
         let Some(mut ex) = self.ex.take() else {
             return false;
         };
+        self.spare_head = ex.req.take_head(SPARE_HEAD_MAX);
         self.clear_exchange_deadlines();
         let latency = ex
             .head_latency

@@ -95,9 +95,29 @@ impl Pipe {
     /// Sets the body framing after interim heads were queued.
     pub fn set_body(&mut self, head: &[u8], body: Option<BodyDecoder>) {
         self.head.extend_from_slice(head);
+        self.set_framing(body);
+    }
+
+    /// The buffer the head goes out from, to write a head straight into
+    /// before [`Pipe::set_framing`]: its capacity outlives each message.
+    pub fn head_buf(&mut self) -> &mut Vec<u8> {
+        &mut self.head
+    }
+
+    /// [`Pipe::set_body`] for a head already written into [`Pipe::head_buf`].
+    pub fn set_framing(&mut self, body: Option<BodyDecoder>) {
         self.decoded = body.is_none();
         self.body = body;
         self.active = true;
+    }
+
+    /// Gives up the head buffer, emptied, for the next message to reuse
+    /// (`None` when it grew past `keep` bytes, which then go back to the
+    /// allocator).
+    pub fn take_head(&mut self, keep: usize) -> Option<Vec<u8>> {
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
+        (head.capacity() <= keep).then_some(head)
     }
 
     /// From here on, the body's chunked framing (size lines, CRLFs, trailers) is dropped
