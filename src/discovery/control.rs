@@ -506,6 +506,10 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         assert!(connect(&addr.to_string(), Duration::from_secs(1)).is_ok());
+        // A name: every address it resolves to is tried (`localhost` may
+        // resolve to ::1 before 127.0.0.1).
+        let by_name = format!("localhost:{}", addr.port());
+        assert!(connect(&by_name, Duration::from_secs(1)).is_ok());
         drop(l);
         let e = connect(&addr.to_string(), Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
