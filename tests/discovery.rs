@@ -28,10 +28,7 @@ fn the_first_request_waits_for_discovery_and_succeeds() {
     ctl.profile(BOOKS, &profile(vec![route("first", None, "/first")]));
     ctl.endpoints(BOOKS, &[be.addr()]);
     assert_eq!(first.join().unwrap().unwrap(), 200);
-    assert_eq!(
-        metric(&app, "route_request_total", &[("rt_route", "first")]),
-        1.0
-    );
+    assert_eq!(route_requests(&app, "first"), 1.0);
     let reqs = ctl.requests();
     assert!(reqs
         .iter()
@@ -62,10 +59,7 @@ fn controller_restart_keeps_stale_routes_and_the_stream_comes_back() {
     for _ in 0..5 {
         assert_eq!(get(&app, BOOKS, "/").status, 200);
     }
-    assert_eq!(
-        metric(&app, "route_request_total", &[("rt_route", "before")]),
-        6.0
-    );
+    assert_eq!(route_requests(&app, "before"), 6.0);
     eventually("the proxy notices and backs off", || {
         metric(&app, "spoke_discovery_errors_total", &[("kind", "profile")]) >= 1.0
     });
@@ -84,7 +78,7 @@ fn controller_restart_keeps_stale_routes_and_the_stream_comes_back() {
     ctl.profile(BOOKS, &profile(vec![route("after", None, "/.*")]));
     eventually("the new profile applies", || {
         get(&app, BOOKS, "/");
-        metric(&app, "route_request_total", &[("rt_route", "after")]) >= 1.0
+        route_requests(&app, "after") >= 1.0
     });
 }
 
@@ -143,11 +137,7 @@ fn an_idle_destination_is_evicted_and_its_streams_cancelled() {
 
 #[test]
 fn hostile_profiles_are_contained() {
-    let ctl = MockController::start();
-    let books = backend("books");
-    let authors = backend("authors");
-    ctl.endpoints(BOOKS, &[books.addr()]);
-    ctl.endpoints(AUTHORS, &[authors.addr()]);
+    let (ctl, _books, _authors) = books_and_authors();
 
     // A bad regex drops that route only; a garbage duration drops only the
     // timeout.
@@ -169,18 +159,9 @@ fn hostile_profiles_are_contained() {
     assert_eq!(get(&app, BOOKS, "/ok").status, 200);
     assert_eq!(get(&app, BOOKS, "/timed").status, 200);
     assert_eq!(get(&app, BOOKS, "/(unclosed").status, 200);
-    assert_eq!(
-        metric(&app, "route_request_total", &[("rt_route", "ok")]),
-        1.0
-    );
-    assert_eq!(
-        metric(&app, "route_request_total", &[("rt_route", "timed")]),
-        1.0
-    );
-    assert_eq!(
-        metric(&app, "route_request_total", &[("rt_route", "broken")]),
-        0.0
-    );
+    assert_eq!(route_requests(&app, "ok"), 1.0);
+    assert_eq!(route_requests(&app, "timed"), 1.0);
+    assert_eq!(route_requests(&app, "broken"), 0.0);
     assert_eq!(get(&app, AUTHORS, "/").status, 200);
 
     // 10,000 nested `not`s, as bytes (no encoder would recurse that deep).
@@ -194,24 +175,17 @@ fn hostile_profiles_are_contained() {
     });
     // books keeps its last good profile, and authors keeps updating.
     assert_eq!(get(&app, BOOKS, "/ok").status, 200);
-    assert_eq!(
-        metric(&app, "route_request_total", &[("rt_route", "ok")]),
-        2.0
-    );
+    assert_eq!(route_requests(&app, "ok"), 2.0);
     ctl.profile(AUTHORS, &profile(vec![route("a2", None, "/.*")]));
     eventually("authors still gets updates", || {
         get(&app, AUTHORS, "/");
-        metric(&app, "route_request_total", &[("rt_route", "a2")]) >= 1.0
+        route_requests(&app, "a2") >= 1.0
     });
 }
 
 #[test]
 fn oversized_control_plane_messages_are_refused() {
-    let ctl = MockController::start();
-    let books = backend("books");
-    let authors = backend("authors");
-    ctl.endpoints(BOOKS, &[books.addr()]);
-    ctl.endpoints(AUTHORS, &[authors.addr()]);
+    let (ctl, _books, _authors) = books_and_authors();
     ctl.profile(BOOKS, &profile(vec![route("ok", None, "/ok")]));
     let app = proxy(&config(ctl.addr()));
     assert_eq!(get(&app, BOOKS, "/ok").status, 200);
@@ -231,19 +205,32 @@ fn oversized_control_plane_messages_are_refused() {
     // carries the other destinations.
     get(&app, BOOKS, "/huge");
     assert_eq!(get(&app, BOOKS, "/ok").status, 200);
-    assert_eq!(
-        metric(&app, "route_request_total", &[("rt_route", "ok")]),
-        2.0
-    );
-    assert_eq!(
-        metric(&app, "route_request_total", &[("rt_route", "huge")]),
-        0.0
-    );
+    assert_eq!(route_requests(&app, "ok"), 2.0);
+    assert_eq!(route_requests(&app, "huge"), 0.0);
     ctl.profile(AUTHORS, &profile(vec![route("a1", None, "/.*")]));
     eventually("authors gets its profile", || {
         get(&app, AUTHORS, "/");
-        metric(&app, "route_request_total", &[("rt_route", "a1")]) >= 1.0
+        route_requests(&app, "a1") >= 1.0
     });
+}
+
+/// A controller that knows books and authors, each with its own backend.
+fn books_and_authors() -> (
+    MockController,
+    spoke::devtools::Backend,
+    spoke::devtools::Backend,
+) {
+    let ctl = MockController::start();
+    let books = backend("books");
+    let authors = backend("authors");
+    ctl.endpoints(BOOKS, &[books.addr()]);
+    ctl.endpoints(AUTHORS, &[authors.addr()]);
+    (ctl, books, authors)
+}
+
+/// `route_request_total` of the route named `route`.
+fn route_requests(app: &spoke::app::App, route: &str) -> f64 {
+    metric(app, "route_request_total", &[("rt_route", route)])
 }
 
 /// A `DestinationProfile` with one route whose condition is `depth` nested
