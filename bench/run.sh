@@ -232,14 +232,16 @@ mem_record() { # TARGET PHASE PID
 
 # ------------------------------------------------------------------ configs
 
-write_nginx_backend() {
-  cat >"$RUN/backend.conf" <<EOF
-# Backend: one nginx process answering a fixed 200 to every request.
+# nginx_head NAME: what both nginx configs share: one process (master_process off, so
+# the worker *is* the process measured), no logging, keep-alive to clients. Leaves the
+# `http` block open.
+nginx_head() {
+  cat <<EOF
 worker_processes 1;
 master_process off;
 daemon off;
-pid $RUN/backend.pid;
-error_log $RUN/logs/backend.err warn;
+pid $RUN/$1.pid;
+error_log $RUN/logs/$1.err warn;
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -247,27 +249,25 @@ http {
   uwsgi_temp_path $RUN/tmp; scgi_temp_path $RUN/tmp;
   keepalive_requests 10000000;
   keepalive_timeout 300s;
-  server { listen $BACKEND; location / { return 200 "ok\n"; } }
-}
 EOF
 }
 
+write_nginx_backend() {
+  {
+    echo "# Backend: one nginx process answering a fixed 200 to every request."
+    nginx_head backend
+    cat <<EOF
+  server { listen $BACKEND; location / { return 200 "ok\n"; } }
+}
+EOF
+  } >"$RUN/backend.conf"
+}
+
 write_nginx_proxy() {
-  cat >"$RUN/nginx.conf" <<EOF
-# nginx as a reverse proxy: one process (master_process off, so the worker *is* the
-# process measured), keep-alive to the upstream.
-worker_processes 1;
-master_process off;
-daemon off;
-pid $RUN/nginx.pid;
-error_log $RUN/logs/nginx.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $RUN/tmp; proxy_temp_path $RUN/tmp; fastcgi_temp_path $RUN/tmp;
-  uwsgi_temp_path $RUN/tmp; scgi_temp_path $RUN/tmp;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
+  {
+    echo "# nginx as a reverse proxy, keep-alive to the upstream."
+    nginx_head nginx
+    cat <<EOF
   upstream backend {
     server $BACKEND;
     keepalive 128;
@@ -285,6 +285,7 @@ http {
   }
 }
 EOF
+  } >"$RUN/nginx.conf"
 }
 
 write_haproxy() {
