@@ -14,6 +14,7 @@
 include!(concat!(env!("OUT_DIR"), "/proto/mod.rs"));
 
 use destination::{DestinationProfile, GetDestination, Update};
+use protobuf::well_known_types::empty::Empty;
 
 /// The largest message spoke accepts from the control plane: gRPC's default
 /// receive limit. The connection runs without gRPC's message-size filter (see
@@ -80,3 +81,22 @@ mod tests {
         assert!(e.to_string().contains("4194305-byte message"), "{e}");
     }
 }
+
+/// `grpc.health.v1.Health/Check`, asked once of each new control-plane
+/// connection to learn that gRPC answers on it (see `discovery::control`).
+/// The request is a `HealthCheckRequest` with no service named (the server as
+/// a whole), which encodes to zero bytes, like `Empty`; the response's fields
+/// are not read. A server without the health service answers UNIMPLEMENTED,
+/// which proves as much.
+pub const METHOD_HEALTH_CHECK: grpcio::Method<Empty, Empty> = grpcio::Method {
+    ty: grpcio::MethodType::Unary,
+    name: "/grpc.health.v1.Health/Check",
+    req_mar: grpcio::Marshaller {
+        ser: grpcio::pb_ser,
+        de: grpcio::pb_de,
+    },
+    resp_mar: grpcio::Marshaller {
+        ser: grpcio::pb_ser,
+        de: bounded_de,
+    },
+};

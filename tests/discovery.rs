@@ -46,6 +46,25 @@ fn no_discovery_answer_fails_fast_with_503() {
 }
 
 #[test]
+fn a_control_plane_address_without_grpc_is_not_ready() {
+    // An HTTP/1 server where the control plane should be: TCP connects, gRPC
+    // never answers.
+    let not_grpc = backend("not-grpc");
+    let app = proxy(&config(not_grpc.addr()).set(config::FAILFAST_TIMEOUT, "300ms"));
+    let r = get(&app, BOOKS, "/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    eventually("discovery finds no connection to use", || {
+        metric(
+            &app,
+            "spoke_discovery_errors_total",
+            &[("kind", "endpoints"), ("code", "unavailable")],
+        ) >= 1.0
+    });
+    let ready = spoke::devtools::get(app.admin_addr(), "localhost", "/ready").unwrap();
+    assert_eq!(ready.status, 503);
+}
+
+#[test]
 fn controller_restart_keeps_stale_routes_and_the_stream_comes_back() {
     let mut ctl = MockController::start();
     let be = backend("books");

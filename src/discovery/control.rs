@@ -33,10 +33,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use grpcio::{ChannelBuilder, Client, Environment};
+use grpcio::{CallOption, ChannelBuilder, Client, Environment};
 
 use super::backoff::Backoff;
 use crate::config::BackoffConfig;
+use crate::proto::METHOD_HEALTH_CHECK;
 
 /// How long a discovery thread waits for a dial already in progress before it
 /// backs off on its own. Short, so an evicted destination's thread still
@@ -343,8 +344,9 @@ fn run<C: Clone>(
     }
 }
 
-/// Dials `addr` (`host:port`; every resolved address in turn) and runs gRPC
-/// over the socket as a direct channel.
+/// Dials `addr` (`host:port`; every resolved address in turn), runs gRPC over
+/// the socket as a direct channel, and checks that gRPC answers on it (see
+/// [`probe`]). `timeout` bounds the connect and the probe.
 pub fn dial(env: &Arc<Environment>, addr: &str, timeout: Duration) -> io::Result<Client> {
     let stream = connect(addr, timeout)?;
     stream.set_nodelay(true)?;
@@ -353,7 +355,49 @@ pub fn dial(env: &Arc<Environment>, addr: &str, timeout: Duration) -> io::Result
         // message-size filters (spoke sets no deadlines on its streams, and
         // `proto`'s marshallers bound message sizes).
         .raw_cfg_int(c"grpc.minimal_stack".into(), 1);
-    Ok(Client::new(over_socket(builder, addr, stream)))
+    let client = Client::new(over_socket(builder, addr, stream));
+    probe(&client, timeout)?;
+    Ok(client)
+}
+
+/// A TCP connection proves little (a load balancer, or the wrong port), and
+/// readiness follows this connection: ask one unary call and accept any
+/// answer that comes from a gRPC server, which also means the HTTP/2
+/// handshake went through.
+fn probe(client: &Client, timeout: Duration) -> io::Result<()> {
+    let request = protobuf::well_known_types::empty::Empty::new();
+    let mut call = client
+        .unary_call_async(&METHOD_HEALTH_CHECK, &request, CallOption::default())
+        .map_err(|e| io::Error::other(format!("cannot start the gRPC probe: {e}")))?;
+    // Dropping the call on a timeout cancels it.
+    match super::wait::block_on_timeout(&mut call, Some(timeout)) {
+        None => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no gRPC answer within {timeout:?}"),
+        )),
+        Some(result) => probe_verdict(result),
+    }
+}
+
+/// Whether the probe's outcome shows a gRPC server at the other end.
+fn probe_verdict<T>(result: grpcio::Result<T>) -> io::Result<()> {
+    use grpcio::RpcStatusCode as C;
+    match result {
+        Ok(_) => Ok(()),
+        // A status the server chose: it speaks gRPC (UNIMPLEMENTED when it
+        // has no health service).
+        Err(grpcio::Error::RpcFailure(s))
+            if !matches!(
+                s.code(),
+                C::UNAVAILABLE | C::INTERNAL | C::UNKNOWN | C::CANCELLED
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(io::Error::other(format!(
+            "no gRPC server answers there: {e}"
+        ))),
+    }
 }
 
 fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
@@ -499,6 +543,19 @@ mod tests {
         assert_eq!(conn.lease().unwrap().client, 0);
         drop(thread);
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn only_an_answer_from_a_grpc_server_passes_the_probe() {
+        use grpcio::{Error, RpcStatus, RpcStatusCode as C};
+        let status = |code| Err::<(), _>(Error::RpcFailure(RpcStatus::new(code)));
+        assert!(probe_verdict(Ok(())).is_ok());
+        assert!(probe_verdict(status(C::UNIMPLEMENTED)).is_ok());
+        assert!(probe_verdict(status(C::NOT_FOUND)).is_ok());
+        // What a transport that fails (or an HTTP/1 server) turns into.
+        assert!(probe_verdict(status(C::UNAVAILABLE)).is_err());
+        assert!(probe_verdict(status(C::INTERNAL)).is_err());
+        assert!(probe_verdict(Err::<(), _>(Error::RemoteStopped)).is_err());
     }
 
     #[test]
