@@ -180,8 +180,8 @@ impl<C: Clone + Send + 'static> ControlConn<C> {
         eager: bool,
         dial: impl FnMut() -> io::Result<C> + Send + 'static,
     ) -> io::Result<(Self, ControlThread<C>)> {
-        // Dialing from the start: streams that ask before the first dial
-        // ends wait for it rather than back off.
+        // An eager connection counts as dialing from the start, so streams
+        // that ask before the first dial ends wait for it rather than back off.
         let mut slot = Slot::new();
         slot.wanted = eager;
         slot.dialing = eager;
@@ -250,7 +250,8 @@ impl<C: Clone + Send + 'static> ControlConn<C> {
         self.shared.lock().lease().is_some()
     }
 
-    /// Makes the `control` thread return (within one dial at most).
+    /// Makes the `control` thread return (at once, or after the dial in
+    /// progress: its connects and probe are bounded by their timeout).
     pub fn stop(&self) {
         self.shared.lock().stopping = true;
         self.shared.changed.notify_all();
