@@ -68,20 +68,6 @@ pub const METHOD_GET_PROFILE: grpcio::Method<GetDestination, DestinationProfile>
     },
 };
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_over_the_limit_are_refused() {
-        assert!(check_size(0).is_ok());
-        assert!(check_size(MAX_MESSAGE_BYTES).is_ok());
-        let e = check_size(MAX_MESSAGE_BYTES + 1).unwrap_err();
-        assert!(matches!(e, grpcio::Error::Codec(_)), "{e:?}");
-        assert!(e.to_string().contains("4194305-byte message"), "{e}");
-    }
-}
-
 /// `grpc.health.v1.Health/Check`, asked once of each new control-plane
 /// connection to learn that gRPC answers on it (see `discovery::control`).
 /// The request is a `HealthCheckRequest` with no service named (the server as
@@ -100,3 +86,17 @@ pub const METHOD_HEALTH_CHECK: grpcio::Method<Empty, Empty> = grpcio::Method {
         de: bounded_de,
     },
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_over_the_limit_are_refused() {
+        assert!(check_size(0).is_ok());
+        assert!(check_size(MAX_MESSAGE_BYTES).is_ok());
+        let e = check_size(MAX_MESSAGE_BYTES + 1).unwrap_err();
+        assert!(matches!(e, grpcio::Error::Codec(_)), "{e:?}");
+        assert!(e.to_string().contains("4194305-byte message"), "{e}");
+    }
+}

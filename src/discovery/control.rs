@@ -8,10 +8,13 @@
 //! holds 2,000 of them; none of that machinery is used for one address.
 //!
 //! A direct channel cannot reconnect, so the `control` thread owns the
-//! connection's life:
+//! connection's life. An eager connection (a remote control plane, which
+//! `/ready` reports on) is dialed at start; a lazy one (the embedded
+//! controller) when the first stream asks for it.
 //!
 //! ```text
-//!   dial ok: install (generation + 1)         a stream on the current
+//!   dial ok (TCP connect, then one gRPC
+//!   call answered): install (generation + 1)  a stream on the current
 //!   +-------------------------------+         generation fails UNAVAILABLE
 //!   |                               v         (or cannot start)
 //! Dialing                        Connected --------------------------+
