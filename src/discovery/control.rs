@@ -48,7 +48,6 @@ use crate::proto::METHOD_HEALTH_CHECK;
 const LEASE_WAIT: Duration = Duration::from_millis(250);
 
 /// A connected client and the generation of the connection it runs on.
-#[derive(Clone)]
 pub struct Lease<C> {
     pub generation: u64,
     pub client: C,
@@ -85,6 +84,11 @@ impl<C: Clone> Slot<C> {
             stopping: false,
             last_error: None,
         }
+    }
+
+    /// A connection is installed and no stream has reported it broken.
+    fn is_up(&self) -> bool {
+        self.current.is_some() && !self.broken
     }
 
     fn lease(&self) -> Option<Lease<C>> {
@@ -250,7 +254,7 @@ impl<C: Clone + Send + 'static> ControlConn<C> {
 
     /// True while a connection is up and no stream has seen it fail.
     pub fn connected(&self) -> bool {
-        self.shared.lock().lease().is_some()
+        self.shared.lock().is_up()
     }
 
     /// Makes the `control` thread return (at once, or after the dial in
