@@ -139,13 +139,15 @@ def render(recs):
     out.append(
         "Layout: proxy alone on CPU 1; backend (nginx, fixed 200) and load generator on CPU 0. "
         "Every request is `GET %s` with `Host: books.default.svc.cluster.local:7000`. "
-        "Throughput: wrk, 1 thread, %s keep-alive connections, %s s, median of %s. "
+        "Throughput: wrk, 1 thread, %s keep-alive connections, %s s per run in %s s slices "
+        "interleaved with the other targets' slices, median of %s runs. "
         "Latency: bench/loadgen.py at a fixed %s req/s for %s s over %s connections, measured "
         "from each request's intended send time (coordinated-omission corrected).\n"
         % (
             meta.get("path"),
             meta.get("conns"),
             meta.get("duration_s"),
+            meta.get("slice_s", meta.get("duration_s")),
             meta.get("runs"),
             meta.get("rate"),
             meta.get("lat_duration_s"),

@@ -9,14 +9,15 @@
 #
 # Layout (2 cores): the proxy under test alone on CPU 1; the backend (nginx, fixed 200) and
 # the load generator on CPU 0. The "1 core" latency runs move the proxy onto CPU 0 too.
-# All targets run at once and their runs are interleaved (see below). Loopback only; every run
-# is bounded (about 6 minutes in all with the defaults).
+# All targets run at once and their throughput runs are cut into short wrk slices that are
+# interleaved across targets (see below). Loopback only; every run is bounded (about 6
+# minutes in all with the defaults).
 #
 # Usage: bench/run.sh [--quick] [--targets "direct nginx haproxy spoke spoke-routes"]
 #                     [--no-install] [--keep]
 # Env:   SPOKE_BIN (default $CARGO_TARGET_DIR/release/spoke, else /var/tmp/spoke-target/...),
-#        BENCH_DURATION (10), BENCH_RUNS (3), BENCH_RATE (2000), BENCH_CONNS (64),
-#        BENCH_PORT_BASE (18000).
+#        BENCH_DURATION (10), BENCH_SLICE (2), BENCH_RUNS (3), BENCH_RATE (2000),
+#        BENCH_CONNS (64), BENCH_PORT_BASE (18000).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,12 +31,13 @@ TARGETS="direct nginx haproxy spoke spoke-routes"
 INSTALL=1
 KEEP=0
 LAT_DURATION=10
+SLICE=${BENCH_SLICE:-2}
 ROUTES=100
 DESTS=1000
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) DURATION=3; RUNS=1; LAT_DURATION=3; shift ;;
+    --quick) DURATION=3; RUNS=1; LAT_DURATION=3; SLICE=3; shift ;;
     --targets) TARGETS=$2; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --keep) KEEP=1; shift ;;
@@ -43,6 +45,15 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
+
+# A throughput run of DURATION seconds is SLICES wrk slices of SLICE seconds each,
+# interleaved with the other targets' slices (see "max throughput" below).
+case "$DURATION$SLICE" in *[!0-9]*) echo "run.sh: BENCH_DURATION and BENCH_SLICE are whole seconds" >&2; exit 2 ;; esac
+if [ "$SLICE" -lt 1 ] || [ $((DURATION % SLICE)) -ne 0 ]; then
+  echo "run.sh: BENCH_SLICE ($SLICE) must divide BENCH_DURATION ($DURATION)" >&2
+  exit 2
+fi
+SLICES=$((DURATION / SLICE))
 
 BACKEND_PORT=$((PORT_BASE + 1))
 NGINX_PORT=$((PORT_BASE + 2))
@@ -184,31 +195,52 @@ mem() {
 
 record() { printf '%s\n' "$1" >>"$RAW"; }
 
-# wrk_run TARGET RUN_NO: one closed-loop max-throughput run against a started target.
-wrk_run() {
-  local target=$1 n=$2 port=${TPORT[$1]} pid=${TPID[$1]} t0=0 t1=0 s0 s1 out
+# wrk_slice TARGET: one closed-loop wrk slice of $SLICE seconds against a started target;
+# adds its requests, seconds, proxy CPU ticks, errors and steal to the target's running
+# totals (SUM_*), which wrk_record turns into one run.
+wrk_slice() {
+  local target=$1 port=${TPORT[$1]} pid=${TPID[$1]} t0=0 t1=0 s0 s1 out
   s0=$(steal)
   [ "$pid" = - ] || t0=$(ticks "$pid")
-  out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HOST_HDR" \
+  out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SLICE}s" -H "$HOST_HDR" \
     "http://127.0.0.1:$port$REQ_PATH")
   [ "$pid" = - ] || t1=$(ticks "$pid")
   s1=$(steal)
-  local reqs secs rps non2xx sockerr
+  local reqs secs non2xx sockerr sa0 sa1 sb0 sb1
   reqs=$(awk '/requests in/{print $1}' <<<"$out")
   secs=$(awk '/requests in/{sub(/s,$/, "", $4); print $4}' <<<"$out")
-  rps=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/{print $NF}' <<<"$out")
   sockerr=$({ grep 'Socket errors' <<<"$out" || true; } | { grep -o '[0-9]\+' || true; } |
     awk '{s += $1} END {print s + 0}')
-  if [ -z "$reqs" ] || [ -z "$rps" ]; then
+  if [ -z "$reqs" ] || [ -z "$secs" ]; then
     echo "$out" >&2
     die "could not parse wrk output"
   fi
-  log "  $target wrk run $n: $rps req/s, $((t1 - t0)) CPU ticks, errors ${non2xx:-0}+${sockerr:-0}"
+  read -r sa0 sb0 <<<"$s0"
+  read -r sa1 sb1 <<<"$s1"
+  SUM_REQS[$target]=$((${SUM_REQS[$target]:-0} + reqs))
+  SUM_SECS[$target]=$(awk -v a="${SUM_SECS[$target]:-0}" -v b="${secs%s}" 'BEGIN{print a + b}')
+  SUM_TICKS[$target]=$((${SUM_TICKS[$target]:-0} + t1 - t0))
+  SUM_NON2XX[$target]=$((${SUM_NON2XX[$target]:-0} + ${non2xx:-0}))
+  SUM_SOCKERR[$target]=$((${SUM_SOCKERR[$target]:-0} + sockerr))
+  SUM_STEAL0[$target]=$((${SUM_STEAL0[$target]:-0} + sa1 - sa0))
+  SUM_STEAL1[$target]=$((${SUM_STEAL1[$target]:-0} + sb1 - sb0))
+}
+
+# wrk_record TARGET RUN_NO: records the slices summed since the last call as one run, and
+# resets the totals.
+wrk_record() {
+  local target=$1 n=$2 pid=${TPID[$1]} reqs=${SUM_REQS[$1]} secs=${SUM_SECS[$1]} rps
+  rps=$(awk -v r="$reqs" -v s="$secs" 'BEGIN{printf "%.2f", (s > 0 ? r / s : 0)}')
+  log "  $target wrk run $n: $rps req/s, ${SUM_TICKS[$target]} CPU ticks," \
+    "errors ${SUM_NON2XX[$target]}+${SUM_SOCKERR[$target]}"
   record "{\"target\":\"$target\",\"kind\":\"wrk\",\"run\":$n,\"rps\":$rps,\"requests\":$reqs,\
-\"seconds\":${secs%s},\"cpu_ticks\":$((t1 - t0)),\"clk_tck\":$CLK_TCK,\
-\"non2xx\":${non2xx:-0},\"socket_errors\":${sockerr:-0},$(steal_json "$s0" "$s1"),\
+\"seconds\":$secs,\"slices\":$SLICES,\"cpu_ticks\":${SUM_TICKS[$target]},\"clk_tck\":$CLK_TCK,\
+\"non2xx\":${SUM_NON2XX[$target]},\"socket_errors\":${SUM_SOCKERR[$target]},\
+\"steal_ticks_cpu0\":${SUM_STEAL0[$target]},\"steal_ticks_cpu1\":${SUM_STEAL1[$target]},\
 \"has_proxy\":$([ "$pid" = - ] && echo false || echo true)}"
+  SUM_REQS[$target]=0; SUM_SECS[$target]=0; SUM_TICKS[$target]=0; SUM_NON2XX[$target]=0
+  SUM_SOCKERR[$target]=0; SUM_STEAL0[$target]=0; SUM_STEAL1[$target]=0
 }
 
 # lat_run TARGET LAYOUT: fixed-rate latency with the CO correction.
@@ -373,7 +405,7 @@ if [ "$HAVE_SPOKE" = 1 ]; then
 fi
 record "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"nproc\":$(nproc),\
 \"cpu\":\"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)\",\"kernel\":\"$(uname -r)\",\
-\"busy_before_pct\":$BUSY,\"duration_s\":$DURATION,\"runs\":$RUNS,\"rate\":$RATE,\"conns\":$CONNS,\
+\"busy_before_pct\":$BUSY,\"duration_s\":$DURATION,\"slice_s\":$SLICE,\"runs\":$RUNS,\"rate\":$RATE,\"conns\":$CONNS,\
 \"lat_duration_s\":$LAT_DURATION,\"path\":\"$REQ_PATH\",\
 \"nginx\":\"$(nginx -v 2>&1 | sed 's/.*\///')\",\"haproxy\":\"$(haproxy -v | awk 'NR==1{print $3}')\",\
 \"wrk\":\"$(wrk -v 2>&1 | awk 'NR==1{print $2}')\",\
@@ -439,9 +471,20 @@ for t in "${ACTIVE[@]}"; do # warm-up (connections, caches, spoke's first discov
     "http://127.0.0.1:${TPORT[$t]}$REQ_PATH" >/dev/null
 done
 
-log "max throughput: $RUNS rounds of ${DURATION}s runs"
+log "max throughput: $RUNS runs of ${DURATION}s per target, in ${SLICE}s slices"
+declare -A SUM_REQS SUM_SECS SUM_TICKS SUM_NON2XX SUM_SOCKERR SUM_STEAL0 SUM_STEAL1
+cycle=0
 for n in $(seq "$RUNS"); do
-  for t in "${ACTIVE[@]}"; do wrk_run "$t" "$n"; done
+  for _ in $(seq "$SLICES"); do
+    # One slice of every target, starting one target later each cycle, so that no target
+    # always follows the same one (say, the direct run that leaves CPU 1 idle).
+    count=${#ACTIVE[@]}
+    for i in $(seq 0 $((count - 1))); do
+      wrk_slice "${ACTIVE[$(((i + cycle) % count))]}"
+    done
+    cycle=$((cycle + 1))
+  done
+  for t in "${ACTIVE[@]}"; do wrk_record "$t" "$n"; done
 done
 
 log "latency at $RATE req/s, proxies on CPU 1"
