@@ -358,6 +358,7 @@ fn run<C: Clone>(
 pub fn dial(env: &Arc<Environment>, addr: &str, timeout: Duration) -> io::Result<Client> {
     let stream = connect(addr, timeout)?;
     stream.set_nodelay(true)?;
+    watch_liveness(&stream)?;
     let builder = ChannelBuilder::new(env.clone())
         // Only the transport and the HTTP client filter: no deadline or
         // message-size filters (spoke sets no deadlines on its streams, and
@@ -406,6 +407,32 @@ fn probe_verdict<T>(result: grpcio::Result<T>) -> io::Result<()> {
             "no gRPC server answers there: {e}"
         ))),
     }
+}
+
+/// TCP keepalive: the first probe after this much silence on the connection,
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// then one every `KEEPALIVE_INTERVAL`, at most `KEEPALIVE_PROBES` unanswered.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_PROBES: u32 = 3;
+/// Probes or data unacknowledged for this long fail the connection (on Linux
+/// this also decides when keepalive gives up).
+const USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A watch can be silent for hours, so a control plane whose host vanished
+/// (no FIN, no RST) would leave every stream waiting on a dead connection.
+/// Kernel keepalive probes and the user timeout find that out within about
+/// 35 s; the transport then fails, the streams end `UNAVAILABLE` and the
+/// connection is re-dialed. TCP probes rather than HTTP/2 pings: servers may
+/// answer frequent pings with `GOAWAY` (gRPC-Go allows one every 5 minutes by
+/// default), while TCP probes never reach the application.
+fn watch_liveness(stream: &TcpStream) -> io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(USER_TIMEOUT))
 }
 
 fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
@@ -564,6 +591,19 @@ mod tests {
         assert!(probe_verdict(status(C::UNAVAILABLE)).is_err());
         assert!(probe_verdict(status(C::INTERNAL)).is_err());
         assert!(probe_verdict(Err::<(), _>(Error::RemoteStopped)).is_err());
+    }
+
+    #[test]
+    fn control_sockets_probe_a_silent_peer() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        watch_liveness(&stream).unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
     }
 
     #[test]
