@@ -142,6 +142,7 @@ impl App {
         };
         let loop_cfg = LoopConfig {
             connect_timeout: cfg.connect_timeout,
+            connect_keepalive: cfg.connect_keepalive,
             failfast_timeout: cfg.failfast_timeout,
             pool_idle_timeout: cfg.pool_idle_timeout,
             discovery_idle_timeout: cfg.discovery_idle_timeout,

@@ -58,6 +58,7 @@ pub const OUTBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR";
 pub const INBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_INBOUND_LISTEN_ADDR";
 pub const ADMIN_LISTEN_ADDR: &str = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR";
 pub const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
+pub const OUTBOUND_CONNECT_KEEPALIVE: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE";
 pub const BACKOFF_MIN: &str = "LINKERD2_PROXY_CONTROL_EXP_BACKOFF_MIN";
 pub const BACKOFF_MAX: &str = "LINKERD2_PROXY_CONTROL_EXP_BACKOFF_MAX";
 pub const BACKOFF_JITTER: &str = "LINKERD2_PROXY_CONTROL_EXP_BACKOFF_JITTER";
@@ -167,6 +168,9 @@ pub struct Config {
     pub inbound_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub connect_timeout: Duration,
+    /// TCP keepalive on upstream connections: the idle time before the first
+    /// probe and between probes. `None` (set to `0`) leaves keepalive off.
+    pub connect_keepalive: Option<Duration>,
     pub backoff: BackoffConfig,
     pub discovery_idle_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -238,6 +242,7 @@ impl Config {
             inbound_listen: addr(env, INBOUND_LISTEN_ADDR, "0.0.0.0:4143")?,
             admin_listen: addr(env, ADMIN_LISTEN_ADDR, "127.0.0.1:4191")?,
             connect_timeout: positive(env, OUTBOUND_CONNECT_TIMEOUT, "1s")?,
+            connect_keepalive: keepalive(env, OUTBOUND_CONNECT_KEEPALIVE, "10s")?,
             backoff,
             discovery_idle_timeout: positive(env, DISCOVERY_IDLE_TIMEOUT, "5s")?,
             shutdown_grace: dur(env, SHUTDOWN_GRACE_PERIOD, "2m")?,
@@ -283,6 +288,27 @@ fn positive(env: &dyn Env, var: &'static str, default: &str) -> Result<Duration,
         });
     }
     Ok(d)
+}
+
+/// `0` turns keepalive off; otherwise whole seconds from 1s to 32767s, the
+/// range Linux accepts for the probe idle time and interval.
+fn keepalive(
+    env: &dyn Env,
+    var: &'static str,
+    default: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    let d = dur(env, var, default)?;
+    if d.is_zero() {
+        return Ok(None);
+    }
+    if d < Duration::from_secs(1) || d > Duration::from_secs(32_767) || d.subsec_nanos() != 0 {
+        return Err(ConfigError {
+            var,
+            value: env.get(var).unwrap_or_default(),
+            reason: "must be 0 (off) or whole seconds from 1s to 32767s".into(),
+        });
+    }
+    Ok(Some(d))
 }
 
 fn count(
@@ -363,6 +389,7 @@ mod tests {
         assert_eq!(c.inbound_listen, "0.0.0.0:4143".parse().unwrap());
         assert_eq!(c.admin_listen, "127.0.0.1:4191".parse().unwrap());
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.connect_keepalive, Some(Duration::from_secs(10)));
         assert_eq!(c.backoff.min, Duration::from_millis(100));
         assert_eq!(c.backoff.max, Duration::from_secs(60));
         assert_eq!(c.backoff.jitter, 0.1);
@@ -378,6 +405,22 @@ mod tests {
             .profile_suffixes
             .matches("books.default.svc.cluster.local"));
         assert!(!c.get_suffixes.matches("example.com"));
+    }
+
+    #[test]
+    fn connect_keepalive_takes_whole_seconds_or_zero() {
+        let ka = |v: &str| {
+            Config::from_env(&MapEnv::new().set(OUTBOUND_CONNECT_KEEPALIVE, v))
+                .map(|c| c.connect_keepalive)
+        };
+        assert_eq!(ka("10000ms"), Ok(Some(Duration::from_secs(10))));
+        assert_eq!(ka("2m"), Ok(Some(Duration::from_secs(120))));
+        assert_eq!(ka("0"), Ok(None));
+        for bad in ["500ms", "1.5s", "10h", "soon"] {
+            let err = ka(bad).unwrap_err();
+            assert_eq!(err.var, OUTBOUND_CONNECT_KEEPALIVE, "{bad}");
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Connection lifecycle through the real proxy: graceful shutdown, client
 //! deadlines (idle, slow head, slow body), the connection cap, 100-continue,
-//! and running out of file descriptors (in a child process).
+//! TCP keepalive towards backends, and running out of file descriptors (in a
+//! child process).
 
 mod support;
 
@@ -382,5 +383,56 @@ fn a_closed_connections_deadline_never_fires_on_the_one_that_reuses_its_slot() {
             "B was closed as idle"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The keepalive timer of spoke's pooled connection to `backend`, from the
+/// kernel's socket table (`/proc/net/tcp`, IPv4): `Some(seconds until it
+/// fires)` when armed (timer kind 2, `sk_timer`, which on an established TCP
+/// socket is keepalive), `None` when the connection has no timer running.
+fn keepalive_timer(backend: SocketAddr) -> Option<Option<f64>> {
+    let SocketAddr::V4(v4) = backend else {
+        panic!("IPv4 backend expected")
+    };
+    let ip = u32::from_ne_bytes(v4.ip().octets());
+    let remote = format!("{ip:08X}:{:04X}", v4.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let line = table.lines().skip(1).find(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"01")
+    })?;
+    let timer = line.split_whitespace().nth(5)?;
+    let (kind, when) = timer.split_once(':')?;
+    let ticks = u64::from_str_radix(when, 16).ok()?;
+    Some((kind == "02").then_some(ticks as f64 / 100.0))
+}
+
+#[test]
+fn upstream_connections_probe_a_silent_backend() {
+    for (setting, fires_within) in [
+        (None, Some(10.0)),
+        (Some("3s"), Some(3.0)),
+        (Some("0"), None),
+    ] {
+        let mut env = config("127.0.0.1:1".parse().unwrap());
+        if let Some(v) = setting {
+            env = env.set(config::OUTBOUND_CONNECT_KEEPALIVE, v);
+        }
+        let (_ctl, be, app) = ready_proxy(env);
+        // The request's connection now sits idle in the pool.
+        match fires_within {
+            Some(limit) => {
+                let secs = eventually_some("a keepalive timer on the upstream connection", || {
+                    keepalive_timer(be.addr()).flatten()
+                });
+                assert!(secs <= limit, "{setting:?}: keepalive fires in {secs} s");
+            }
+            None => {
+                let timer =
+                    eventually_some("the upstream connection", || keepalive_timer(be.addr()));
+                assert_eq!(timer, None, "{setting:?}: keepalive is off");
+            }
+        }
+        app.shutdown().unwrap();
     }
 }

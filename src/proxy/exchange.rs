@@ -332,6 +332,11 @@ impl Session {
                     deadlines.clear(SessionTimer::Connect);
                     up.connected = true;
                     let _ = up.stream.get_ref().set_nodelay(true);
+                    if let Some(every) = ctx.cfg.connect_keepalive {
+                        if let Err(e) = keep_alive(up.stream.get_ref(), every) {
+                            log::debug!("no TCP keepalive to {}: {e}", up.addr);
+                        }
+                    }
                     if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
                         d.balancer.connected(up.addr);
                     }
@@ -780,4 +785,16 @@ fn connect_status(stream: &TcpStream) -> Connect {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Connect::Pending,
         Err(e) => Connect::Failed(e),
     }
+}
+
+/// Kernel keepalive on an upstream connection, probing after `every` of
+/// silence and then every `every`: a backend whose host vanished (no FIN, no
+/// RST) is found out, and the exchange fails, even while spoke waits for a
+/// response on a route without a timeout, or holds the connection idle in the
+/// pool. Linkerd sets the same on its outbound connections (10 s).
+fn keep_alive(stream: &TcpStream, every: Duration) -> io::Result<()> {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(every)
+        .with_interval(every);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&probes)
 }

@@ -46,6 +46,8 @@ pub enum Owner {
 /// Event-loop settings a session needs.
 pub struct LoopConfig {
     pub connect_timeout: Duration,
+    /// TCP keepalive idle time and probe interval on upstream connections.
+    pub connect_keepalive: Option<Duration>,
     pub failfast_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub discovery_idle_timeout: Duration,
