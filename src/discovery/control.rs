@@ -358,7 +358,10 @@ fn run<C: Clone>(
 pub fn dial(env: &Arc<Environment>, addr: &str, timeout: Duration) -> io::Result<Client> {
     let stream = connect(addr, timeout)?;
     stream.set_nodelay(true)?;
-    watch_liveness(&stream)?;
+    if let Err(e) = watch_liveness(&stream) {
+        // Still usable; only a silently vanished peer goes unnoticed.
+        log::warn!("control-plane connection without TCP keepalive: {e}");
+    }
     let builder = ChannelBuilder::new(env.clone())
         // Only the transport and the HTTP client filter: no deadline or
         // message-size filters (spoke sets no deadlines on its streams, and
