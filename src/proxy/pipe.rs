@@ -31,8 +31,13 @@ pub struct Pipe {
     decoded: bool,
     /// Pass on chunk data only, dropping the chunked framing (for an HTTP/1.0 client).
     dechunk: bool,
-    /// Something has been written since `start`.
+    /// Something has been written since `start` (or `rewind`).
     wrote: bool,
+    /// Length of the head `start` was given: bytes of `head` past it are body
+    /// bytes queued again by `rewind`.
+    head_len: usize,
+    /// Some body byte has been written since `start` (or `rewind`).
+    body_sent: bool,
     active: bool,
     /// A copy of the body bytes written, kept so the message can be sent
     /// again (a retry, or a reused connection found dead); dropped once it
@@ -44,6 +49,8 @@ pub struct Pipe {
 impl Pipe {
     /// Starts a message: `head` then the body framed by `body` (`None`: no body).
     pub fn start(&mut self, head: Vec<u8>, body: Option<BodyDecoder>) {
+        self.head_len = head.len();
+        self.body_sent = false;
         self.head = head;
         self.head_off = 0;
         self.decoded = body.is_none();
@@ -73,6 +80,7 @@ impl Pipe {
         self.head.extend_from_slice(&body);
         self.head_off = 0;
         self.wrote = false;
+        self.body_sent = false;
         // What is queued now counts as written again once it goes out.
         self.tap = Some(Vec::new());
         true
@@ -147,6 +155,11 @@ impl Pipe {
         self.wrote
     }
 
+    /// Any byte of this message's body has reached the sink.
+    pub fn body_sent(&self) -> bool {
+        self.body_sent
+    }
+
     pub fn reset(&mut self) {
         self.head.clear();
         self.head_off = 0;
@@ -155,6 +168,7 @@ impl Pipe {
         self.decoded = false;
         self.dechunk = false;
         self.wrote = false;
+        self.body_sent = false;
         self.active = false;
         self.tap = None;
     }
@@ -222,6 +236,7 @@ impl Pipe {
                 }
             }
             self.head_off += from_head;
+            self.body_sent |= from_body > 0 || self.head_off > self.head_len;
             src.consume(from_body);
             self.ready -= from_body;
         }
@@ -352,6 +367,36 @@ mod tests {
                 assert!(pipe.rewind(), "tapped");
                 assert_eq!(send(&mut pipe, &mut src, usize::MAX), whole, "cut at {cut}");
             }
+        }
+    }
+
+    #[test]
+    fn body_sent_says_whether_a_body_byte_went_out_before_and_after_a_rewind() {
+        let head = b"POST / HTTP/1.1\r\ncontent-length: 6\r\n\r\n";
+        for (cut, sent) in [
+            (0, false),
+            (5, false),
+            (head.len(), false),
+            (head.len() + 1, true),
+        ] {
+            let mut pipe = Pipe::default();
+            let body = BodyDecoder::new(BodyFraming::ContentLength(6));
+            pipe.start(head.to_vec(), Some(body));
+            pipe.tap(64);
+            let mut src = Buffer::new(64);
+            src.fill_from(&mut Cursor::new(&b"abcdef"[..]))
+                .expect("in memory");
+            send(&mut pipe, &mut src, cut);
+            assert_eq!(pipe.wrote_any(), cut > 0, "cut at {cut}");
+            assert_eq!(pipe.body_sent(), sent, "cut at {cut}");
+            // Rewound, the body bytes written go out again inside the head
+            // buffer; writing the head proper alone sends no body byte.
+            assert!(pipe.rewind());
+            assert!(!pipe.body_sent());
+            send(&mut pipe, &mut src, head.len());
+            assert!(!pipe.body_sent(), "cut at {cut}");
+            send(&mut pipe, &mut src, 1);
+            assert!(pipe.body_sent(), "cut at {cut}");
         }
     }
 
