@@ -139,6 +139,7 @@ syscalls() {
 }
 
 c1=$(callgrind "$N1"); c2=$(callgrind "$N2")
+[ -n "${COST_KEEP:-}" ] && cp "$RUN"/cg.* "$COST_KEEP"/
 s1=$(syscalls "$N1"); s2=$(syscalls "$N2")
 python3 - "$N1" "$N2" "$c1" "$c2" "$s1" "$s2" <<'EOF'
 import sys

@@ -20,12 +20,21 @@
 //!   fresh sample. (Decays compose: `exp(-a)·exp(-b) = exp(-(a+b))`, so how often
 //!   the load is read does not change the result.)
 //!
-//! Connection refusals are not in Tower's balancer (there the endpoint stack
-//! reports "not ready"); here a refused endpoint leaves rotation for an
-//! exponential backoff and comes back when it expires or a connect succeeds.
+//! Connection failures are not in Tower's balancer (there the endpoint stack
+//! reports "not ready"); here an endpoint whose connection failed (refused,
+//! unreachable, timed out, reset or closed before a response) leaves rotation
+//! for an exponential backoff, comes back when it expires, and is forgiven
+//! (the backoff starts again from the shortest) only once it answers a
+//! request. A failure also counts as a response of [`FAILURE_RTT`] in its load:
+//! an endpoint that fails fast must look expensive, never cheap, so it does
+//! not draw traffic in the moments it is back in rotation. When every endpoint
+//! is out of rotation, [`Balancer::pick`] says how long to wait for the first
+//! to come back rather than sending a request to one that just failed.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use crate::conn_failure::ConnFailure;
 
 /// RTT assumed for an endpoint with no samples yet (Linkerd's `DEFAULT_EWMA`).
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -35,6 +44,25 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 pub const MIN_CONNECT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest out-of-rotation period; each further refusal doubles up to this.
 pub const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
+/// The RTT sample a connection failure counts as (the default connect timeout):
+/// with the peak rule it replaces any lower estimate at once, and decays back
+/// over a few decay periods.
+pub const FAILURE_RTT: Duration = Duration::from_secs(1);
+
+/// Where the next request to a destination goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// This endpoint.
+    Ready(SocketAddr),
+    /// Every endpoint is out of rotation after failures: the first comes back
+    /// at `until`; `cause` is how its last connection failed.
+    Wait {
+        until: Instant,
+        cause: Option<ConnFailure>,
+    },
+    /// The set is empty.
+    Empty,
+}
 
 /// Peak-EWMA load of one endpoint.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,10 +134,12 @@ fn nanos(d: Duration) -> f64 {
 struct Slot {
     addr: SocketAddr,
     load: PeakEwma,
-    /// Refused connects since the last successful one.
+    /// Connection failures since the endpoint last answered a request.
     failures: u32,
     /// Out of rotation until then.
     retry_at: Option<Instant>,
+    /// How its last connection failed, while `failures > 0`.
+    last_failure: Option<ConnFailure>,
 }
 
 impl Slot {
@@ -166,6 +196,7 @@ impl Balancer {
                 load: PeakEwma::new(self.default_rtt, now),
                 failures: 0,
                 retry_at: None,
+                last_failure: None,
             });
             slots.push(slot);
         }
@@ -186,23 +217,35 @@ impl Balancer {
         self.position(addr).is_some()
     }
 
-    /// The endpoint for the next request, `None` only when the set is empty.
+    /// The endpoint for the next request, skipping those in `excluded` (the
+    /// ones that already failed for this request).
     ///
     /// Two distinct endpoints in rotation are drawn at random and the cheaper
     /// wins (the first drawn on a tie). With one in rotation, it is chosen.
-    /// With none in rotation, the one whose backoff ends first is chosen anyway:
-    /// refusing every request would be worse than trying.
-    pub fn pick(&mut self, now: Instant) -> Option<SocketAddr> {
+    /// When every endpoint in rotation is excluded, they are all candidates
+    /// again: their backoff has passed, so trying once more beats waiting.
+    /// With none in rotation, the answer is to wait for the first to return.
+    pub fn pick(&mut self, now: Instant, excluded: &[SocketAddr]) -> Pick {
         self.scratch.clear();
-        self.scratch
-            .extend((0..self.slots.len()).filter(|&i| self.slots[i].available(now)));
+        self.scratch.extend(
+            (0..self.slots.len()).filter(|&i| {
+                self.slots[i].available(now) && !excluded.contains(&self.slots[i].addr)
+            }),
+        );
+        if self.scratch.is_empty() && !excluded.is_empty() {
+            self.scratch
+                .extend((0..self.slots.len()).filter(|&i| self.slots[i].available(now)));
+        }
         let chosen = match self.scratch.len() {
-            0 => self
-                .slots
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, s)| s.retry_at)
-                .map(|(i, _)| i)?,
+            0 => {
+                let Some(first) = self.slots.iter().min_by_key(|s| s.retry_at) else {
+                    return Pick::Empty;
+                };
+                return Pick::Wait {
+                    until: first.retry_at.unwrap_or(now),
+                    cause: first.last_failure,
+                };
+            }
             1 => self.scratch[0],
             n => {
                 let a = self.rng.usize(..n);
@@ -220,7 +263,7 @@ impl Balancer {
                 }
             }
         };
-        Some(self.slots[chosen].addr)
+        Pick::Ready(self.slots[chosen].addr)
     }
 
     /// A request was sent to `addr`.
@@ -233,11 +276,14 @@ impl Balancer {
     /// The response head of a request to `addr` arrived after `rtt` (Linkerd
     /// measures at the first response frame). Ignored for an address no longer
     /// in the set.
+    /// An answer forgives the endpoint its past connection failures.
     pub fn finish(&mut self, addr: SocketAddr, rtt: Duration, now: Instant) {
         let decay = self.decay;
         if let Some(s) = self.slot(addr) {
             s.load.pending = s.load.pending.saturating_sub(1);
             s.load.sample(rtt, now, decay);
+            s.failures = 0;
+            s.last_failure = None;
         }
     }
 
@@ -249,23 +295,29 @@ impl Balancer {
         }
     }
 
-    /// A connect to `addr` was refused or failed: out of rotation for
-    /// 100ms, doubling with each further failure up to 10s. Does not change the
-    /// pending count; call [`Balancer::abandon`] for the request too.
-    pub fn failed_connect(&mut self, addr: SocketAddr, now: Instant) {
+    /// A request's connection to `addr` failed (`cause`): the request is no
+    /// longer pending there, the failure counts as a [`FAILURE_RTT`] response,
+    /// and the endpoint leaves rotation for 100ms, doubling with each further
+    /// failure before it answers a request, up to 10s.
+    pub fn failed(&mut self, addr: SocketAddr, cause: ConnFailure, now: Instant) {
+        let decay = self.decay;
         if let Some(s) = self.slot(addr) {
+            s.load.pending = s.load.pending.saturating_sub(1);
+            s.load.sample(FAILURE_RTT, now, decay);
             let backoff = MIN_CONNECT_BACKOFF
                 .saturating_mul(2u32.saturating_pow(s.failures.min(31)))
                 .min(MAX_CONNECT_BACKOFF);
             s.failures = s.failures.saturating_add(1);
             s.retry_at = Some(now.checked_add(backoff).unwrap_or(now));
+            s.last_failure = Some(cause);
         }
     }
 
-    /// A connect to `addr` succeeded: back in rotation, backoff reset.
+    /// A connect to `addr` succeeded: back in rotation. Its failure count
+    /// stays until it answers a request, so an endpoint that accepts and then
+    /// resets every connection backs off longer each time.
     pub fn connected(&mut self, addr: SocketAddr) {
         if let Some(s) = self.slot(addr) {
-            s.failures = 0;
             s.retry_at = None;
         }
     }
@@ -278,7 +330,7 @@ impl Balancer {
     }
 
     /// End of the latest backoff of `addr` (possibly already past), or `None`
-    /// if it has not been refused since its last successful connect.
+    /// if it is in rotation since its last successful connect.
     pub fn backoff_until(&self, addr: SocketAddr) -> Option<Instant> {
         self.slots[self.position(addr)?].retry_at
     }
@@ -314,6 +366,15 @@ mod tests {
         SocketAddr::from(([10, 0, 0, n], 8080))
     }
 
+    /// The endpoint `pick` chooses with nothing excluded (`None` when it says
+    /// to wait, or the set is empty).
+    fn pick(b: &mut Balancer, now: Instant) -> Option<SocketAddr> {
+        match b.pick(now, &[]) {
+            Pick::Ready(a) => Some(a),
+            Pick::Wait { .. } | Pick::Empty => None,
+        }
+    }
+
     fn balancer(seed: u64, addrs: &[SocketAddr], now: Instant) -> Balancer {
         let mut b = Balancer::new(fastrand::Rng::with_seed(seed));
         b.update_set(addrs, now);
@@ -326,7 +387,7 @@ mod tests {
     fn tally(b: &mut Balancer, n: usize, now: Instant) -> HashMap<SocketAddr, usize> {
         let mut counts = HashMap::new();
         for _ in 0..n {
-            let a = b.pick(now).expect("non-empty");
+            let a = pick(b, now).expect("non-empty");
             *counts.entry(a).or_insert(0) += 1;
         }
         counts
@@ -385,13 +446,13 @@ mod tests {
         let t = Instant::now();
         let mut b = balancer(1, &[], t);
         assert!(b.is_empty());
-        assert_eq!(b.pick(t), None);
+        assert_eq!(b.pick(t, &[]), Pick::Empty);
         b.update_set(&[addr(1)], t);
         for _ in 0..10 {
-            assert_eq!(b.pick(t), Some(addr(1)));
+            assert_eq!(b.pick(t, &[]), Pick::Ready(addr(1)));
         }
         b.update_set(&[], t);
-        assert_eq!(b.pick(t), None);
+        assert_eq!(b.pick(t, &[]), Pick::Empty);
     }
 
     #[test]
@@ -451,7 +512,7 @@ mod tests {
                 in_flight.pop();
                 b.finish(a, done - sent, done);
             }
-            let a = b.pick(now).expect("non-empty");
+            let a = pick(&mut b, now).expect("non-empty");
             b.start(a);
             in_flight.push(Reverse((now + latency(a), a, now)));
             // Count after a one-second warm-up.
@@ -479,7 +540,7 @@ mod tests {
         let mut now = t0;
         let mut slow_again = None;
         while now < t0 + Duration::from_secs(20) {
-            let a = b.pick(now).expect("non-empty");
+            let a = pick(&mut b, now).expect("non-empty");
             if a == addr(2) {
                 slow_again = Some(now - t0);
                 break;
@@ -497,54 +558,122 @@ mod tests {
     }
 
     #[test]
-    fn refused_endpoint_leaves_rotation_with_backoff() {
+    fn a_failed_endpoint_leaves_rotation_with_backoff() {
         let t = Instant::now();
+        let refused = ConnFailure::Refused;
         let mut b = balancer(7, &[addr(1), addr(2), addr(3)], t);
-        b.failed_connect(addr(1), t);
+        b.start(addr(1));
+        b.failed(addr(1), refused, t);
         assert_eq!(b.backoff_until(addr(1)), Some(t + ms(100)));
         assert_eq!(tally(&mut b, 300, t + ms(99)).get(&addr(1)), None);
+        // Back in rotation at the end of the backoff, and chosen when the others
+        // are busy enough to cost more than its penalty.
+        for _ in 0..40 {
+            b.start(addr(2));
+            b.start(addr(3));
+        }
         let back = tally(&mut b, 300, t + ms(100));
         assert!(back.get(&addr(1)).copied().unwrap_or(0) > 50, "{back:?}");
-        // Further refusals double the backoff up to 10s.
+        // Further failures double the backoff up to 10s.
         let mut now = t + ms(100);
         for want in [200, 400, 800, 1_600, 3_200, 6_400, 10_000, 10_000] {
-            b.failed_connect(addr(1), now);
+            b.failed(addr(1), refused, now);
             assert_eq!(b.backoff_until(addr(1)), Some(now + ms(want)));
             assert_eq!(tally(&mut b, 100, now + ms(want - 1)).get(&addr(1)), None);
             now += ms(want);
         }
-        // A successful connect puts it back at once and resets the backoff.
-        b.failed_connect(addr(1), now);
+        // A successful connect puts it back at once, but only an answer resets
+        // the backoff: one that accepts and then resets backs off ever longer.
+        b.failed(addr(1), refused, now);
         b.connected(addr(1));
         assert_eq!(b.backoff_until(addr(1)), None);
-        // (Idle equal endpoints tie to within rounding; load the others so the
-        // returning one is clearly cheapest.)
-        b.start(addr(2));
-        b.start(addr(3));
-        assert!(tally(&mut b, 300, now).get(&addr(1)).copied().unwrap_or(0) > 100);
-        b.failed_connect(addr(1), now);
+        b.failed(addr(1), ConnFailure::Reset, now);
+        assert_eq!(b.backoff_until(addr(1)), Some(now + ms(10_000)));
+        b.connected(addr(1));
+        b.start(addr(1));
+        b.finish(addr(1), ms(1), now);
+        b.failed(addr(1), refused, now);
         assert_eq!(b.backoff_until(addr(1)), Some(now + ms(100)));
     }
 
     #[test]
-    fn with_all_out_of_rotation_the_first_to_return_is_chosen() {
+    fn a_failure_counts_as_a_slow_response_and_a_fast_failure_draws_nothing() {
+        let t = Instant::now();
+        let mut b = balancer(11, &[addr(1), addr(2)], t);
+        // addr(2) answers in 5ms; addr(1) fails at once, every time it is tried.
+        let mut now = t;
+        let mut tried = [0usize; 2];
+        for _ in 0..2_000 {
+            let a = pick(&mut b, now).expect("one is always in rotation");
+            b.start(a);
+            if a == addr(1) {
+                tried[0] += 1;
+                b.failed(a, ConnFailure::Reset, now);
+            } else {
+                tried[1] += 1;
+                b.finish(a, ms(5), now);
+            }
+            now += ms(1);
+        }
+        assert!(
+            tried[0] < 20,
+            "the failing endpoint was tried {tried:?} times"
+        );
+        assert!(b.cost(addr(1), now) > b.cost(addr(2), now));
+    }
+
+    #[test]
+    fn with_all_out_of_rotation_the_answer_is_to_wait_for_the_first_back() {
         let t = Instant::now();
         let mut b = balancer(8, &[addr(1), addr(2), addr(3)], t);
-        b.failed_connect(addr(2), t);
-        b.failed_connect(addr(3), t + ms(10));
-        b.failed_connect(addr(1), t + ms(20));
-        for _ in 0..10 {
-            assert_eq!(b.pick(t + ms(30)), Some(addr(2)));
-        }
+        b.failed(addr(2), ConnFailure::ConnectTimeout, t);
+        b.failed(addr(3), ConnFailure::Refused, t + ms(10));
+        b.failed(addr(1), ConnFailure::Refused, t + ms(20));
+        assert_eq!(
+            b.pick(t + ms(30), &[]),
+            Pick::Wait {
+                until: t + ms(100),
+                cause: Some(ConnFailure::ConnectTimeout)
+            }
+        );
         // Only one back in rotation: it is chosen, whatever its load.
         for _ in 0..5 {
             b.start(addr(2));
         }
-        assert_eq!(b.pick(t + ms(100)), Some(addr(2)));
+        assert_eq!(pick(&mut b, t + ms(100)), Some(addr(2)));
         // Two back, the idle one wins.
         for _ in 0..10 {
-            assert_eq!(b.pick(t + ms(110)), Some(addr(3)));
+            assert_eq!(pick(&mut b, t + ms(110)), Some(addr(3)));
         }
+    }
+
+    #[test]
+    fn endpoints_that_failed_for_this_request_are_skipped_while_others_remain() {
+        let t = Instant::now();
+        let mut b = balancer(12, &[addr(1), addr(2), addr(3)], t);
+        for _ in 0..50 {
+            assert_eq!(b.pick(t, &[addr(1), addr(3)]), Pick::Ready(addr(2)));
+            let a = b.pick(t, &[addr(2)]);
+            assert!(
+                a == Pick::Ready(addr(1)) || a == Pick::Ready(addr(3)),
+                "{a:?}"
+            );
+        }
+        // Every one excluded and in rotation: they are candidates again.
+        let all = [addr(1), addr(2), addr(3)];
+        assert!(matches!(b.pick(t, &all), Pick::Ready(_)));
+        // Excluded and out of rotation: wait for the first back.
+        b.failed(addr(1), ConnFailure::Refused, t);
+        b.failed(addr(2), ConnFailure::Refused, t);
+        assert_eq!(b.pick(t, &[addr(1), addr(2)]), Pick::Ready(addr(3)));
+        b.failed(addr(3), ConnFailure::Closed, t + ms(5));
+        assert_eq!(
+            b.pick(t + ms(5), &all),
+            Pick::Wait {
+                until: t + ms(100),
+                cause: Some(ConnFailure::Refused)
+            }
+        );
     }
 
     #[test]
@@ -554,7 +683,7 @@ mod tests {
         b.start(addr(1));
         b.finish(addr(1), ms(500), t);
         b.start(addr(1));
-        b.failed_connect(addr(2), t);
+        b.failed(addr(2), ConnFailure::Refused, t);
         b.update_set(&[addr(3), addr(1)], t);
         assert!(!b.contains(addr(2)));
         assert_eq!(b.cost(addr(1), t), Some(1_000.0 * MS));
@@ -562,7 +691,7 @@ mod tests {
         // Events for a removed endpoint are ignored.
         b.finish(addr(2), ms(1), t);
         b.abandon(addr(2));
-        b.failed_connect(addr(2), t);
+        b.failed(addr(2), ConnFailure::Refused, t);
         b.connected(addr(2));
         assert_eq!(b.cost(addr(2), t), None);
         // Re-added, it starts fresh.
@@ -580,7 +709,7 @@ mod tests {
             (0..200)
                 .map(|i| {
                     let now = t + ms(i);
-                    let a = b.pick(now).expect("non-empty");
+                    let a = pick(&mut b, now).expect("non-empty");
                     b.start(a);
                     if i % 3 == 0 {
                         b.finish(a, ms(i % 50), now);

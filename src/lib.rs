@@ -33,6 +33,7 @@
 pub mod app;
 pub mod balance;
 pub mod config;
+pub mod conn_failure;
 pub mod controller;
 pub mod demo;
 pub mod devtools;

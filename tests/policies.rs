@@ -255,11 +255,10 @@ fn a_refused_endpoint_stops_receiving_requests() {
     ctl.endpoints(BOOKS, &[live.addr(), dead]);
     ctl.profile(BOOKS, &profile(vec![]));
     let app = proxy(&config(ctl.addr()));
+    // A refused connect moves the request to the live endpoint: none is lost.
     let statuses: Vec<u16> = (0..50).map(|_| get(&app, BOOKS, "/").status).collect();
-    let refused = statuses.iter().filter(|s| **s == 502).count();
-    assert!(refused <= 2, "refused {refused} times: {statuses:?}");
-    assert!(statuses[10..].iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(live.hits(), 50 - refused);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(live.hits(), 50);
 }
 
 #[test]

@@ -207,11 +207,13 @@ fn refused_upstream_gets_502_and_empty_endpoint_set_gets_503() {
     let empty = "empty.default.svc.cluster.local:80";
     ctl.endpoints(empty, &[]);
     ctl.profile(empty, &profile(vec![]));
-    let app = proxy(&config(ctl.addr()));
+    // A refused request waits for the endpoint's backoff until the fail-fast
+    // window ends: keep it short.
+    let app = proxy(&config(ctl.addr()).set(spoke::config::FAILFAST_TIMEOUT, "300ms"));
 
     let r = get(&app, BOOKS, "/");
     assert_eq!(r.status, 502, "{}", r.text());
-    assert!(r.header("l5d-proxy-error").is_some());
+    assert_eq!(r.header("l5d-proxy-error"), Some("connection refused"));
 
     let r = get(&app, "empty.default.svc.cluster.local", "/");
     assert_eq!(r.status, 503, "{}", r.text());

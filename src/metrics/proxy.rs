@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use crate::conn_failure::ConnFailure;
+
 use super::{
     Counter, CounterFamily, Gauge, GaugeFamily, Histogram, HistogramFamily, Labels, MetricsError,
     Registry,
@@ -76,6 +78,7 @@ pub struct ProxyMetrics {
     discovery_errors: CounterFamily,
     discovery_reconnects: CounterFamily,
     discovery_swap_latency_ms: HistogramFamily,
+    connect_retries: CounterFamily,
 }
 
 impl ProxyMetrics {
@@ -150,6 +153,13 @@ impl ProxyMetrics {
                 "Milliseconds from a discovery thread receiving a snapshot to the event \
                  loop swapping it in.",
             )?,
+            connect_retries: r.counter_family(
+                "spoke_connect_retries_total",
+                "Requests sent again to another endpoint (or after a backoff) because their \
+                 connection failed before a response, by the destination whose endpoint \
+                 failed and how (refused, unreachable, connect_timeout, connect_error, \
+                 reset, closed).",
+            )?,
         })
     }
 
@@ -215,6 +225,17 @@ impl ProxyMetrics {
             opened: self.tcp_open_total.series(labels.clone()),
             closed: self.tcp_close_total.series(labels.clone()),
             open: self.tcp_open_connections.series(labels),
+        }
+    }
+
+    /// Handle for the connection retries of one destination in `direction`. It
+    /// holds no series until the first retry, so an idle destination costs no
+    /// label set.
+    pub fn connect_retries(&self, direction: &'static str) -> ConnectRetryMetrics {
+        ConnectRetryMetrics {
+            direction,
+            family: self.connect_retries.clone(),
+            seen: Vec::new(),
         }
     }
 
@@ -438,6 +459,34 @@ impl TcpMetrics {
     pub fn close(&self) {
         self.closed.inc();
         self.open.dec();
+    }
+}
+
+// === impl ConnectRetryMetrics ===
+
+/// `spoke_connect_retries_total` for one destination. Owned by the event loop
+/// (in the destination table).
+#[derive(Clone, Debug)]
+pub struct ConnectRetryMetrics {
+    direction: &'static str,
+    family: CounterFamily,
+    seen: Vec<(ConnFailure, Counter)>,
+}
+
+impl ConnectRetryMetrics {
+    /// A request to `dst` goes again after connection failure `why`.
+    pub fn retry(&mut self, dst: &str, why: ConnFailure) {
+        if let Some((_, c)) = self.seen.iter().find(|(f, _)| *f == why) {
+            c.inc();
+            return;
+        }
+        let labels = Labels::new()
+            .with("direction", self.direction)
+            .with("dst", dst.to_owned())
+            .with("reason", why.as_str());
+        let c = self.family.series(labels);
+        c.inc();
+        self.seen.push((why, c));
     }
 }
 

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::TryRecvError;
 
-use crate::balance::Balancer;
+use crate::balance::{Balancer, Pick};
 use crate::discovery::{Discovery, Watch};
 use crate::endpoints::EndpointSet;
 use crate::metrics::{
-    AuthorityMetrics, DiscoveryKind, DiscoveryMetrics, ProxyMetrics, RouteMetrics,
+    AuthorityMetrics, ConnectRetryMetrics, DiscoveryKind, DiscoveryMetrics, ProxyMetrics,
+    RouteMetrics,
 };
 use crate::profile::Profile;
 use crate::retry_budget::TpsBudget;
@@ -114,6 +115,8 @@ pub struct Destination {
     pub last_used: Instant,
     /// Load and connect-failure state of each endpoint.
     pub balancer: Balancer,
+    /// Requests moved to another endpoint after a connection failure.
+    pub connect_retries: ConnectRetryMetrics,
     watch: Watch,
 }
 
@@ -123,10 +126,13 @@ impl Destination {
     }
 
     /// The endpoint for the next attempt: power of two choices over
-    /// PeakEWMA load, skipping endpoints that refused connections recently.
-    pub fn pick_endpoint(&mut self, now: Instant) -> Option<std::net::SocketAddr> {
-        self.endpoints.as_ref()?;
-        self.balancer.pick(now)
+    /// PeakEWMA load, skipping endpoints whose connections failed recently
+    /// and those in `excluded` (they failed for this request).
+    pub fn pick_endpoint(&mut self, now: Instant, excluded: &[std::net::SocketAddr]) -> Pick {
+        if self.endpoints.is_none() {
+            return Pick::Empty;
+        }
+        self.balancer.pick(now, excluded)
     }
 }
 
@@ -189,6 +195,7 @@ impl Destinations {
                     active: 0,
                     last_used: now,
                     balancer: Balancer::new(fastrand::Rng::new()),
+                    connect_retries: self.metrics.connect_retries("outbound"),
                     watch,
                 }),
             );

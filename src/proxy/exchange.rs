@@ -11,6 +11,11 @@
 //!          -> drop the connection, next attempt (re-picks backend and endpoint)
 //!        otherwise -> forward head and body -> finish (pool the connection)
 //!   route timeout before the head was forwarded -> 504, connection dropped
+//!   connection failure (refused, unreachable, connect timeout, reset or closed
+//!   before a response) -> the same request to another endpoint, skipping the
+//!   ones that failed for it, or after the endpoint's backoff when none is in
+//!   rotation, while the fail-fast window lasts and the request may be repeated
+//!   (`conn_failure`); then 502/504 naming the last cause
 //! ```
 //!
 //! Lives beside `session`, which owns the client side and calls in here.
@@ -29,10 +34,12 @@ use super::destinations::Router;
 use super::pipe::{Pipe, PipeError};
 use super::pool::IdleConn;
 use super::ready::Tracked;
-use super::session::{has_body, Ctx, Owner, Phase, Session};
+use super::session::{has_body, Ctx, LoopConfig, Owner, Phase, Session};
 use super::timers::SessionTimer;
 use super::token;
 use super::tunnel::Tunnel;
+use crate::balance::Pick;
+use crate::conn_failure::{self, ConnFailure, Progress};
 use crate::http1::{self, AfterResponse, BodyDecoder, BodyFraming, RequestHead};
 use crate::profile::{self, Classification};
 
@@ -45,6 +52,8 @@ const MAX_REUSE_REPLAY_BODY: usize = 4 * 1024;
 /// An upstream head buffer kept for the connection's next request is at most
 /// this big: a replayed body can grow it, and that memory goes back.
 const SPARE_HEAD_MAX: usize = 4 * 1024;
+/// A connect near the end of the fail-fast window still gets this long.
+const MIN_CONNECT_WINDOW: Duration = Duration::from_millis(50);
 
 #[derive(PartialEq, Eq)]
 pub(super) enum Resp {
@@ -62,6 +71,8 @@ pub(super) struct Upstream {
     pub(super) inbuf: Buffer,
     connected: bool,
     reused: bool,
+    /// Some byte came back on this connection for this request.
+    received: bool,
     eof: bool,
 }
 
@@ -98,15 +109,54 @@ pub(super) struct Exchange {
     /// The proxy answered `Expect: 100-continue` itself; an upstream 100 is
     /// not passed on again.
     sent_continue: bool,
+    /// RFC 9110 lets the request be repeated once written (its method).
+    idempotent: bool,
+    /// What connection failures this request met; `None` (no allocation, a
+    /// word to initialise) on the one-attempt path.
+    failures: Option<Box<Failures>>,
+}
+
+/// The connection failures one request met.
+#[derive(Default)]
+struct Failures {
+    /// Endpoints whose connection failed for this request: skipped by the
+    /// next pick while others are in rotation.
+    endpoints: Vec<SocketAddr>,
+    /// The last failure, or the one the endpoint it waits for last had: what
+    /// the client is told when time runs out.
+    last: Option<ConnFailure>,
+}
+
+impl Exchange {
+    /// Connection failures move the request to another endpoint until then:
+    /// the fail-fast window, from dispatch.
+    fn give_up_at(&self, cfg: &LoopConfig) -> Instant {
+        self.started + cfg.failfast_timeout
+    }
+
+    fn failed_endpoints(&self) -> &[SocketAddr] {
+        self.failures.as_ref().map_or(&[], |f| &f.endpoints)
+    }
+
+    fn last_failure(&self) -> Option<ConnFailure> {
+        self.failures.as_ref().and_then(|f| f.last)
+    }
+
+    /// Records that the request met `f`, on `addr` when it was one of its
+    /// own connections (then `addr` is skipped by the next pick).
+    fn met(&mut self, f: ConnFailure, addr: Option<SocketAddr>) {
+        let failures = self.failures.get_or_insert_with(Box::default);
+        failures.last = Some(f);
+        failures.endpoints.extend(addr);
+    }
 }
 
 /// How an upstream attempt failed, for the status and the `error` label.
 #[derive(Clone, Copy, Debug)]
 enum UpstreamError {
     NoEndpoints,
-    Connect,
-    ConnectTimeout,
-    Io,
+    /// The connection failed; the request may move to another endpoint.
+    Conn(ConnFailure),
     Protocol,
 }
 
@@ -114,9 +164,7 @@ impl UpstreamError {
     fn response(self) -> (u16, &'static str, &'static str) {
         match self {
             UpstreamError::NoEndpoints => (503, "no endpoints", "no_endpoints"),
-            UpstreamError::Connect => (502, "connection refused", "connect"),
-            UpstreamError::ConnectTimeout => (504, "connect timeout", "timeout"),
-            UpstreamError::Io => (502, "connection closed before response", "unavailable"),
+            UpstreamError::Conn(f) => f.response(),
             UpstreamError::Protocol => (502, "invalid response from upstream", "protocol"),
         }
     }
@@ -191,6 +239,8 @@ impl Session {
                 started: ctx.now,
             },
             sent_continue: false,
+            idempotent: conn_failure::idempotent(head.method()),
+            failures: None,
         });
         self.phase = Phase::Exchanging;
         if head.expect_continue() && head.minor_version() >= 1 && has_body(&head) {
@@ -215,7 +265,9 @@ impl Session {
         }
     }
 
-    /// Picks a backend (split) and an endpoint (P2C) and connects.
+    /// Picks a backend (split) and an endpoint (P2C) and connects; or, when
+    /// every endpoint is out of rotation after failures, waits for the first
+    /// to come back (at most until the request's fail-fast window ends).
     fn start_attempt(&mut self, ctx: &mut Ctx<'_>) -> Result<(), UpstreamError> {
         let ex = self.ex.as_mut().expect("exchange");
         let backend = match &ex.router.split {
@@ -238,7 +290,27 @@ impl Session {
             .get_mut(&backend)
             .ok_or(UpstreamError::NoEndpoints)?;
         d.last_used = ctx.now;
-        let addr = d.pick_endpoint(ctx.now).ok_or(UpstreamError::NoEndpoints)?;
+        let addr = match d.pick_endpoint(ctx.now, ex.failed_endpoints()) {
+            Pick::Ready(addr) => addr,
+            Pick::Empty => return Err(UpstreamError::NoEndpoints),
+            Pick::Wait { until, cause } => {
+                let last = ex.last_failure().or(cause);
+                let give_up_at = ex.give_up_at(ctx.cfg);
+                if ctx.now >= give_up_at {
+                    return Err(match last {
+                        Some(f) => UpstreamError::Conn(f),
+                        None => UpstreamError::NoEndpoints,
+                    });
+                }
+                if let Some(f) = last {
+                    ex.met(f, None);
+                }
+                let wait = until.min(give_up_at) - ctx.now;
+                log::debug!("{backend}: no endpoint in rotation; waiting {wait:?}");
+                self.set_deadline(SessionTimer::Reconnect, wait, ctx);
+                return Ok(());
+            }
+        };
         d.balancer.start(addr);
         ex.attempt = Attempt {
             backend,
@@ -266,14 +338,18 @@ impl Session {
                 inbuf: buf,
                 connected: true,
                 reused: true,
+                received: false,
                 eof: false,
             });
             return Ok(());
         }
-        let mut stream = TcpStream::connect(addr).map_err(|e| {
-            log::debug!("connect to {addr} failed: {e}");
-            UpstreamError::Connect
-        })?;
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::debug!("connect to {addr} failed: {e}");
+                return Err(self.conn_failed_at_once(addr, ConnFailure::of_connect(&e), ctx));
+            }
+        };
         let sock = ctx.socks.insert(Owner::Upstream(self.key));
         if let Err(e) = ctx.registry.register(
             &mut stream,
@@ -282,7 +358,7 @@ impl Session {
         ) {
             log::warn!("cannot register upstream socket: {e}");
             ctx.socks.remove(sock);
-            return Err(UpstreamError::Connect);
+            return Err(self.conn_failed_at_once(addr, ConnFailure::ConnectError, ctx));
         }
         ctx.tcp_dst.open();
         self.ex.as_mut().expect("exchange").upstream = Some(Upstream {
@@ -294,10 +370,38 @@ impl Session {
             inbuf: Buffer::new(limit),
             connected: false,
             reused: false,
+            received: false,
             eof: false,
         });
-        self.set_deadline(SessionTimer::Connect, ctx.cfg.connect_timeout, ctx);
+        // The connect may take its timeout, but not past the fail-fast
+        // window: after that no other endpoint would be tried anyway.
+        let give_up_in = self.ex.as_ref().map_or(Duration::ZERO, |ex| {
+            ex.give_up_at(ctx.cfg).saturating_duration_since(ctx.now)
+        });
+        let timeout = ctx
+            .cfg
+            .connect_timeout
+            .min(give_up_in.max(MIN_CONNECT_WINDOW));
+        self.set_deadline(SessionTimer::Connect, timeout, ctx);
         Ok(())
+    }
+
+    /// A connect that failed before a socket was registered: the endpoint
+    /// is charged with the failure as if the socket had reported it, and the
+    /// attempt fails with it (`upstream_failed` then moves the request).
+    fn conn_failed_at_once(
+        &mut self,
+        addr: SocketAddr,
+        f: ConnFailure,
+        ctx: &mut Ctx<'_>,
+    ) -> UpstreamError {
+        if let Some(ex) = self.ex.as_mut() {
+            if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
+                d.balancer.failed(addr, f, ctx.now);
+            }
+            ex.met(f, Some(addr));
+        }
+        UpstreamError::Conn(f)
     }
 
     /// Advances the exchange; `Err` means close the client connection.
@@ -325,7 +429,8 @@ impl Session {
                 Connect::Pending => return Ok(false),
                 Connect::Failed(e) => {
                     log::debug!("connect to {} failed: {e}", up.addr);
-                    self.upstream_failed(UpstreamError::Connect, ctx);
+                    let f = ConnFailure::of_connect(&e);
+                    self.upstream_failed(UpstreamError::Conn(f), ctx);
                     return Ok(true);
                 }
                 Connect::Done => {
@@ -360,14 +465,18 @@ impl Session {
             }
             Err(PipeError::Write(e)) => {
                 log::debug!("upstream write failed: {e}");
-                self.upstream_failed(UpstreamError::Io, ctx);
+                let f = ConnFailure::of_io(&e);
+                self.upstream_failed(UpstreamError::Conn(f), ctx);
                 return Ok(true);
             }
         }
 
         if !up.eof && !up.inbuf.is_full() {
             match up.inbuf.fill_from(&mut up.stream) {
-                Ok(Filled::Some(_)) => progress = true,
+                Ok(Filled::Some(_)) => {
+                    up.received = true;
+                    progress = true;
+                }
                 Ok(Filled::Nothing) => {}
                 Ok(Filled::Eof) => {
                     up.eof = true;
@@ -375,7 +484,8 @@ impl Session {
                 }
                 Err(e) => {
                     log::debug!("upstream read failed: {e}");
-                    self.upstream_failed(UpstreamError::Io, ctx);
+                    let f = ConnFailure::of_io(&e);
+                    self.upstream_failed(UpstreamError::Conn(f), ctx);
                     return Ok(true);
                 }
             }
@@ -480,7 +590,7 @@ impl Session {
         if up.eof {
             match ex.resp_state {
                 Resp::AwaitHead => {
-                    self.upstream_failed(UpstreamError::Io, ctx);
+                    self.upstream_failed(UpstreamError::Conn(ConnFailure::Closed), ctx);
                     return Ok(true);
                 }
                 Resp::Body if up.inbuf.is_empty() || resp.body_read() => {
@@ -623,7 +733,21 @@ impl Session {
             .as_ref()
             .is_some_and(|ex| ex.upstream.as_ref().is_some_and(|u| !u.connected));
         if connecting {
-            self.upstream_failed(UpstreamError::ConnectTimeout, ctx);
+            self.upstream_failed(UpstreamError::Conn(ConnFailure::ConnectTimeout), ctx);
+        }
+    }
+
+    /// The wait for an endpoint to come back into rotation is over: try again
+    /// (or give up, if the fail-fast window has passed).
+    pub(super) fn reconnect_timer(&mut self, ctx: &mut Ctx<'_>) {
+        let waiting = self
+            .ex
+            .as_ref()
+            .is_some_and(|ex| ex.upstream.is_none() && ex.resp_state == Resp::AwaitHead);
+        if waiting {
+            if let Err(e) = self.start_attempt(ctx) {
+                self.upstream_failed(e, ctx);
+            }
         }
     }
 
@@ -648,40 +772,46 @@ impl Session {
         self.fail_exchange(504, "response timeout", "timeout", ctx);
     }
 
-    /// The upstream failed before a complete response: replay on a fresh
-    /// connection if a pooled one was dead, answer with a proxy error if
-    /// nothing was sent yet, or give up on the client connection.
-    fn upstream_failed(&mut self, err: UpstreamError, ctx: &mut Ctx<'_>) {
+    /// The upstream failed before a complete response. A connection failure
+    /// moves the request to another endpoint when it may be repeated and the
+    /// fail-fast window lasts (see `conn_failure`); otherwise the client gets
+    /// a proxy error if nothing of the response reached it yet, and the
+    /// connection is closed if something did.
+    fn upstream_failed(&mut self, mut err: UpstreamError, ctx: &mut Ctx<'_>) {
         let Some(ex) = self.ex.as_mut() else {
             return;
         };
         // Interim heads (100 Continue) may have gone out; a final response
         // can still follow them.
         let nothing_received = ex.resp_state == Resp::AwaitHead;
+        let mut response_started = !nothing_received;
         if let Some(up) = ex.upstream.take() {
+            response_started |= up.received;
             if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
                 match err {
-                    UpstreamError::Connect | UpstreamError::ConnectTimeout => {
-                        d.balancer.failed_connect(up.addr, ctx.now);
-                        d.balancer.abandon(up.addr);
-                    }
+                    // A pooled connection closed while idle says nothing
+                    // about the endpoint; a fresh one that fails does.
+                    UpstreamError::Conn(f) if !up.reused => d.balancer.failed(up.addr, f, ctx.now),
                     // After the head the balancer already counted it done.
-                    _ if ex.resp_state == Resp::AwaitHead => d.balancer.abandon(up.addr),
+                    _ if nothing_received => d.balancer.abandon(up.addr),
                     _ => {}
                 }
             }
-            let addr = up.addr;
-            let reused = up.reused;
+            if let UpstreamError::Conn(f) = err {
+                ex.met(f, (!up.reused).then_some(up.addr));
+            }
             drop_upstream(up, ctx);
-            // A pooled connection the upstream had already closed: the
-            // request never reached it, so it is safe to send again.
-            if reused && nothing_received && ex.req.rewind() {
-                if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
-                    d.balancer.start(addr);
-                }
-                if self.open_upstream(addr, ctx).is_ok() {
-                    return;
-                }
+        }
+        // Each turn either starts an attempt (and returns) or fails one at
+        // once on another endpoint, which then leaves rotation: so this ends
+        // within one turn per endpoint, and then in a wait or an error.
+        while let UpstreamError::Conn(f) = err {
+            if response_started || !self.resend(f, ctx) {
+                break;
+            }
+            match self.start_attempt(ctx) {
+                Ok(()) => return,
+                Err(e) => err = e,
             }
         }
         if !nothing_received {
@@ -699,6 +829,33 @@ impl Session {
         }
         let (status, reason, label) = err.response();
         self.fail_exchange(status, reason, label, ctx);
+    }
+
+    /// Whether the request may go again after connection failure `f`, and
+    /// if so queues it again (counted in `spoke_connect_retries_total`).
+    fn resend(&mut self, f: ConnFailure, ctx: &mut Ctx<'_>) -> bool {
+        let Some(ex) = self.ex.as_mut() else {
+            return false;
+        };
+        let progress = Progress {
+            wrote_any: ex.req.wrote_any(),
+            body_sent: ex.req.body_sent(),
+            complete: ex.req.is_complete(),
+            replayable: ex.req.is_tapped(),
+            response_started: false,
+        };
+        let late = ctx.now >= ex.give_up_at(ctx.cfg);
+        if late || !conn_failure::may_resend(ex.idempotent, progress) {
+            log::debug!("{}: {} and the request cannot go again", ex.dst, f.as_str());
+            return false;
+        }
+        if !ex.req.rewind() {
+            return false;
+        }
+        if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
+            d.connect_retries.retry(&ex.attempt.backend, f);
+        }
+        true
     }
 
     /// Ends the exchange with a response made by the proxy.

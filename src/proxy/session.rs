@@ -197,6 +197,7 @@ impl Session {
                     }
                 }
                 (Phase::Exchanging, SessionTimer::Connect) => self.connect_timer(ctx),
+                (Phase::Exchanging, SessionTimer::Reconnect) => self.reconnect_timer(ctx),
                 (Phase::Exchanging, SessionTimer::Route) => self.route_timeout(ctx),
                 (Phase::Exchanging, SessionTimer::Body) => self.body_timeout(ctx),
                 (Phase::ReadHead, SessionTimer::Idle)
@@ -469,6 +470,7 @@ impl Session {
             SessionTimer::Connect,
             SessionTimer::Route,
             SessionTimer::Body,
+            SessionTimer::Reconnect,
         ] {
             self.deadlines.clear(kind);
         }

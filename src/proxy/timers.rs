@@ -28,15 +28,18 @@ pub enum SessionTimer {
     Head,
     /// A request body took too long to arrive after its head.
     Body,
+    /// A request waits for an endpoint to come back into rotation.
+    Reconnect,
 }
 
-const KINDS: [SessionTimer; 6] = [
+const KINDS: [SessionTimer; 7] = [
     SessionTimer::Failfast,
     SessionTimer::Connect,
     SessionTimer::Route,
     SessionTimer::Idle,
     SessionTimer::Head,
     SessionTimer::Body,
+    SessionTimer::Reconnect,
 ];
 
 /// What a deadline is for.
