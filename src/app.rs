@@ -26,9 +26,9 @@ use crate::discovery::control::{self, ControlConn, ControlThread};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::http1;
 use crate::metrics::{DiscoveryKind, MetricsError, ProxyMetrics, Registry};
+use crate::proxy::ctx::LoopConfig;
 use crate::proxy::destinations::Destinations;
 use crate::proxy::event_loop::EventLoop;
-use crate::proxy::session::LoopConfig;
 use crate::proxy::token;
 
 /// How often DNS-resolved endpoint sets are refreshed.

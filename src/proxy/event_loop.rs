@@ -18,10 +18,11 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::admin::{AdminConn, AdminState};
+use super::ctx::{Ctx, LoopConfig, Owner, Role, Step};
 use super::destinations::Destinations;
 use super::pool::Pool;
 use super::ready::Readiness;
-use super::session::{Ctx, LoopConfig, Owner, Session, Step};
+use super::session::Session;
 use super::timers::{Timer, Timers};
 use super::token;
 use crate::metrics::{Peer, ProxyMetrics, RenderCursor, TcpMetrics};
@@ -309,7 +310,10 @@ impl EventLoop {
 
     fn add_session(&mut self, mut stream: TcpStream) -> Option<usize> {
         let key = self.sessions.vacant_key();
-        let sock = self.parts.socks.insert(Owner::Client(key));
+        let sock = self.parts.socks.insert(Owner::Conn {
+            session: key,
+            role: Role::Client,
+        });
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             token::socket(sock),
@@ -377,9 +381,9 @@ impl EventLoop {
         };
         // Unknown tokens are stale events for sockets already closed.
         match self.parts.socks.get(index).copied() {
-            Some(Owner::Client(key)) | Some(Owner::Upstream(key)) => {
+            Some(Owner::Conn { session: key, role }) => {
                 if let Some(s) = self.sessions.get_mut(key) {
-                    s.ready(index, Readiness::of(event));
+                    s.ready(role, Readiness::of(event));
                 }
                 self.drive(key, now)
             }

@@ -30,11 +30,12 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use super::buffer::{Buffer, Filled};
+use super::ctx::{Ctx, LoopConfig, Owner, Role};
 use super::destinations::Router;
 use super::pipe::{Pipe, PipeError};
 use super::pool::IdleConn;
 use super::ready::Tracked;
-use super::session::{has_body, Ctx, LoopConfig, Owner, Phase, Session};
+use super::session::{has_body, Phase, Session};
 use super::timers::SessionTimer;
 use super::token;
 use super::tunnel::Tunnel;
@@ -327,7 +328,10 @@ impl Session {
             stream, sock, buf, ..
         }) = ctx.pool.take(addr)
         {
-            ctx.socks[sock] = Owner::Upstream(self.key);
+            ctx.socks[sock] = Owner::Conn {
+                session: self.key,
+                role: Role::Upstream,
+            };
             self.ex.as_mut().expect("exchange").upstream = Some(Upstream {
                 // Its events while pooled were all handled (bytes or a close
                 // would have dropped it), so nothing waits to be read, and
@@ -350,7 +354,10 @@ impl Session {
                 return Err(self.conn_failed_at_once(addr, ConnFailure::of_connect(&e), ctx));
             }
         };
-        let sock = ctx.socks.insert(Owner::Upstream(self.key));
+        let sock = ctx.socks.insert(Owner::Conn {
+            session: self.key,
+            role: Role::Upstream,
+        });
         if let Err(e) = ctx.registry.register(
             &mut stream,
             token::socket(sock),

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod buffer;
+pub mod ctx;
 pub mod destinations;
 pub mod event_loop;
 pub mod exchange;

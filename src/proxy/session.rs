@@ -15,70 +15,20 @@
 //! drain (that is the backpressure). Each request resolves its route once and
 //! keeps that router (`Rc<Router>`) to the end, whatever swaps happen meanwhile.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::net::TcpStream;
-use mio::Registry;
-use slab::Slab;
 
 use super::buffer::{Buffer, Filled};
-use super::destinations::{Destinations, Router};
+use super::ctx::{Ctx, LoopConfig, Role, Step};
+use super::destinations::Router;
 use super::exchange::Exchange;
 use super::pipe::{Pipe, PipeError};
-use super::pool::Pool;
 use super::ready::{Readiness, Tracked};
-use super::timers::{Deadlines, SessionTimer, Timer, Timers};
+use super::timers::{Deadlines, SessionTimer, Timer};
 use super::tunnel::{Tunnel, TunnelStep};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
-use crate::metrics::TcpMetrics;
-
-/// Who owns a socket token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
-    Client(usize),
-    Upstream(usize),
-    Idle(SocketAddr),
-    Admin(usize),
-}
-
-/// Event-loop settings a session needs.
-pub struct LoopConfig {
-    pub connect_timeout: Duration,
-    /// TCP keepalive idle time and probe interval on upstream connections.
-    pub connect_keepalive: Option<Duration>,
-    pub failfast_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-    pub discovery_idle_timeout: Duration,
-    pub limits: http1::Limits,
-    /// Read-buffer size per direction; bounds memory per connection.
-    pub buffer_limit: usize,
-    /// Client-side deadlines and the connection cap.
-    pub http: crate::config::HttpLimits,
-    /// How long in-flight requests may take to finish after shutdown begins.
-    pub shutdown_grace: Duration,
-}
-
-/// The loop state a session may touch while it runs.
-pub struct Ctx<'a> {
-    pub registry: &'a Registry,
-    pub socks: &'a mut Slab<Owner>,
-    pub pool: &'a mut Pool,
-    pub dsts: &'a mut Destinations,
-    pub timers: &'a mut Timers,
-    pub cfg: &'a LoopConfig,
-    pub tcp_dst: &'a TcpMetrics,
-    pub rng: &'a mut fastrand::Rng,
-    pub now: Instant,
-}
-
-/// What the loop should do with a session after `drive`.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Step {
-    Open,
-    Close,
-}
 
 pub(super) enum Phase {
     ReadHead,
@@ -141,17 +91,19 @@ impl Session {
         self.sock
     }
 
-    /// Records what an event said about one of this session's sockets.
-    pub fn ready(&mut self, sock: usize, r: Readiness) {
-        if sock == self.sock {
-            self.client.ready(r);
-        } else if let Some(up) = self.ex.as_mut().and_then(|ex| ex.upstream.as_mut()) {
-            if up.sock == sock {
-                up.stream.ready(r);
-            }
-        } else if let Phase::Tunnel(t) = &mut self.phase {
-            if t.sock == sock {
-                t.up.ready(r);
+    /// Records what an event said about one of this session's sockets: the
+    /// client's, or the upstream's (of the exchange or the tunnel). A session
+    /// has at most one upstream socket at a time; an event for one it
+    /// already dropped never reaches it (the slab entry went with it).
+    pub fn ready(&mut self, role: Role, r: Readiness) {
+        match role {
+            Role::Client => self.client.ready(r),
+            Role::Upstream => {
+                if let Some(up) = self.ex.as_mut().and_then(|ex| ex.upstream.as_mut()) {
+                    up.stream.ready(r);
+                } else if let Phase::Tunnel(t) = &mut self.phase {
+                    t.up.ready(r);
+                }
             }
         }
     }

@@ -1,0 +1,77 @@
+//! The event loop's shared state as a session sees it (event-loop thread):
+//! who owns each socket token ([`Owner`]), the loop's settings
+//! ([`LoopConfig`]), the parts of the loop a session may touch while it runs
+//! ([`Ctx`]), and what a session tells the loop after a step ([`Step`]).
+//! Sessions (`session`, `exchange`) and the loop (`event_loop`) both import
+//! this; it imports neither.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::Registry;
+use slab::Slab;
+
+use super::destinations::Destinations;
+use super::pool::Pool;
+use super::timers::Timers;
+use crate::http1;
+use crate::metrics::TcpMetrics;
+
+/// Who owns a socket token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// One of a session's connections.
+    Conn {
+        session: usize,
+        role: Role,
+    },
+    /// An idle upstream connection in the pool, to this endpoint.
+    Idle(SocketAddr),
+    Admin(usize),
+}
+
+/// Which side of a session a socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The connection the session accepted.
+    Client,
+    /// A connection the session made to an upstream.
+    Upstream,
+}
+
+/// Event-loop settings a session needs.
+pub struct LoopConfig {
+    pub connect_timeout: Duration,
+    /// TCP keepalive idle time and probe interval on upstream connections.
+    pub connect_keepalive: Option<Duration>,
+    pub failfast_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub discovery_idle_timeout: Duration,
+    pub limits: http1::Limits,
+    /// Read-buffer size per direction; bounds memory per connection.
+    pub buffer_limit: usize,
+    /// Client-side deadlines and the connection cap.
+    pub http: crate::config::HttpLimits,
+    /// How long in-flight requests may take to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// The loop state a session may touch while it runs.
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub socks: &'a mut Slab<Owner>,
+    pub pool: &'a mut Pool,
+    pub dsts: &'a mut Destinations,
+    pub timers: &'a mut Timers,
+    pub cfg: &'a LoopConfig,
+    pub tcp_dst: &'a TcpMetrics,
+    pub rng: &'a mut fastrand::Rng,
+    pub now: Instant,
+}
+
+/// What the loop should do with a session after `drive`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Open,
+    Close,
+}
