@@ -25,6 +25,7 @@ use super::ready::Readiness;
 use super::session::Session;
 use super::timers::{Timer, Timers};
 use super::token;
+use super::transport::Transport;
 use crate::metrics::{Peer, ProxyMetrics, RenderCursor, TcpMetrics};
 
 /// Idle connections kept per endpoint (Linkerd allows 10,000).
@@ -325,7 +326,8 @@ impl EventLoop {
         }
         self.parts.tcp_src.open();
         self.next_session_id += 1;
-        let s = Session::new(key, self.next_session_id, stream, sock, &self.parts.cfg);
+        let client = Transport::accepted(stream);
+        let s = Session::new(key, self.next_session_id, client, sock, &self.parts.cfg);
         self.sessions.insert(s);
         Some(key)
     }
@@ -399,7 +401,7 @@ impl EventLoop {
                     .parts
                     .pool
                     .get(addr, index)
-                    .is_some_and(|c| is_idle_and_open(&c.stream));
+                    .is_some_and(|c| c.stream.is_idle_and_open());
                 if !alive && self.parts.pool.remove(addr, index).is_some() {
                     self.parts.socks.remove(index);
                     self.parts.tcp_dst.close();
@@ -472,11 +474,4 @@ impl EventLoop {
 fn is_transient_accept_error(e: &io::Error) -> bool {
     // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
-}
-
-/// Whether an idle pooled connection is still usable: open, with nothing
-/// unread (a spurious readiness event leaves it so).
-fn is_idle_and_open(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }

@@ -20,7 +20,6 @@
 //!
 //! Lives beside `session`, which owns the client side and calls in here.
 
-use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -34,10 +33,10 @@ use super::ctx::{Ctx, LoopConfig, Owner, Role};
 use super::destinations::Router;
 use super::pipe::{Pipe, PipeError};
 use super::pool::IdleConn;
-use super::ready::Tracked;
 use super::session::{has_body, Phase, Session};
 use super::timers::SessionTimer;
 use super::token;
+use super::transport::{Connect, Transport};
 use super::tunnel::Tunnel;
 use crate::balance::Pick;
 use crate::conn_failure::{self, ConnFailure, Progress};
@@ -66,7 +65,7 @@ pub(super) enum Resp {
 }
 
 pub(super) struct Upstream {
-    pub(super) stream: Tracked<TcpStream>,
+    pub(super) stream: Transport,
     pub(super) sock: usize,
     addr: SocketAddr,
     pub(super) inbuf: Buffer,
@@ -333,10 +332,7 @@ impl Session {
                 role: Role::Upstream,
             };
             self.ex.as_mut().expect("exchange").upstream = Some(Upstream {
-                // Its events while pooled were all handled (bytes or a close
-                // would have dropped it), so nothing waits to be read, and
-                // the send buffer is empty.
-                stream: Tracked::new(stream, false, true),
+                stream: stream.reused(),
                 sock,
                 addr,
                 inbuf: buf,
@@ -369,9 +365,7 @@ impl Session {
         }
         ctx.tcp_dst.open();
         self.ex.as_mut().expect("exchange").upstream = Some(Upstream {
-            // Registered before the handshake ends: the writable edge says
-            // it is connected (or failed), and bytes come only after.
-            stream: Tracked::new(stream, false, false),
+            stream: Transport::connecting(stream),
             sock,
             addr,
             inbuf: Buffer::new(limit),
@@ -432,7 +426,7 @@ impl Session {
             if !up.stream.is_writable() {
                 return Ok(false);
             }
-            match connect_status(up.stream.get_ref()) {
+            match up.stream.connect_status() {
                 Connect::Pending => return Ok(false),
                 Connect::Failed(e) => {
                     log::debug!("connect to {} failed: {e}", up.addr);
@@ -443,12 +437,7 @@ impl Session {
                 Connect::Done => {
                     deadlines.clear(SessionTimer::Connect);
                     up.connected = true;
-                    let _ = up.stream.get_ref().set_nodelay(true);
-                    if let Some(every) = ctx.cfg.connect_keepalive {
-                        if let Err(e) = keep_alive(up.stream.get_ref(), every) {
-                            log::debug!("no TCP keepalive to {}: {e}", up.addr);
-                        }
-                    }
+                    up.stream.connected(ctx.cfg.connect_keepalive);
                     if let Some(d) = ctx.dsts.get_mut(&ex.attempt.backend) {
                         d.balancer.connected(up.addr);
                     }
@@ -916,7 +905,7 @@ impl Session {
 fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
     ctx.socks[up.sock] = Owner::Idle(up.addr);
     let idle = IdleConn {
-        stream: up.stream.into_inner(),
+        stream: up.stream,
         sock: up.sock,
         since: ctx.now,
         buf: up.inbuf,
@@ -930,35 +919,4 @@ fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
 fn drop_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
     ctx.socks.remove(up.sock);
     ctx.tcp_dst.close();
-}
-
-enum Connect {
-    Pending,
-    Done,
-    Failed(io::Error),
-}
-
-/// Whether a non-blocking connect has finished (checked on a writable event).
-fn connect_status(stream: &TcpStream) -> Connect {
-    match stream.take_error() {
-        Ok(Some(e)) | Err(e) => return Connect::Failed(e),
-        Ok(None) => {}
-    }
-    match stream.peer_addr() {
-        Ok(_) => Connect::Done,
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Connect::Pending,
-        Err(e) => Connect::Failed(e),
-    }
-}
-
-/// Kernel keepalive on an upstream connection, probing after `every` of
-/// silence and then every `every`: a backend whose host vanished (no FIN, no
-/// RST) is found out, and the exchange fails, even while spoke waits for a
-/// response on a route without a timeout, or holds the connection idle in the
-/// pool. Linkerd sets the same on its outbound connections (10 s).
-fn keep_alive(stream: &TcpStream, every: Duration) -> io::Result<()> {
-    let probes = socket2::TcpKeepalive::new()
-        .with_time(every)
-        .with_interval(every);
-    socket2::SockRef::from(stream).set_tcp_keepalive(&probes)
 }

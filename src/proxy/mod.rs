@@ -14,4 +14,5 @@ pub mod ready;
 pub mod session;
 pub mod timers;
 pub mod token;
+pub mod transport;
 pub mod tunnel;

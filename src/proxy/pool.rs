@@ -8,13 +8,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-
 use super::buffer::Buffer;
+use super::transport::Transport;
 use crate::FastMap;
 
 pub struct IdleConn {
-    pub stream: TcpStream,
+    pub stream: Transport,
     pub sock: usize,
     pub since: Instant,
     /// The connection's (empty) read buffer, kept so a reused connection

@@ -18,15 +18,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mio::net::TcpStream;
-
 use super::buffer::{Buffer, Filled};
 use super::ctx::{Ctx, LoopConfig, Role, Step};
 use super::destinations::Router;
 use super::exchange::Exchange;
 use super::pipe::{Pipe, PipeError};
-use super::ready::{Readiness, Tracked};
+use super::ready::Readiness;
 use super::timers::{Deadlines, SessionTimer, Timer};
+use super::transport::Transport;
 use super::tunnel::{Tunnel, TunnelStep};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
 
@@ -44,7 +43,7 @@ pub(super) enum Phase {
 
 pub struct Session {
     pub(super) key: usize,
-    pub(super) client: Tracked<TcpStream>,
+    pub(super) client: Transport,
     sock: usize,
     pub(super) inbuf: Buffer,
     /// Bytes for the client: a response head and body from upstream, or a
@@ -67,11 +66,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(key: usize, id: u64, client: TcpStream, sock: usize, cfg: &LoopConfig) -> Session {
+    pub fn new(key: usize, id: u64, client: Transport, sock: usize, cfg: &LoopConfig) -> Session {
         Session {
             key,
-            // Bytes may have arrived before the socket was registered.
-            client: Tracked::new(client, true, true),
+            client,
             sock,
             inbuf: Buffer::new(cfg.buffer_limit.max(cfg.limits.max_head_bytes + 1)),
             resp: Pipe::default(),

@@ -7,15 +7,12 @@
 //! request is already tunnel data); the upstream's is kept here.
 
 use std::io::{self, Write};
-use std::net::Shutdown;
-
-use mio::net::TcpStream;
 
 use super::buffer::{Buffer, Filled};
-use super::ready::Tracked;
+use super::transport::Transport;
 
 pub(super) struct Tunnel {
-    pub(super) up: Tracked<TcpStream>,
+    pub(super) up: Transport,
     pub(super) sock: usize,
     up_buf: Buffer,
     up_eof: bool,
@@ -33,7 +30,7 @@ pub(super) enum TunnelStep {
 }
 
 impl Tunnel {
-    pub(super) fn new(up: Tracked<TcpStream>, sock: usize, up_buf: Buffer) -> Tunnel {
+    pub(super) fn new(up: Transport, sock: usize, up_buf: Buffer) -> Tunnel {
         Tunnel {
             up,
             sock,
@@ -48,7 +45,7 @@ impl Tunnel {
     /// read side of the client, which the session fills.
     pub(super) fn step(
         &mut self,
-        client: &mut Tracked<TcpStream>,
+        client: &mut Transport,
         client_buf: &mut Buffer,
         client_eof: bool,
     ) -> TunnelStep {
@@ -59,7 +56,7 @@ impl Tunnel {
             Err(_) => return TunnelStep::Done,
         }
         if client_eof && client_buf.is_empty() && !self.shut_up {
-            let _ = self.up.get_ref().shutdown(Shutdown::Write);
+            let _ = self.up.shutdown_write();
             self.shut_up = true;
             progress = true;
         }
@@ -80,7 +77,7 @@ impl Tunnel {
             Err(_) => return TunnelStep::Done,
         }
         if self.up_eof && self.up_buf.is_empty() && !self.shut_client {
-            let _ = client.get_ref().shutdown(Shutdown::Write);
+            let _ = client.shutdown_write();
             self.shut_client = true;
             progress = true;
         }
