@@ -289,6 +289,14 @@ spec:
             assert_eq!(served_route(&source), "first", "{field}");
         }
 
+        fs::write(
+            &path,
+            "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nspec: [",
+        )
+        .unwrap();
+        reload(&path, &source, &hub);
+        assert_eq!(served_route(&source), "first", "not YAML");
+
         fs::write(&path, good("second")).unwrap();
         reload(&path, &source, &hub);
         assert_eq!(served_route(&source), "second");
