@@ -11,7 +11,7 @@ use support::*;
 
 const BOOKS: &str = "books.default.svc.cluster.local:7000";
 
-fn file(route: &str, backend: std::net::SocketAddr) -> String {
+fn file(route: &str, path_regex: &str, backend: std::net::SocketAddr) -> String {
     format!(
         "apiVersion: linkerd.io/v1alpha2
 kind: ServiceProfile
@@ -26,7 +26,7 @@ spec:
   - name: {route}
     condition:
       method: GET
-      pathRegex: /books/[^/]+
+      pathRegex: {path_regex}
 ---
 apiVersion: spoke.dev/v1alpha1
 kind: Endpoints
@@ -47,7 +47,7 @@ fn serves_a_service_profile_file_and_pushes_edits() {
     let dir = std::env::temp_dir().join(format!("spoke-embedded-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mesh.yaml");
-    std::fs::write(&path, file("first", be.addr())).unwrap();
+    std::fs::write(&path, file("first", "/books/[^/]+", be.addr())).unwrap();
 
     let env = MapEnv::new()
         .set(config::CONTROLLER_CONFIG, path.display().to_string())
@@ -66,12 +66,10 @@ fn serves_a_service_profile_file_and_pushes_edits() {
         1.0
     );
 
-    // A broken edit is refused; the last good file keeps being served.
-    std::fs::write(
-        &path,
-        "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nspec: [",
-    )
-    .unwrap();
+    // An edit with a typo in a regex is refused as a whole (no proxy could
+    // apply that route); the last good file keeps being served. (Were it
+    // served, the proxy would drop route `typo` and count on the default one.)
+    std::fs::write(&path, file("typo", "/books/([^/]+", be.addr())).unwrap();
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(get(&app, BOOKS, "/books/2").status, 200);
     assert_eq!(
@@ -79,7 +77,7 @@ fn serves_a_service_profile_file_and_pushes_edits() {
         2.0
     );
 
-    std::fs::write(&path, file("second", be.addr())).unwrap();
+    std::fs::write(&path, file("second", "/books/[^/]+", be.addr())).unwrap();
     eventually("the edit reaches the proxy", || {
         assert_eq!(get(&app, BOOKS, "/books/3").status, 200);
         metric(&app, "route_request_total", &[("rt_route", "second")]) >= 1.0

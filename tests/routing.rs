@@ -128,6 +128,56 @@ fn a_profile_update_applies_to_the_next_request_while_in_flight_keeps_its_route(
     );
 }
 
+/// A route whose condition does not convert is dropped whole, so it serves
+/// nothing and the next route applies. (Dropping only the bad regex, as
+/// linkerd2-proxy does, would leave `all: []`, which matches every request.)
+#[test]
+fn a_route_with_a_bad_regex_is_dropped_whole_and_the_next_one_serves() {
+    let ctl = MockController::start();
+    let be = backend("books");
+    ctl.endpoints(BOOKS, &[be.addr()]);
+    let mut broken = route("broken", None, "([");
+    let bad_regex = broken.condition.take().unwrap();
+    let mut seq = pb::request_match::Seq::new();
+    seq.matches = vec![bad_regex];
+    broken.condition.mut_or_insert_default().set_all(seq);
+    // Were the broken route applied, its class would call every 200 a failure.
+    let mut class = pb::ResponseClass::new();
+    let mut status = pb::HttpStatusRange::new();
+    (status.min, status.max) = (200, 299);
+    class.condition.mut_or_insert_default().set_status(status);
+    class.is_failure = true;
+    broken.response_classes.push(class);
+    ctl.profile(
+        BOOKS,
+        &profile(vec![
+            broken,
+            route("GET /books/{id}", Some("GET"), "/books/[^/]+"),
+        ]),
+    );
+    let app = proxy(&config(ctl.addr()));
+
+    for path in ["/books/1", "/books/2", "/other"] {
+        let r = get(&app, BOOKS, path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    let text = metrics(&app);
+    let books = [("dst", BOOKS), ("rt_route", "GET /books/{id}")];
+    assert_eq!(metric(&app, "route_request_total", &books), 2.0, "{text}");
+    let mut success = books.to_vec();
+    success.push(("classification", "success"));
+    assert_eq!(
+        metric(&app, "route_response_total", &success),
+        2.0,
+        "{text}"
+    );
+    assert!(!text.contains("rt_route=\"broken\""), "{text}");
+    // `/other` matches neither route and takes the default one.
+    let default = [("direction", "outbound"), ("dst", BOOKS)];
+    assert!(has_series(&text, "route_request_total", &default), "{text}");
+    assert_eq!(be.hits(), 3);
+}
+
 /// A controller, a backend that echoes request bodies, and the proxy routing
 /// `BOOKS` to it with an empty profile.
 fn echo_mesh() -> (MockController, spoke::devtools::Backend, spoke::app::App) {

@@ -212,3 +212,94 @@ fn reload(path: &Path, source: &FileSource, hub: &Hub) {
     push_changes(&mut streams, &old, &new);
     log::info!("reloaded {}", path.display());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOOKS: &str = "books.default.svc.cluster.local:7000";
+
+    /// A one-profile file: route `route` with `condition`, one class and one override.
+    fn file(route: &str, condition: &str, status: &str, authority: &str) -> String {
+        format!(
+            "apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata:
+  name: books.default.svc.cluster.local
+spec:
+  routes:
+  - name: {route}
+    condition: {condition}
+    responseClasses:
+    - condition: {{status: {status}}}
+      isFailure: true
+  dstOverrides:
+  - {{authority: {authority}, weight: 1}}
+"
+        )
+    }
+
+    fn good(route: &str) -> String {
+        file(
+            route,
+            "{method: GET, pathRegex: \"/books/[^/]+\"}",
+            "{min: 500, max: 599}",
+            "books-v2.default.svc.cluster.local:7000",
+        )
+    }
+
+    fn served_route(source: &FileSource) -> String {
+        let profile = source.current().profile(BOOKS).expect("valid path");
+        profile.routes[0].metrics_labels["route"].clone()
+    }
+
+    #[test]
+    fn an_edit_no_proxy_could_apply_is_refused_and_the_last_good_file_stays() {
+        let dir = std::env::temp_dir().join(format!("spoke-reload-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mesh.yaml");
+        fs::write(&path, good("first")).unwrap();
+        let (mesh, _) = load(&path).expect("good file");
+        let source = FileSource {
+            mesh: Mutex::new(Arc::new(mesh)),
+        };
+        let hub = Hub::default();
+
+        let bad_regex = good("bad").replace("/books/[^/]+", "/books/([");
+        let one_bound = good("bad").replace("{min: 500, max: 599}", "{min: 500}");
+        let no_port = good("bad").replace(":7000,", ",");
+        let bad_method = good("bad").replace("method: GET", "method: \"G T\"");
+        for (bad, field) in [
+            (bad_regex, "spec.routes[0].condition.pathRegex"),
+            (
+                one_bound,
+                "spec.routes[0].responseClasses[0].condition.status",
+            ),
+            (no_port, "spec.dstOverrides[0].authority"),
+            (bad_method, "spec.routes[0].condition.method"),
+        ] {
+            fs::write(&path, &bad).unwrap();
+            let message = load(&path).map(drop).expect_err(&bad).to_string();
+            let at = format!(
+                "{}: doc 1 (ServiceProfile books.default.svc.cluster.local): {field}: ",
+                path.display()
+            );
+            assert!(message.starts_with(&at), "{message}");
+            reload(&path, &source, &hub);
+            assert_eq!(served_route(&source), "first", "{field}");
+        }
+
+        fs::write(
+            &path,
+            "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nspec: [",
+        )
+        .unwrap();
+        reload(&path, &source, &hub);
+        assert_eq!(served_route(&source), "first", "not YAML");
+
+        fs::write(&path, good("second")).unwrap();
+        reload(&path, &source, &hub);
+        assert_eq!(served_route(&source), "second");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -40,8 +40,11 @@
 //! A document with a structural error (a missing required field, a value of the wrong type,
 //! a bad duration, quantity, port or address) fails the whole parse with a [`MeshError`]
 //! naming the document and the field path; the controller then keeps serving the last good
-//! file. Unknown fields inside `spec` are ignored with a warning. Regexes and method names
-//! are not checked here: as with Linkerd, the proxy does that and drops a route it cannot use.
+//! file. So does a value that no proxy could apply as written, which Linkerd's controller
+//! would send on for the proxy to drop: a `pathRegex` that does not compile as a whole-path
+//! regex, a method that is not an HTTP token, a `dstOverrides` authority that is not
+//! `name:port`, a status range with only `min` or only `max`. Unknown fields inside `spec`
+//! are ignored with a warning.
 //!
 //! # ServiceProfile conversion
 //!

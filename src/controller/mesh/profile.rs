@@ -10,19 +10,26 @@
 //!   `not`). A condition with none of them is an error. Empty strings count as absent.
 //! - `not` may be one object or a list (the CRD declares a list). A one-element list is that
 //!   element; a list of several means "none of them": `not(any(...))`. An empty list is an error.
-//! - `status: {min, max}`: a missing bound makes it one code (`min = max`). Codes must be
-//!   100-599 and `min <= max`, as Linkerd's controller checks.
+//! - `status: {min, max}`: both bounds are required (`{min: 500, max: 500}` for one code),
+//!   codes 100-599, `min <= max`. Linkerd's controller would send a missing bound as 0,
+//!   which linkerd2-proxy cannot apply (it drops the class); refusing it keeps one file
+//!   meaning one thing to every proxy.
 //! - Method names `GET POST PUT DELETE PATCH OPTIONS CONNECT HEAD TRACE` (case-sensitive)
-//!   map to the registered enum; anything else is sent as `unregistered`.
-//! - Regexes and method names are not validated here: as with Linkerd, the proxy does that
-//!   and drops a route it cannot use.
+//!   map to the registered enum; any other HTTP token is sent as `unregistered`; a name that
+//!   is not a token (`"BAD METHOD"`) is an error.
+//! - `pathRegex` must compile as the proxy compiles it: anchored to the whole path, within
+//!   spoke's size limit (`crate::profile::RequestMatch::path`, the function the client uses).
+//!   It is still sent as written.
+//! - `dstOverrides[]` (`profile/dst_overrides.rs`): the authority must be `name:port`;
+//!   the weight is an integer or a Kubernetes quantity, sent as Linkerd sends it.
+//! - Unlike Linkerd's controller, which sends a bad regex, method token, authority or
+//!   one-bound range on and leaves the proxy to drop (or misread) it, these are errors: no
+//!   proxy could apply them as written, so the file is refused with the field named and the
+//!   last good file stays in force.
 //! - `timeout` and `retryBudget.ttl` are Go durations (see `crate::duration`); zero is sent
 //!   as unset, as Linkerd does.
 //! - A profile without `retryBudget` gets Linkerd's default budget: ratio 0.2, 10 retries per
 //!   second, ttl 10s. With one, all three fields are required (as in the CRD).
-//! - `dstOverrides[].weight` is an integer or a Kubernetes quantity (`"500m"`, `"1"`,
-//!   `"0.25"`, `"1k"`, `"1Ki"`, `"1e3"`), sent in units of 1/10,000 after rounding up to a
-//!   thousandth, as Linkerd's `MilliValue() * 10` (`500m` -> 5,000, `1` -> 10,000).
 //! - `opaquePorts` is a list of ports, integers or strings; a `"4000-4010"` range is also
 //!   read. The profile served for one of those ports has `opaque_protocol = true`.
 
@@ -33,13 +40,19 @@ use protobuf::well_known_types::duration::Duration as PbDuration;
 use protobuf::MessageField;
 use yaml_rust2::Yaml;
 
+mod dst_overrides;
+
+use dst_overrides::weighted_dst;
+
 use super::yaml::{
     boolean, fail, get, go_duration, index_path, integer, key_path, kind_of, mapping, optional_seq,
     required, sequence, string, Ctx, Field,
 };
+use crate::discovery::convert::regex_reason;
+use crate::profile::Method;
 use crate::proto::destination::{
     request_match, response_match, DestinationProfile, HttpStatusRange, PathMatch, RequestMatch,
-    ResponseClass, ResponseMatch, RetryBudget, Route, WeightedDst,
+    ResponseClass, ResponseMatch, RetryBudget, Route,
 };
 use crate::proto::http_types::{http_method, HttpMethod};
 
@@ -171,8 +184,18 @@ fn request_match(ctx: &Ctx, v: &Yaml, path: &str) -> Field<RequestMatch> {
         )?)));
     }
     if let Some(method) = get(map, "method") {
-        let method = string(method, &key_path(path, "method"))?;
+        let method_path = key_path(path, "method");
+        let method = string(method, &method_path)?;
         if !method.is_empty() {
+            if Method::from_token(method).is_none() {
+                return fail(
+                    &method_path,
+                    format!(
+                        "{method:?} is not an HTTP method (expected a token such as GET or \
+                         PURGE: letters, digits and !#$%&'*+-.^_`|~)"
+                    ),
+                );
+            }
             parts.push(req(Match::Method(http_method(method))));
         }
     }
@@ -192,8 +215,19 @@ fn request_match(ctx: &Ctx, v: &Yaml, path: &str) -> Field<RequestMatch> {
         parts.push(req(Match::Not(Box::new(inner))));
     }
     if let Some(regex) = get(map, "pathRegex") {
-        let regex = string(regex, &key_path(path, "pathRegex"))?;
+        let regex_path = key_path(path, "pathRegex");
+        let regex = string(regex, &regex_path)?;
         if !regex.is_empty() {
+            // Compiled (and thrown away) only to check it: the proxy compiles it again.
+            if let Err(e) = crate::profile::RequestMatch::path(regex) {
+                return fail(
+                    &regex_path,
+                    format!(
+                        "{regex:?} does not compile as a regex of the whole path: {}",
+                        regex_reason(&e)
+                    ),
+                );
+            }
             let mut pm = PathMatch::new();
             pm.regex = regex.to_string();
             parts.push(req(Match::Path(pm)));
@@ -342,13 +376,25 @@ fn status_range(ctx: &Ctx, v: &Yaml, path: &str) -> Field<HttpStatusRange> {
             Some(n) => fail(&key_path, format!("status code {n} is outside 100-599")),
         }
     };
+    // Linkerd's controller would send the missing bound as 0, which linkerd2-proxy cannot
+    // apply (it drops the class); reading it as one code would be a guess.
+    let one_bound = |given: &str, code: u32| {
+        fail(
+            path,
+            format!(
+                "only {given} is given: both min and max are required \
+                 (for one code write min: {code}, max: {code})"
+            ),
+        )
+    };
     let (min, max) = match (code("min")?, code("max")?) {
         (Some(min), Some(max)) if min > max => {
             return fail(path, format!("min {min} is greater than max {max}"))
         }
         (Some(min), Some(max)) => (min, max),
-        (Some(one), None) | (None, Some(one)) => (one, one),
-        (None, None) => return fail(path, "expected min and/or max"),
+        (Some(min), None) => return one_bound("min", min),
+        (None, Some(max)) => return one_bound("max", max),
+        (None, None) => return fail(path, "expected min and max"),
     };
     let mut range = HttpStatusRange::new();
     range.min = min;
@@ -381,99 +427,6 @@ fn retry_budget(ctx: &Ctx, v: &Yaml, path: &str) -> Field<RetryBudget> {
     let ttl = go_duration(required(map, "ttl", path)?, &key_path(path, "ttl"))?;
     budget.ttl = pb_duration(ttl);
     Ok(budget)
-}
-
-fn weighted_dst(ctx: &Ctx, v: &Yaml, path: &str) -> Field<WeightedDst> {
-    let map = mapping(v, path)?;
-    ctx.warn_unknown(map, path, &["authority", "weight"]);
-    let mut dst = WeightedDst::new();
-    let authority_path = key_path(path, "authority");
-    let authority = string(required(map, "authority", path)?, &authority_path)?;
-    if authority.is_empty() {
-        return fail(&authority_path, "empty");
-    }
-    dst.authority = authority.to_string();
-    let weight_path = key_path(path, "weight");
-    let text = match required(map, "weight", path)? {
-        Yaml::Integer(n) => n.to_string(),
-        Yaml::Real(s) | Yaml::String(s) => s.clone(),
-        other => {
-            let found = kind_of(other);
-            let message = format!("expected an integer or a quantity like \"500m\", found {found}");
-            return fail(&weight_path, message);
-        }
-    };
-    dst.weight = match quantity_decimillis(&text) {
-        Ok(w) => w,
-        Err(why) => return fail(&weight_path, format!("invalid weight {text:?}: {why}")),
-    };
-    Ok(dst)
-}
-
-/// A Kubernetes quantity in units of 1/10,000, rounded up to a thousandth first, as Linkerd's
-/// `Quantity.MilliValue() * 10`. Accepts `<number><suffix>`: the number is decimal with an
-/// optional fraction and an optional `+`; the suffix is empty, one of `n u m k M G T P E`,
-/// one of `Ki Mi Gi Ti Pi Ei`, or an exponent `e<int>`/`E<int>`.
-fn quantity_decimillis(text: &str) -> Result<u32, &'static str> {
-    const TOO_LARGE: &str = "out of range (weights are sent as 32-bit counts of 1/10,000)";
-    if text.starts_with('-') {
-        return Err("weights cannot be negative");
-    }
-    let body = text.strip_prefix('+').unwrap_or(text);
-    let number_len = body
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(body.len());
-    let (number, suffix) = body.split_at(number_len);
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
-        return Err("expected a number, e.g. 1, 0.25 or 500m");
-    }
-    if whole.len() + fraction.len() > 30 {
-        return Err(TOO_LARGE);
-    }
-    // At most 30 digits, so the mantissa fits a u128 (max ~3.4e38).
-    let mantissa = whole
-        .bytes()
-        .chain(fraction.bytes())
-        .fold(0u128, |acc, d| acc * 10 + u128::from(d - b'0'));
-    let pow10 = |e: u32| 10u128.checked_pow(e).ok_or(TOO_LARGE);
-    // The quantity is mantissa * num / (den * 10^fraction digits).
-    let (num, den): (u128, u128) = match suffix {
-        "" => (1, 1),
-        "n" => (1, pow10(9)?),
-        "u" => (1, pow10(6)?),
-        "m" => (1, pow10(3)?),
-        "k" => (pow10(3)?, 1),
-        "M" => (pow10(6)?, 1),
-        "G" => (pow10(9)?, 1),
-        "T" => (pow10(12)?, 1),
-        "P" => (pow10(15)?, 1),
-        "E" => (pow10(18)?, 1),
-        "Ki" => (1 << 10, 1),
-        "Mi" => (1 << 20, 1),
-        "Gi" => (1 << 30, 1),
-        "Ti" => (1 << 40, 1),
-        "Pi" => (1 << 50, 1),
-        "Ei" => (1 << 60, 1),
-        s if s.starts_with(['e', 'E']) => match s[1..].parse::<i32>() {
-            Ok(e) if e >= 0 => (pow10(e.unsigned_abs())?, 1),
-            Ok(e) => (1, pow10(e.unsigned_abs())?),
-            Err(_) => return Err("bad exponent"),
-        },
-        _ => return Err("unknown suffix (expected n, u, m, k, M, G, T, P, E, Ki-Ei or e<exp>)"),
-    };
-    let den = den
-        .checked_mul(pow10(fraction.len() as u32)?)
-        .ok_or(TOO_LARGE)?;
-    let milli = mantissa
-        .checked_mul(num)
-        .and_then(|n| n.checked_mul(1000))
-        .ok_or(TOO_LARGE)?
-        .div_ceil(den);
-    milli
-        .checked_mul(10)
-        .and_then(|d| u32::try_from(d).ok())
-        .ok_or(TOO_LARGE)
 }
 
 /// One `opaquePorts` entry: a port (integer or string) or a `"lo-hi"` range of them.
@@ -515,6 +468,7 @@ fn opaque_port(v: &Yaml, path: &str) -> Field<Vec<u16>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::destination::WeightedDst;
     use std::collections::HashMap;
 
     // The parsing helpers are shared with the parent module's tests.
@@ -592,7 +546,7 @@ mod tests {
         MessageField::some(b)
     }
 
-    fn dst(authority: &str, weight: u32) -> WeightedDst {
+    pub(super) fn dst(authority: &str, weight: u32) -> WeightedDst {
         let mut d = WeightedDst::new();
         d.authority = authority.into();
         d.weight = weight;
@@ -741,30 +695,78 @@ spec:
     #[test]
     fn status_ranges() {
         assert_eq!(
-            first_class(&classes("{status: {min: 503}}")),
-            status(503, 503)
-        );
-        assert_eq!(
-            first_class(&classes("{status: {max: 404}}")),
-            status(404, 404)
-        );
-        assert_eq!(
             first_class(&classes("{status: {min: 500, max: 599}}")),
             status(500, 599)
         );
-        assert!(error(&classes("{status: {min: 600}}")).contains("status code 600 is outside"));
+        assert_eq!(
+            first_class(&classes("{status: {min: 503, max: 503}}")),
+            status(503, 503)
+        );
+        assert!(error(&classes("{status: {min: 600, max: 600}}"))
+            .contains("status code 600 is outside"));
         assert!(error(&classes("{status: {min: 500, max: 400}}"))
             .contains("responseClasses[0].condition.status: min 500 is greater than max 400"));
-        assert!(error(&classes("{status: {}}")).contains("expected min and/or max"));
+        assert!(error(&classes("{status: {}}")).contains("expected min and max"));
         assert!(error(&classes("{status: {min: \"500\"}}"))
             .contains("status.min: expected an integer, found a string"));
-        let both = first_class(&classes("{status: {min: 500}, any: []}"));
+        let both = first_class(&classes("{status: {min: 500, max: 500}, any: []}"));
         let mut seq = response_match::Seq::new();
         seq.matches = vec![
             resp(response_match::Match::Any(Default::default())),
             status(500, 500),
         ];
         assert_eq!(both, resp(response_match::Match::All(seq)));
+    }
+
+    #[test]
+    fn a_status_range_with_one_bound_is_refused() {
+        assert_eq!(
+            error(&classes("{status: {min: 503}}")),
+            "doc 1 (ServiceProfile p.s): spec.routes[0].responseClasses[0].condition.status: \
+             only min is given: both min and max are required (for one code write min: 503, \
+             max: 503)"
+        );
+        assert!(error(&classes("{any: [{status: {max: 404}}]}")).contains(
+            "responseClasses[0].condition.any[0].status: only max is given: both min and max \
+             are required (for one code write min: 404, max: 404)"
+        ));
+        assert!(error(&classes("{not: {status: {min: 500, max: null}}}"))
+            .contains("condition.not.status: only min is given"));
+    }
+
+    #[test]
+    fn a_path_regex_must_compile_as_the_proxy_compiles_it() {
+        assert_eq!(
+            error(&one_route(" {pathRegex: \"/books/(\"}\n")),
+            "doc 1 (ServiceProfile p.s): spec.routes[0].condition.pathRegex: \"/books/(\" does \
+             not compile as a regex of the whole path: unclosed group"
+        );
+        let nested = one_route(" {all: [{method: GET}, {not: [{pathRegex: \"([\"}]}]}\n");
+        assert!(error(&nested)
+            .contains("spec.routes[0].condition.all[1].not[0].pathRegex: \"([\" does not compile"));
+        // Unbalanced groups would escape the anchors, so the proxy refuses them.
+        assert!(error(&one_route(" {pathRegex: \"/a)|(/b\"}\n"))
+            .contains("pathRegex: \"/a)|(/b\" does not compile"));
+        // Within the proxy's size limit, not only the regex crate's default one.
+        assert!(
+            error(&one_route(" {pathRegex: \"(?:\\\\p{L}{100}){100}\"}\n"))
+                .contains("does not compile as a regex of the whole path: compiled regex exceeds")
+        );
+        // What compiles is sent exactly as written; anchors are the proxy's business.
+        let written = one_route(" {pathRegex: \" ^/books/[0-9]+$\"}\n");
+        assert_eq!(condition(&written), path_regex(" ^/books/[0-9]+$"));
+    }
+
+    #[test]
+    fn a_method_must_be_an_http_token() {
+        assert_eq!(
+            error(&one_route(" {method: \"BAD METHOD\"}\n")),
+            "doc 1 (ServiceProfile p.s): spec.routes[0].condition.method: \"BAD METHOD\" is not \
+             an HTTP method (expected a token such as GET or PURGE: letters, digits and \
+             !#$%&'*+-.^_`|~)"
+        );
+        assert!(error(&one_route(" {any: [{method: \"GET/\"}]}\n"))
+            .contains("condition.any[0].method: \"GET/\" is not an HTTP method"));
     }
 
     #[test]
@@ -816,73 +818,6 @@ spec:
             "doc 1 (ServiceProfile p.s): spec.routes[0].isRetryable: \
              expected true or false, found a string"
         );
-    }
-
-    #[test]
-    fn quantities_in_decimillis() {
-        for (text, want) in [
-            ("1", 10_000),
-            ("500m", 5_000),
-            ("900m", 9_000),
-            ("0.25", 2_500),
-            ("1k", 10_000_000),
-            ("1Ki", 10_240_000),
-            ("1e2", 1_000_000),
-            ("25e-2", 2_500),
-            ("+2", 20_000),
-            (".5", 5_000),
-            ("0", 0),
-            // Rounded up to a thousandth, like Linkerd's MilliValue().
-            ("1u", 10),
-            ("0.0001", 10),
-            ("1500000u", 15_000),
-        ] {
-            assert_eq!(quantity_decimillis(text), Ok(want), "{text}");
-        }
-        for bad in [
-            "-1",
-            "",
-            "m",
-            "1x",
-            "1.2.3",
-            "1e",
-            "1 k",
-            "1000000000k",
-            "1E",
-            "1e-99",
-        ] {
-            assert!(quantity_decimillis(bad).is_err(), "{bad} should fail");
-        }
-    }
-
-    #[test]
-    fn dst_overrides_take_integers_numbers_and_quantities() {
-        let text = sp(
-            "w.s",
-            "  dstOverrides:\n  - {authority: a:80, weight: 3}\n  - {authority: b:80, weight: 0.5}\n  \
-             - {authority: c, weight: \"250m\"}\n  - {authority: d, weight: 0}\n",
-        );
-        assert_eq!(
-            profile(&mesh(&text), "w.s:80").dst_overrides,
-            vec![
-                dst("a:80", 30_000),
-                dst("b:80", 5_000),
-                dst("c", 2_500),
-                dst("d", 0)
-            ]
-        );
-        let negative = sp(
-            "w.s",
-            "  dstOverrides:\n  - {authority: a:80, weight: -1}\n",
-        );
-        assert!(error(&negative).contains("spec.dstOverrides[0].weight: invalid weight \"-1\""));
-        let missing = sp("w.s", "  dstOverrides:\n  - {authority: a:80}\n");
-        assert!(error(&missing).contains("spec.dstOverrides[0].weight: missing"));
-        let boolean = sp(
-            "w.s",
-            "  dstOverrides:\n  - {authority: a:80, weight: true}\n",
-        );
-        assert!(error(&boolean).contains("found a boolean"));
     }
 
     #[test]
