@@ -25,10 +25,10 @@ use crate::controller::embedded::{Controller, ControllerError};
 use crate::discovery::control::{self, ControlConn, ControlThread};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::http1;
-use crate::metrics::{DiscoveryKind, MetricsError, ProxyMetrics, Registry};
+use crate::metrics::{Direction, DiscoveryKind, MetricsError, ProxyMetrics, Registry};
 use crate::proxy::ctx::LoopConfig;
 use crate::proxy::destinations::Destinations;
-use crate::proxy::event_loop::EventLoop;
+use crate::proxy::event_loop::{EventLoop, Sockets};
 use crate::proxy::token;
 
 /// How often DNS-resolved endpoint sets are refreshed.
@@ -162,11 +162,10 @@ impl App {
         let event_loop = std::thread::Builder::new()
             .name("event-loop".into())
             .spawn(move || {
-                let dsts = Destinations::new(discovery, loop_metrics.clone());
+                let dsts = Destinations::new(discovery, loop_metrics.clone(), Direction::Outbound);
                 match EventLoop::new(
                     poll,
-                    outbound,
-                    admin,
+                    Sockets { outbound, admin },
                     dsts,
                     loop_cfg,
                     loop_metrics,

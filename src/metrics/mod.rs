@@ -32,8 +32,8 @@ pub use histogram::{
     bucket_quantile, Histogram, HistogramSnapshot, BUCKET_COUNT, LATENCY_BUCKETS_MS,
 };
 pub use proxy::{
-    AuthorityMetrics, ConnectRetryMetrics, DiscoveryKind, DiscoveryMetrics, Peer, ProxyMetrics,
-    RouteMetrics, TcpMetrics,
+    AuthorityMetrics, ConnectRetryMetrics, Direction, DiscoveryKind, DiscoveryMetrics, Peer,
+    ProxyMetrics, RouteMetrics, TcpMetrics,
 };
 pub use render::{
     escape_label_value, histogram_quantile, parse_line, parse_text, ParseError, Sample,

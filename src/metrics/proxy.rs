@@ -21,6 +21,24 @@ use super::{
     Registry,
 };
 
+/// Which way traffic goes through the proxy: the `direction` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// From a client outside the pod to the local application.
+    Inbound,
+    /// From the local application to the rest of the mesh.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
 /// Which end of a proxied TCP connection a `tcp_*` series counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
@@ -170,9 +188,9 @@ impl ProxyMetrics {
 
     /// Handle for one authority (`name:port`) in one direction (`outbound`/`inbound`).
     /// Creates the `request_total` series; response series appear on first use.
-    pub fn authority(&self, direction: &str, authority: &str) -> AuthorityMetrics {
+    pub fn authority(&self, direction: Direction, authority: &str) -> AuthorityMetrics {
         let base = Labels::new()
-            .with("direction", direction.to_owned())
+            .with("direction", direction.as_str())
             .with("authority", authority.to_owned());
         AuthorityMetrics {
             requests: self.request_total.series(base.clone()),
@@ -187,9 +205,14 @@ impl ProxyMetrics {
     /// Handle for one route of destination `dst` (`name:port`). `labels` are the route's
     /// metrics labels, emitted as `rt_<key>` sorted by key (so the order of a map does not
     /// matter); an empty slice is the default route, which has no `rt_*` labels.
-    pub fn route(&self, direction: &str, dst: &str, labels: &[(String, String)]) -> RouteMetrics {
+    pub fn route(
+        &self,
+        direction: Direction,
+        dst: &str,
+        labels: &[(String, String)],
+    ) -> RouteMetrics {
         let mut base = Labels::new()
-            .with("direction", direction.to_owned())
+            .with("direction", direction.as_str())
             .with("dst", dst.to_owned());
         let mut sorted: Vec<&(String, String)> = labels.iter().collect();
         sorted.sort();
@@ -217,9 +240,9 @@ impl ProxyMetrics {
     }
 
     /// Handle for TCP connections in `direction` on the `peer` side.
-    pub fn tcp(&self, direction: &str, peer: Peer) -> TcpMetrics {
+    pub fn tcp(&self, direction: Direction, peer: Peer) -> TcpMetrics {
         let labels = Labels::new()
-            .with("direction", direction.to_owned())
+            .with("direction", direction.as_str())
             .with("peer", peer.as_str());
         TcpMetrics {
             opened: self.tcp_open_total.series(labels.clone()),
@@ -231,7 +254,7 @@ impl ProxyMetrics {
     /// Handle for the connection retries of one destination in `direction`. It
     /// holds no series until the first retry, so an idle destination costs no
     /// label set.
-    pub fn connect_retries(&self, direction: &'static str) -> ConnectRetryMetrics {
+    pub fn connect_retries(&self, direction: Direction) -> ConnectRetryMetrics {
         ConnectRetryMetrics {
             direction,
             family: self.connect_retries.clone(),
@@ -468,7 +491,7 @@ impl TcpMetrics {
 /// (in the destination table).
 #[derive(Clone, Debug)]
 pub struct ConnectRetryMetrics {
-    direction: &'static str,
+    direction: Direction,
     family: CounterFamily,
     seen: Vec<(ConnFailure, Counter)>,
 }
@@ -481,7 +504,7 @@ impl ConnectRetryMetrics {
             return;
         }
         let labels = Labels::new()
-            .with("direction", self.direction)
+            .with("direction", self.direction.as_str())
             .with("dst", dst.to_owned())
             .with("reason", why.as_str());
         let c = self.family.series(labels);
@@ -573,7 +596,7 @@ mod tests {
     #[test]
     fn authority_families_render_exactly() {
         let m = metrics();
-        let mut books = m.authority("outbound", "books.default.svc.cluster.local:7000");
+        let mut books = m.authority(Direction::Outbound, "books.default.svc.cluster.local:7000");
         books.request();
         books.request();
         books.request();
@@ -620,7 +643,7 @@ mod tests {
     #[test]
     fn repeated_outcomes_reuse_cached_series() {
         let m = metrics();
-        let mut a = m.authority("outbound", "a:80");
+        let mut a = m.authority(Direction::Outbound, "a:80");
         for _ in 0..3 {
             a.response(200, true, None, Duration::from_millis(1));
         }
@@ -646,7 +669,7 @@ mod tests {
             ("route".to_string(), "GET /books/{id}".to_string()),
             ("group".to_string(), "api".to_string()),
         ];
-        let mut route = m.route("outbound", "books:7000", &labels);
+        let mut route = m.route(Direction::Outbound, "books:7000", &labels);
         route.request();
         route.actual_request();
         route.actual_response(500, false);
@@ -713,9 +736,13 @@ mod tests {
     #[test]
     fn default_route_has_no_rt_labels_and_bad_keys_are_sanitized() {
         let m = metrics();
-        m.route("outbound", "a:80", &[]).request();
-        m.route("outbound", "a:80", &[("team.name".into(), "x".into())])
-            .request();
+        m.route(Direction::Outbound, "a:80", &[]).request();
+        m.route(
+            Direction::Outbound,
+            "a:80",
+            &[("team.name".into(), "x".into())],
+        )
+        .request();
         let text = m.registry().render_to_string();
         assert!(text.contains("route_request_total{direction=\"outbound\",dst=\"a:80\"} 1\n"));
         assert!(text.contains(
@@ -730,8 +757,8 @@ mod tests {
     #[test]
     fn tcp_families_render_exactly_and_track_open_connections() {
         let m = metrics();
-        let src = m.tcp("inbound", Peer::Src);
-        let dst = m.tcp("outbound", Peer::Dst);
+        let src = m.tcp(Direction::Inbound, Peer::Src);
+        let dst = m.tcp(Direction::Outbound, Peer::Dst);
         src.open();
         src.open();
         src.close();
@@ -805,8 +832,8 @@ mod tests {
         let registry = Registry::new();
         let a = ProxyMetrics::new(&registry).expect("first");
         let b = ProxyMetrics::new(&registry).expect("second registration is idempotent");
-        a.authority("outbound", "x:1").request();
-        b.authority("outbound", "x:1").request();
+        a.authority(Direction::Outbound, "x:1").request();
+        b.authority(Direction::Outbound, "x:1").request();
         assert!(registry
             .render_to_string()
             .contains("request_total{direction=\"outbound\",authority=\"x:1\"} 2\n"));

@@ -15,7 +15,7 @@ use super::destinations::Destinations;
 use super::pool::Pool;
 use super::timers::Timers;
 use crate::http1;
-use crate::metrics::TcpMetrics;
+use crate::metrics::{Direction, Peer, ProxyMetrics, TcpMetrics};
 
 /// Who owns a socket token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,9 @@ pub struct Ctx<'a> {
     pub dsts: &'a mut Destinations,
     pub timers: &'a mut Timers,
     pub cfg: &'a LoopConfig,
+    /// The direction of the session being driven.
+    pub direction: Direction,
+    /// Its `tcp_*` handle for upstream connections.
     pub tcp_dst: &'a TcpMetrics,
     pub rng: &'a mut fastrand::Rng,
     pub now: Instant,
@@ -74,4 +77,31 @@ pub struct Ctx<'a> {
 pub enum Step {
     Open,
     Close,
+}
+
+/// The `tcp_*` handles of both directions and both peers, built once.
+pub struct TcpByDirection {
+    inbound: [TcpMetrics; 2],
+    outbound: [TcpMetrics; 2],
+}
+
+impl TcpByDirection {
+    pub fn new(metrics: &ProxyMetrics) -> TcpByDirection {
+        let pair = |d| [metrics.tcp(d, Peer::Src), metrics.tcp(d, Peer::Dst)];
+        TcpByDirection {
+            inbound: pair(Direction::Inbound),
+            outbound: pair(Direction::Outbound),
+        }
+    }
+
+    pub fn get(&self, direction: Direction, peer: Peer) -> &TcpMetrics {
+        let pair = match direction {
+            Direction::Inbound => &self.inbound,
+            Direction::Outbound => &self.outbound,
+        };
+        &pair[match peer {
+            Peer::Src => 0,
+            Peer::Dst => 1,
+        }]
+    }
 }

@@ -19,8 +19,8 @@ use crate::balance::{Balancer, Pick};
 use crate::discovery::{Discovery, Watch};
 use crate::endpoints::EndpointSet;
 use crate::metrics::{
-    AuthorityMetrics, ConnectRetryMetrics, DiscoveryKind, DiscoveryMetrics, ProxyMetrics,
-    RouteMetrics,
+    AuthorityMetrics, ConnectRetryMetrics, Direction, DiscoveryKind, DiscoveryMetrics,
+    ProxyMetrics, RouteMetrics,
 };
 use crate::profile::Profile;
 use crate::retry_budget::TpsBudget;
@@ -49,12 +49,18 @@ pub struct Router {
 }
 
 impl Router {
-    fn new(routed: Arc<RoutedProfile>, dst: &str, metrics: &ProxyMetrics, now: Instant) -> Router {
+    fn new(
+        routed: Arc<RoutedProfile>,
+        dst: &str,
+        direction: Direction,
+        metrics: &ProxyMetrics,
+        now: Instant,
+    ) -> Router {
         let profile = routed.profile.clone();
         let routes = profile
             .routes
             .iter()
-            .map(|r| RefCell::new(metrics.route("outbound", dst, &r.labels)))
+            .map(|r| RefCell::new(metrics.route(direction, dst, &r.labels)))
             .collect();
         let budget = profile
             .retry_budget
@@ -82,7 +88,7 @@ impl Router {
             routed,
             profile,
             routes,
-            default: RefCell::new(metrics.route("outbound", dst, &[])),
+            default: RefCell::new(metrics.route(direction, dst, &[])),
             budget,
             split,
             backends,
@@ -137,6 +143,8 @@ impl Destination {
 }
 
 pub struct Destinations {
+    /// The direction of the traffic this table routes (its metric label).
+    direction: Direction,
     discovery: Discovery,
     metrics: ProxyMetrics,
     swap_profile: DiscoveryMetrics,
@@ -152,8 +160,9 @@ pub struct Destinations {
 pub struct StartFailed(pub std::io::Error);
 
 impl Destinations {
-    pub fn new(discovery: Discovery, metrics: ProxyMetrics) -> Self {
+    pub fn new(discovery: Discovery, metrics: ProxyMetrics, direction: Direction) -> Self {
         Destinations {
+            direction,
             discovery,
             swap_profile: metrics.discovery(DiscoveryKind::Profile),
             swap_endpoints: metrics.discovery(DiscoveryKind::Endpoints),
@@ -179,6 +188,7 @@ impl Destinations {
                 None => Some(Rc::new(Router::new(
                     Arc::new(RoutedProfile::new(Profile::default())),
                     dst,
+                    self.direction,
                     &self.metrics,
                     now,
                 ))),
@@ -187,7 +197,7 @@ impl Destinations {
             self.table.insert(
                 key.clone(),
                 Box::new(Destination {
-                    authority: self.metrics.authority("outbound", dst),
+                    authority: self.metrics.authority(self.direction, dst),
                     name: key,
                     router,
                     endpoints: None,
@@ -195,7 +205,7 @@ impl Destinations {
                     active: 0,
                     last_used: now,
                     balancer: Balancer::new(fastrand::Rng::new()),
-                    connect_retries: self.metrics.connect_retries("outbound"),
+                    connect_retries: self.metrics.connect_retries(self.direction),
                     watch,
                 }),
             );
@@ -224,7 +234,7 @@ impl Destinations {
             if let Some(rx) = &d.watch.profile {
                 if let Some(s) = newest(rx) {
                     self.swap_profile.swap_latency(s.at.elapsed());
-                    let router = Router::new(s.value, name, &self.metrics, now);
+                    let router = Router::new(s.value, name, self.direction, &self.metrics, now);
                     backends.extend(router.backends.iter().cloned());
                     d.router = Some(Rc::new(router));
                     changed = true;

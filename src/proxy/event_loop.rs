@@ -18,15 +18,16 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::admin::{AdminConn, AdminState};
-use super::ctx::{Ctx, LoopConfig, Owner, Role, Step};
+use super::ctx::{Ctx, LoopConfig, Owner, Role, Step, TcpByDirection};
 use super::destinations::Destinations;
+use super::listen::Listener;
 use super::pool::Pool;
 use super::ready::Readiness;
 use super::session::Session;
 use super::timers::{Timer, Timers};
 use super::token;
 use super::transport::Transport;
-use crate::metrics::{Peer, ProxyMetrics, RenderCursor, TcpMetrics};
+use crate::metrics::{Direction, Peer, ProxyMetrics, RenderCursor};
 
 /// Idle connections kept per endpoint (Linkerd allows 10,000).
 const MAX_IDLE_PER_ENDPOINT: usize = 10_000;
@@ -39,31 +40,20 @@ struct Parts {
     dsts: Destinations,
     timers: Timers,
     cfg: LoopConfig,
-    tcp_src: TcpMetrics,
-    tcp_dst: TcpMetrics,
+    tcp: TcpByDirection,
     /// Randomness for traffic splits.
     rng: fastrand::Rng,
 }
 
-/// Why accepting is paused, if it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Accepting {
-    Yes,
-    /// At the connection cap: resumes when a connection closes.
-    AtCap,
-    /// Out of descriptors (or memory): resumes on the `Accept` timer, with
-    /// this backoff doubling on each failure.
-    BackedOff(Duration),
+/// The sockets the loop serves, bound by the caller.
+pub struct Sockets {
+    pub outbound: TcpListener,
+    pub admin: TcpListener,
 }
-
-const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 pub struct EventLoop {
     poll: Poll,
-    /// `None` once shutdown has begun: no new connections.
-    outbound: Option<TcpListener>,
-    accepting: Accepting,
+    listeners: Vec<Listener>,
     /// Set when shutdown has begun.
     draining: bool,
     /// The last id given to a session (ids are never reused).
@@ -94,25 +84,30 @@ impl AdminState for Admin<'_> {
 }
 
 impl EventLoop {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         poll: Poll,
-        mut outbound: TcpListener,
-        mut admin: TcpListener,
+        sockets: Sockets,
         dsts: Destinations,
         cfg: LoopConfig,
         metrics: ProxyMetrics,
         stop: Arc<AtomicBool>,
         ready: Box<dyn Fn() -> bool + Send>,
     ) -> io::Result<EventLoop> {
-        poll.registry()
-            .register(&mut outbound, token::OUTBOUND, Interest::READABLE)?;
+        let Sockets {
+            outbound,
+            mut admin,
+        } = sockets;
+        let listeners = vec![Listener::new(
+            outbound,
+            Direction::Outbound,
+            token::OUTBOUND,
+            poll.registry(),
+        )?];
         poll.registry()
             .register(&mut admin, token::ADMIN, Interest::READABLE)?;
         Ok(EventLoop {
             poll,
-            outbound: Some(outbound),
-            accepting: Accepting::Yes,
+            listeners,
             draining: false,
             next_session_id: 0,
             admin,
@@ -123,8 +118,7 @@ impl EventLoop {
                 pool: Pool::new(MAX_IDLE_PER_ENDPOINT),
                 dsts,
                 timers: Timers::default(),
-                tcp_src: metrics.tcp("outbound", Peer::Src),
-                tcp_dst: metrics.tcp("outbound", Peer::Dst),
+                tcp: TcpByDirection::new(&metrics),
                 rng: fastrand::Rng::new(),
                 cfg,
             },
@@ -159,7 +153,7 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     token::WAKER => woken = true,
-                    token::OUTBOUND => self.accept_outbound(now),
+                    token::OUTBOUND => self.accept(Direction::Outbound, now),
                     token::ADMIN => self.accept_admin(),
                     t => self.socket_event(t, event, now),
                 }
@@ -183,7 +177,7 @@ impl EventLoop {
                             .timers
                             .add(now + housekeeping, Timer::Maintenance);
                     }
-                    Timer::Accept => self.accept_outbound(now),
+                    Timer::Accept(direction) => self.accept(direction, now),
                     Timer::ShutdownDeadline => {
                         if self.draining && !self.sessions.is_empty() {
                             log::warn!(
@@ -211,8 +205,8 @@ impl EventLoop {
             self.parts.cfg.shutdown_grace
         );
         self.draining = true;
-        if let Some(mut l) = self.outbound.take() {
-            let _ = self.poll.registry().deregister(&mut l);
+        for l in &mut self.listeners {
+            l.close(self.poll.registry());
         }
         let idle: Vec<usize> = self
             .sessions
@@ -241,7 +235,12 @@ impl EventLoop {
             .clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
-    fn ctx<'a>(poll: &'a Poll, parts: &'a mut Parts, now: Instant) -> Ctx<'a> {
+    fn ctx<'a>(
+        poll: &'a Poll,
+        parts: &'a mut Parts,
+        direction: Direction,
+        now: Instant,
+    ) -> Ctx<'a> {
         Ctx {
             registry: poll.registry(),
             socks: &mut parts.socks,
@@ -249,67 +248,34 @@ impl EventLoop {
             dsts: &mut parts.dsts,
             timers: &mut parts.timers,
             cfg: &parts.cfg,
-            tcp_dst: &parts.tcp_dst,
+            direction,
+            tcp_dst: parts.tcp.get(direction, Peer::Dst),
             rng: &mut parts.rng,
             now,
         }
     }
 
-    /// Accepts until the listener would block, the connection cap is
-    /// reached, or descriptors run out (then it backs off on a timer, never
-    /// spinning on a listener it cannot serve).
-    fn accept_outbound(&mut self, now: Instant) {
+    /// Accepts on the listener of `direction` until it has no connection
+    /// for now (see `Listener::accept`), starting a session for each.
+    fn accept(&mut self, direction: Direction, now: Instant) {
         loop {
-            if self.sessions.len() >= self.parts.cfg.http.max_connections {
-                if self.accepting == Accepting::Yes {
-                    log::warn!(
-                        "{} client connections open: pausing accept",
-                        self.sessions.len()
-                    );
-                }
-                self.accepting = Accepting::AtCap;
-                return;
-            }
-            let Some(listener) = &self.outbound else {
+            let max = self.parts.cfg.http.max_connections;
+            let open = self.sessions.len();
+            let Some(l) = self.listeners.iter_mut().find(|l| l.direction == direction) else {
                 return;
             };
-            let (stream, peer) = match listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accepting = Accepting::Yes;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_transient_accept_error(&e) => {
-                    // The connection waits in the kernel's backlog.
-                    let backoff = match self.accepting {
-                        Accepting::BackedOff(d) => (d * 2).min(MAX_ACCEPT_BACKOFF),
-                        _ => MIN_ACCEPT_BACKOFF,
-                    };
-                    if !matches!(self.accepting, Accepting::BackedOff(_)) {
-                        log::warn!("accept failed ({e}); backing off");
-                    }
-                    self.accepting = Accepting::BackedOff(backoff);
-                    self.parts.timers.add(now + backoff, Timer::Accept);
-                    return;
-                }
-                Err(e) => {
-                    // Peer-side failures (e.g. aborted before accept) only
-                    // concern that one connection.
-                    log::debug!("accept failed: {e}");
-                    continue;
-                }
+            let Some((stream, peer)) = l.accept(open, max, now, &mut self.parts.timers) else {
+                return;
             };
-            self.accepting = Accepting::Yes;
-            log::trace!("accepted {peer}");
+            log::trace!("accepted {peer} ({})", direction.as_str());
             let _ = stream.set_nodelay(true);
-            if let Some(key) = self.add_session(stream) {
+            if let Some(key) = self.add_session(stream, direction) {
                 self.drive(key, now);
             }
         }
     }
 
-    fn add_session(&mut self, mut stream: TcpStream) -> Option<usize> {
+    fn add_session(&mut self, mut stream: TcpStream, direction: Direction) -> Option<usize> {
         let key = self.sessions.vacant_key();
         let sock = self.parts.socks.insert(Owner::Conn {
             session: key,
@@ -324,10 +290,11 @@ impl EventLoop {
             self.parts.socks.remove(sock);
             return None;
         }
-        self.parts.tcp_src.open();
+        self.parts.tcp.get(direction, Peer::Src).open();
         self.next_session_id += 1;
         let client = Transport::accepted(stream);
-        let s = Session::new(key, self.next_session_id, client, sock, &self.parts.cfg);
+        let id = self.next_session_id;
+        let s = Session::new(key, id, direction, client, sock, &self.parts.cfg);
         self.sessions.insert(s);
         Some(key)
     }
@@ -402,9 +369,11 @@ impl EventLoop {
                     .pool
                     .get(addr, index)
                     .is_some_and(|c| c.stream.is_idle_and_open());
-                if !alive && self.parts.pool.remove(addr, index).is_some() {
-                    self.parts.socks.remove(index);
-                    self.parts.tcp_dst.close();
+                if !alive {
+                    if let Some(conn) = self.parts.pool.remove(addr, index) {
+                        self.parts.socks.remove(index);
+                        self.parts.tcp.get(conn.direction, Peer::Dst).close();
+                    }
                 }
             }
             None => {}
@@ -415,7 +384,7 @@ impl EventLoop {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let mut ctx = Self::ctx(&self.poll, &mut self.parts, now);
+        let mut ctx = Self::ctx(&self.poll, &mut self.parts, session.direction(), now);
         if session.drive(&mut ctx) == Step::Close {
             self.close_session(key, now);
         }
@@ -425,7 +394,7 @@ impl EventLoop {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let mut ctx = Self::ctx(&self.poll, &mut self.parts, now);
+        let mut ctx = Self::ctx(&self.poll, &mut self.parts, session.direction(), now);
         if session.on_timer(id, &mut ctx) == Step::Close {
             self.close_session(key, now);
         }
@@ -435,12 +404,19 @@ impl EventLoop {
         let Some(session) = self.sessions.try_remove(key) else {
             return;
         };
+        let direction = session.direction();
         self.parts.socks.remove(session.client_sock());
-        self.parts.tcp_src.close();
-        let mut ctx = Self::ctx(&self.poll, &mut self.parts, now);
+        self.parts.tcp.get(direction, Peer::Src).close();
+        let mut ctx = Self::ctx(&self.poll, &mut self.parts, direction, now);
         session.release(&mut ctx);
-        if self.accepting == Accepting::AtCap {
-            self.accept_outbound(now);
+        let paused: Vec<Direction> = self
+            .listeners
+            .iter()
+            .filter(|l| l.at_cap())
+            .map(|l| l.direction)
+            .collect();
+        for direction in paused {
+            self.accept(direction, now);
         }
     }
 
@@ -450,7 +426,7 @@ impl EventLoop {
         let ttl = self.parts.cfg.pool_idle_timeout;
         for conn in self.parts.pool.expire(now, ttl) {
             self.parts.socks.remove(conn.sock);
-            self.parts.tcp_dst.close();
+            self.parts.tcp.get(conn.direction, Peer::Dst).close();
         }
     }
 
@@ -462,16 +438,9 @@ impl EventLoop {
         }
         for conn in self.parts.pool.drain() {
             self.parts.socks.remove(conn.sock);
-            self.parts.tcp_dst.close();
+            self.parts.tcp.get(conn.direction, Peer::Dst).close();
         }
         self.parts.dsts.shutdown();
         log::debug!("event loop stopped");
     }
-}
-
-/// Accept errors that say "not now" about this process, not about a peer:
-/// out of descriptors or memory.
-fn is_transient_accept_error(e: &io::Error) -> bool {
-    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
-    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
 }

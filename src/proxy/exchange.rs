@@ -906,6 +906,7 @@ fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
     ctx.socks[up.sock] = Owner::Idle(up.addr);
     let idle = IdleConn {
         stream: up.stream,
+        direction: ctx.direction,
         sock: up.sock,
         since: ctx.now,
         buf: up.inbuf,

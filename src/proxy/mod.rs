@@ -8,6 +8,7 @@ pub mod ctx;
 pub mod destinations;
 pub mod event_loop;
 pub mod exchange;
+pub mod listen;
 pub mod pipe;
 pub mod pool;
 pub mod ready;

@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 use super::buffer::Buffer;
 use super::transport::Transport;
+use crate::metrics::Direction;
 use crate::FastMap;
 
 pub struct IdleConn {
     pub stream: Transport,
+    /// The direction of the session that pooled it (for its `tcp_*` series).
+    pub direction: Direction,
     pub sock: usize,
     pub since: Instant,
     /// The connection's (empty) read buffer, kept so a reused connection

@@ -28,6 +28,7 @@ use super::timers::{Deadlines, SessionTimer, Timer};
 use super::transport::Transport;
 use super::tunnel::{Tunnel, TunnelStep};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
+use crate::metrics::Direction;
 
 pub(super) enum Phase {
     ReadHead,
@@ -43,6 +44,8 @@ pub(super) enum Phase {
 
 pub struct Session {
     pub(super) key: usize,
+    /// The listener it came from: inbound or outbound.
+    direction: Direction,
     pub(super) client: Transport,
     sock: usize,
     pub(super) inbuf: Buffer,
@@ -66,9 +69,17 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(key: usize, id: u64, client: Transport, sock: usize, cfg: &LoopConfig) -> Session {
+    pub fn new(
+        key: usize,
+        id: u64,
+        direction: Direction,
+        client: Transport,
+        sock: usize,
+        cfg: &LoopConfig,
+    ) -> Session {
         Session {
             key,
+            direction,
             client,
             sock,
             inbuf: Buffer::new(cfg.buffer_limit.max(cfg.limits.max_head_bytes + 1)),
@@ -83,6 +94,10 @@ impl Session {
             client_eof: false,
             draining: false,
         }
+    }
+
+    pub fn direction(&self) -> Direction {
+        self.direction
     }
 
     pub fn client_sock(&self) -> usize {

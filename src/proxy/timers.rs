@@ -13,6 +13,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+use crate::metrics::Direction;
+
 /// Which deadline of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SessionTimer {
@@ -50,7 +52,7 @@ pub enum Timer {
     /// Periodic housekeeping: eviction, pool expiry, joining finished threads.
     Maintenance,
     /// Try accepting again after running out of descriptors.
-    Accept,
+    Accept(Direction),
     /// The shutdown grace period is over: close what is left.
     ShutdownDeadline,
 }
