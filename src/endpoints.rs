@@ -38,9 +38,23 @@ pub struct Endpoint {
     pub labels: Arc<[(String, String)]>,
     /// Authority to send instead of the request's (e.g. a gateway in front).
     pub authority_override: Option<String>,
-    /// TLS server name (SNI) of the endpoint's identity, when it has one.
-    pub tls_server_name: Option<String>,
+    /// The identity the endpoint must prove and the name to ask it for,
+    /// when the control plane says it is meshed.
+    pub tls: Option<ClientTls>,
     pub protocol_hint: ProtocolHint,
+    /// The port of the endpoint's proxy that takes Linkerd's opaque transport
+    /// (`transport.l5d.io/v1`), when the hint names one.
+    pub opaque_port: Option<u16>,
+}
+
+/// How to reach a meshed endpoint over mutual TLS: the SNI to send
+/// (`server_name`) and the identity its certificate must carry (`server_id`),
+/// kept apart as Linkerd keeps them. Reference-counted: an endpoint set is
+/// shared by every request to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientTls {
+    pub server_name: Arc<str>,
+    pub server_id: Arc<str>,
 }
 
 impl Endpoint {
@@ -51,8 +65,9 @@ impl Endpoint {
             weight: 1,
             labels: Arc::from(Vec::new()),
             authority_override: None,
-            tls_server_name: None,
+            tls: None,
             protocol_hint: ProtocolHint::Unknown,
+            opaque_port: None,
         }
     }
 }

@@ -27,7 +27,7 @@ mod condition;
 
 pub use condition::regex_reason;
 
-use crate::endpoints::{Endpoint, EndpointUpdate, ProtocolHint};
+use crate::endpoints::{ClientTls, Endpoint, EndpointUpdate, ProtocolHint};
 use crate::profile::{
     normalize_authority, normalize_dns_name, PathPatterns, Profile, ResponseClass, RetryBudget,
     Route, WeightedDst,
@@ -413,24 +413,59 @@ fn weighted_addr(
         weight: pb.weight,
         labels: labels(set_labels, &pb.metric_labels, ctx),
         authority_override,
-        tls_server_name: tls_server_name(pb.tls_identity.as_ref()),
+        tls: client_tls(pb.tls_identity.as_ref(), addr, ctx),
         protocol_hint: protocol_hint(pb.protocol_hint.as_ref()),
+        opaque_port: opaque_port(pb.protocol_hint.as_ref(), addr, ctx),
     })
 }
 
-/// The SNI name: `server_name` when set, else the DNS-like identity.
-fn tls_server_name(id: Option<&pb::TlsIdentity>) -> Option<String> {
+/// The identity an endpoint must prove (its DNS-like name or URI) and the
+/// SNI to ask for it by: `server_name` when set, else a DNS-like identity
+/// itself. Without an identity there is nothing to verify, so no TLS; a URI
+/// identity needs a server name, since a URI is no SNI.
+fn client_tls(
+    id: Option<&pb::TlsIdentity>,
+    addr: SocketAddr,
+    ctx: &dyn fmt::Display,
+) -> Option<ClientTls> {
+    use pb::tls_identity::Strategy;
     let id = id?;
-    let from_server_name = id.server_name.as_ref().map(|n| n.name.as_str());
-    let from_identity = match &id.strategy {
-        Some(pb::tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name.as_str()),
-        _ => None,
+    let (server_id, dns_like) = match &id.strategy {
+        Some(Strategy::DnsLikeIdentity(d)) if !d.name.is_empty() => (d.name.as_str(), true),
+        Some(Strategy::UriLikeIdentity(u)) if !u.uri.is_empty() => (u.uri.as_str(), false),
+        _ => {
+            log::debug!("{ctx}: {addr}: a TLS identity without an identity: no TLS");
+            return None;
+        }
     };
-    [from_server_name, from_identity]
-        .into_iter()
-        .flatten()
-        .find(|n| !n.is_empty())
-        .map(str::to_string)
+    let server_name = match id.server_name.as_ref().map(|n| n.name.as_str()) {
+        Some(name) if !name.is_empty() => name,
+        _ if dns_like => server_id,
+        _ => {
+            log::warn!("{ctx}: {addr}: URI identity {server_id} without a server name: no TLS");
+            return None;
+        }
+    };
+    Some(ClientTls {
+        server_name: Arc::from(server_name),
+        server_id: Arc::from(server_id),
+    })
+}
+
+/// The port of Linkerd's opaque transport, when the hint carries a valid one.
+fn opaque_port(
+    hint: Option<&pb::ProtocolHint>,
+    addr: SocketAddr,
+    ctx: &dyn fmt::Display,
+) -> Option<u16> {
+    let port = hint?.opaque_transport.as_ref()?.inbound_port;
+    match u16::try_from(port) {
+        Ok(p) if p != 0 => Some(p),
+        _ => {
+            log::warn!("{ctx}: {addr}: opaque transport port {port} ignored");
+            None
+        }
+    }
 }
 
 fn protocol_hint(hint: Option<&pb::ProtocolHint>) -> ProtocolHint {
@@ -712,7 +747,7 @@ mod tests {
                  addrs { weight: 1 }
                  addrs { addr { ip { ipv4: 167772162 } port: 0 } }
                  addrs { addr { ip { ipv6 { first: 2306139568115548160 last: 1 } } port: 9090 }
-                         protocol_hint { opaque {} }
+                         protocol_hint { opaque {} opaque_transport { inbound_port: 4143 } }
                          tls_identity { server_name { name: "sni.example" } }
                          authority_override { authority_override: "bad name" } }
                  metric_labels { key: "namespace" value: "default" }
@@ -734,15 +769,64 @@ mod tests {
         assert_eq!(pairs(&e.labels), want);
         assert_eq!(e.protocol_hint, ProtocolHint::H2);
         assert_eq!(e.authority_override.as_deref(), Some("books.remote:8080"));
-        assert_eq!(
-            e.tls_server_name.as_deref(),
-            Some("books.default.sa.identity")
-        );
+        let id = "books.default.sa.identity";
+        assert_eq!(e.tls, Some(tls(id, id)), "the DNS id is the SNI too");
+        assert_eq!(e.opaque_port, None);
         let e = &eps[1];
         assert_eq!(e.addr, sa("[2001:db8::1]:9090"));
         assert_eq!(e.protocol_hint, ProtocolHint::Opaque);
-        assert_eq!(e.tls_server_name.as_deref(), Some("sni.example"));
+        assert_eq!(e.tls, None, "a server name alone proves nothing");
         assert_eq!(e.authority_override, None);
+        assert_eq!(e.opaque_port, Some(4143));
+    }
+
+    fn tls(server_name: &str, server_id: &str) -> ClientTls {
+        ClientTls {
+            server_name: Arc::from(server_name),
+            server_id: Arc::from(server_id),
+        }
+    }
+
+    #[test]
+    fn tls_identities_keep_the_sni_and_the_identity_apart() {
+        let one = |tls_identity: &str, hint: &str| {
+            let text = format!(
+                "add {{ addrs {{ addr {{ ip {{ ipv4: 167772161 }} port: 80 }} \
+                 tls_identity {{ {tls_identity} }} protocol_hint {{ {hint} }} }} }}"
+            );
+            match update_of(&text) {
+                Ok(EndpointUpdate::Add(eps)) => (eps[0].tls.clone(), eps[0].opaque_port),
+                other => panic!("{other:?}"),
+            }
+        };
+        let both = r#"dns_like_identity { name: "a.ns.serviceaccount.identity.linkerd.cluster.local" }
+                      server_name { name: "a.ns.svc" }"#;
+        assert_eq!(
+            one(both, "h2 {}"),
+            (
+                Some(tls(
+                    "a.ns.svc",
+                    "a.ns.serviceaccount.identity.linkerd.cluster.local"
+                )),
+                None
+            )
+        );
+        let uri =
+            r#"uri_like_identity { uri: "spiffe://td/ns/a/sa/b" } server_name { name: "b.a" }"#;
+        assert_eq!(one(uri, "").0, Some(tls("b.a", "spiffe://td/ns/a/sa/b")));
+        // A URI is no SNI: without a server name there is no TLS.
+        assert_eq!(
+            one(r#"uri_like_identity { uri: "spiffe://td/x" }"#, "").0,
+            None
+        );
+        assert_eq!(one(r#"dns_like_identity { name: "" }"#, "").0, None);
+        // The opaque transport port, when it fits a port.
+        assert_eq!(
+            one("", "opaque {} opaque_transport { inbound_port: 4143 }").1,
+            Some(4143)
+        );
+        assert_eq!(one("", "opaque_transport { inbound_port: 0 }").1, None);
+        assert_eq!(one("", "opaque_transport { inbound_port: 70000 }").1, None);
     }
 
     #[test]
