@@ -72,6 +72,39 @@ impl Endpoint {
     }
 }
 
+/// The endpoint a request goes to, with what connecting to it takes: what
+/// the balancer's pick hands to the connect (copies of reference counts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointRef {
+    pub addr: SocketAddr,
+    pub tls: Option<ClientTls>,
+    pub hint: ProtocolHint,
+    pub opaque_port: Option<u16>,
+}
+
+impl EndpointRef {
+    pub fn of(e: &Endpoint) -> EndpointRef {
+        EndpointRef {
+            addr: e.addr,
+            tls: e.tls.clone(),
+            hint: e.protocol_hint,
+            opaque_port: e.opaque_port,
+        }
+    }
+}
+
+impl EndpointSet {
+    /// The endpoint at `addr`, if the set has it (binary search: the set is
+    /// sorted by address).
+    pub fn get(&self, addr: SocketAddr) -> Option<&Endpoint> {
+        let i = self
+            .endpoints
+            .binary_search_by_key(&addr, |e| e.addr)
+            .ok()?;
+        self.endpoints.get(i)
+    }
+}
+
 /// How the endpoint prefers to be spoken to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProtocolHint {

@@ -5,7 +5,6 @@
 //! Sessions (`session`, `exchange`) and the loop (`event_loop`) both import
 //! this; it imports neither.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -25,8 +24,8 @@ pub enum Owner {
         session: usize,
         role: Role,
     },
-    /// An idle upstream connection in the pool, to this endpoint.
-    Idle(SocketAddr),
+    /// An idle upstream connection in the pool, in this bucket.
+    Idle(usize),
     Admin(usize),
 }
 

@@ -357,7 +357,7 @@ impl EventLoop {
                 self.drive(key, now)
             }
             Some(Owner::Admin(key)) => self.drive_admin(key),
-            Some(Owner::Idle(addr)) => {
+            Some(Owner::Idle(bucket)) => {
                 // A writable edge left over from the last exchange is
                 // harmless; readable means the upstream closed the connection
                 // (or sent bytes no request asked for): drop it.
@@ -367,10 +367,10 @@ impl EventLoop {
                 let alive = self
                     .parts
                     .pool
-                    .get(addr, index)
+                    .get(bucket, index)
                     .is_some_and(|c| c.stream.is_idle_and_open());
                 if !alive {
-                    if let Some(conn) = self.parts.pool.remove(addr, index) {
+                    if let Some(conn) = self.parts.pool.remove(bucket, index) {
                         self.parts.socks.remove(index);
                         self.parts.tcp.get(conn.direction, Peer::Dst).close();
                     }

@@ -32,7 +32,7 @@ use super::buffer::{Buffer, Filled};
 use super::ctx::{Ctx, LoopConfig, Owner, Role};
 use super::destinations::Router;
 use super::pipe::{Pipe, PipeError};
-use super::pool::IdleConn;
+use super::pool::{IdleConn, Proto, UpstreamKey};
 use super::session::{has_body, Phase, Session};
 use super::timers::SessionTimer;
 use super::token;
@@ -40,6 +40,7 @@ use super::transport::{Connect, Transport};
 use super::tunnel::Tunnel;
 use crate::balance::Pick;
 use crate::conn_failure::{self, ConnFailure, Progress};
+use crate::endpoints::{EndpointRef, ProtocolHint};
 use crate::http1::{self, AfterResponse, BodyDecoder, BodyFraming, RequestHead};
 use crate::profile::{self, Classification};
 
@@ -68,6 +69,8 @@ pub(super) struct Upstream {
     pub(super) stream: Transport,
     pub(super) sock: usize,
     addr: SocketAddr,
+    /// What the connection was made for: its bucket in the pool.
+    key: UpstreamKey,
     pub(super) inbuf: Buffer,
     connected: bool,
     reused: bool,
@@ -312,20 +315,32 @@ impl Session {
             }
         };
         d.balancer.start(addr);
+        // The balancer's set and the endpoint set are swapped together, so
+        // the endpoint is there; the fallback only keeps this total.
+        let endpoint = match d.endpoints.as_ref().and_then(|set| set.get(addr)) {
+            Some(e) => EndpointRef::of(e),
+            None => EndpointRef {
+                addr,
+                tls: None,
+                hint: ProtocolHint::Unknown,
+                opaque_port: None,
+            },
+        };
         ex.attempt = Attempt {
             backend,
             addr,
             started: ctx.now,
         };
         ex.router.route_metrics(ex.route).borrow().actual_request();
-        self.open_upstream(addr, ctx)
+        self.open_upstream(UpstreamKey::new(&endpoint, Proto::Http1), ctx)
     }
 
-    fn open_upstream(&mut self, addr: SocketAddr, ctx: &mut Ctx<'_>) -> Result<(), UpstreamError> {
+    fn open_upstream(&mut self, key: UpstreamKey, ctx: &mut Ctx<'_>) -> Result<(), UpstreamError> {
         let limit = ctx.cfg.buffer_limit.max(ctx.cfg.limits.max_head_bytes + 1);
+        let addr = key.addr;
         if let Some(IdleConn {
             stream, sock, buf, ..
-        }) = ctx.pool.take(addr)
+        }) = ctx.pool.take(&key)
         {
             ctx.socks[sock] = Owner::Conn {
                 session: self.key,
@@ -335,6 +350,7 @@ impl Session {
                 stream: stream.reused(),
                 sock,
                 addr,
+                key,
                 inbuf: buf,
                 connected: true,
                 reused: true,
@@ -368,6 +384,7 @@ impl Session {
             stream: Transport::connecting(stream),
             sock,
             addr,
+            key,
             inbuf: Buffer::new(limit),
             connected: false,
             reused: false,
@@ -903,7 +920,6 @@ impl Session {
 }
 
 fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
-    ctx.socks[up.sock] = Owner::Idle(up.addr);
     let idle = IdleConn {
         stream: up.stream,
         direction: ctx.direction,
@@ -911,9 +927,12 @@ fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
         since: ctx.now,
         buf: up.inbuf,
     };
-    if let Err(idle) = ctx.pool.put(up.addr, idle) {
-        ctx.socks.remove(idle.sock);
-        ctx.tcp_dst.close();
+    match ctx.pool.put(&up.key, idle) {
+        Ok(bucket) => ctx.socks[up.sock] = Owner::Idle(bucket),
+        Err(idle) => {
+            ctx.socks.remove(idle.sock);
+            ctx.tcp_dst.close();
+        }
     }
 }
 
