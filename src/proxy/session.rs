@@ -15,22 +15,23 @@
 //! drain (that is the backpressure). Each request resolves its route once and
 //! keeps that router (`Rc<Router>`) to the end, whatever swaps happen meanwhile.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::buffer::{Buffer, Filled};
 use super::ctx::{Ctx, LoopConfig, Role, Step};
 use super::destinations::Router;
-use super::exchange::Exchange;
+use super::exchange::{ClientSide, ExNext, Exchange};
 use super::pipe::{Pipe, PipeError};
 use super::ready::Readiness;
-use super::timers::{Deadlines, SessionTimer, Timer};
+use super::timers::{Deadlines, SessionDeadlines, SessionTimer, Timer};
 use super::transport::Transport;
 use super::tunnel::{Tunnel, TunnelStep};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
 use crate::metrics::Direction;
 
-pub(super) enum Phase {
+enum Phase {
     ReadHead,
     /// Waiting for discovery answers from this destination (or split
     /// backend).
@@ -43,29 +44,29 @@ pub(super) enum Phase {
 }
 
 pub struct Session {
-    pub(super) key: usize,
+    key: usize,
     /// The listener it came from: inbound or outbound.
     direction: Direction,
-    pub(super) client: Transport,
+    client: Transport,
     sock: usize,
-    pub(super) inbuf: Buffer,
+    inbuf: Buffer,
     /// Bytes for the client: a response head and body from upstream, or a
     /// response the proxy made itself.
-    pub(super) resp: Pipe,
+    resp: Pipe,
     empty: Buffer,
-    pub(super) phase: Phase,
+    phase: Phase,
     /// Unique for the life of the loop, so a heap entry left by a closed
     /// session never fires on the one that reused its slab key.
     id: u64,
-    pub(super) deadlines: Deadlines,
+    deadlines: Deadlines,
     parked: Option<RequestHead>,
-    pub(super) ex: Option<Exchange>,
+    ex: Option<Exchange>,
     /// The head buffer of the last request sent upstream, kept for the next
     /// one on this connection (`dispatch`).
-    pub(super) spare_head: Option<Vec<u8>>,
-    pub(super) client_eof: bool,
+    spare_head: Option<Vec<u8>>,
+    client_eof: bool,
     /// Shutting down: finish what is in flight, then close.
-    pub(super) draining: bool,
+    draining: bool,
 }
 
 impl Session {
@@ -112,9 +113,10 @@ impl Session {
         match role {
             Role::Client => self.client.ready(r),
             Role::Upstream => {
-                if let Some(up) = self.ex.as_mut().and_then(|ex| ex.upstream.as_mut()) {
-                    up.stream.ready(r);
-                } else if let Phase::Tunnel(t) = &mut self.phase {
+                if self.ex.as_mut().is_some_and(|ex| ex.upstream_ready(r)) {
+                    return;
+                }
+                if let Phase::Tunnel(t) = &mut self.phase {
                     t.up.ready(r);
                 }
             }
@@ -161,10 +163,18 @@ impl Session {
                         d.waiters.retain(|k| *k != self.key);
                     }
                 }
-                (Phase::Exchanging, SessionTimer::Connect) => self.connect_timer(ctx),
-                (Phase::Exchanging, SessionTimer::Reconnect) => self.reconnect_timer(ctx),
-                (Phase::Exchanging, SessionTimer::Route) => self.route_timeout(ctx),
-                (Phase::Exchanging, SessionTimer::Body) => self.body_timeout(ctx),
+                (Phase::Exchanging, SessionTimer::Connect) => {
+                    self.exchange(ctx, |ex, cl, ctx| ex.connect_timer(cl, ctx));
+                }
+                (Phase::Exchanging, SessionTimer::Reconnect) => {
+                    self.exchange(ctx, |ex, cl, ctx| ex.reconnect_timer(cl, ctx));
+                }
+                (Phase::Exchanging, SessionTimer::Route) => {
+                    self.exchange(ctx, |ex, cl, ctx| ex.route_timeout(cl, ctx));
+                }
+                (Phase::Exchanging, SessionTimer::Body) => {
+                    self.exchange(ctx, |ex, cl, ctx| ex.body_timeout(cl, ctx));
+                }
                 (Phase::ReadHead, SessionTimer::Idle)
                     if self.inbuf.is_empty() && !self.resp.is_active() =>
                 {
@@ -219,10 +229,9 @@ impl Session {
                     let dst = dst.clone();
                     progress |= self.try_unpark(&dst, ctx);
                 }
-                Phase::Exchanging => match self.step_exchange(ctx) {
-                    Ok(p) => progress |= p,
-                    Err(()) => return Step::Close,
-                },
+                Phase::Exchanging => {
+                    progress |= self.exchange(ctx, |ex, cl, ctx| ex.step(cl, ctx));
+                }
                 Phase::Tunnel(ref mut t) => {
                     match t.step(&mut self.client, &mut self.inbuf, self.client_eof) {
                         TunnelStep::Progress(p) => progress |= p,
@@ -232,11 +241,9 @@ impl Session {
                 _ => {}
             }
 
-            let src = match &mut self.ex {
-                Some(Exchange {
-                    upstream: Some(up), ..
-                }) => &mut up.inbuf,
-                _ => &mut self.empty,
+            let src = match self.ex.as_mut().and_then(Exchange::response_source) {
+                Some(src) => src,
+                None => &mut self.empty,
             };
             match self.resp.pump(src, &mut self.client) {
                 Ok(p) => progress |= p,
@@ -252,7 +259,7 @@ impl Session {
                         return Step::Close;
                     }
                     // Nothing reached the client yet: answer 502 instead.
-                    self.bad_response_body(ctx);
+                    self.exchange(ctx, |ex, cl, ctx| ex.bad_response_body(cl, ctx));
                     progress = true;
                 }
             }
@@ -285,7 +292,7 @@ impl Session {
         }
         match &self.phase {
             Phase::ReadHead | Phase::Tunnel(_) => true,
-            Phase::Exchanging => self.ex.as_ref().is_some_and(|ex| !ex.req.body_read()),
+            Phase::Exchanging => self.ex.as_ref().is_some_and(|ex| !ex.body_read()),
             _ => false,
         }
     }
@@ -297,7 +304,7 @@ impl Session {
             Phase::ReadHead => self.resp.is_active() || !self.inbuf.is_empty(),
             Phase::Parked(_) => false,
             // Half-close after a complete request still gets its response.
-            Phase::Exchanging => self.ex.as_ref().is_some_and(|ex| ex.req.body_read()),
+            Phase::Exchanging => self.ex.as_ref().is_some_and(|ex| ex.body_read()),
             Phase::Closing | Phase::Tunnel(_) => true,
         }
     }
@@ -406,43 +413,150 @@ impl Session {
             && self.inbuf.is_empty()
             && !self.resp.is_active();
         if !idle {
-            self.no_keep_alive();
+            if let Some(ex) = self.ex.as_mut() {
+                ex.no_keep_alive();
+            }
         }
         idle
     }
 
-    /// Sets a deadline `after` from now, pushing a heap entry only when no
-    /// earlier one is outstanding.
-    pub(super) fn set_deadline(&mut self, kind: SessionTimer, after: Duration, ctx: &mut Ctx<'_>) {
-        if let Some(at) = self.deadlines.set(kind, ctx.now + after) {
-            ctx.timers.add(
-                at,
-                Timer::Session {
-                    key: self.key,
-                    id: self.id,
-                },
-            );
+    /// Routes a request whose discovery answers are all there and starts its
+    /// first attempt.
+    fn dispatch(
+        &mut self,
+        head: RequestHead,
+        dst: &Arc<str>,
+        router: Rc<Router>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let spare = self.spare_head.take();
+        let slot = &mut self.ex;
+        match Exchange::start_in(slot, &head, dst, router, spare, self.draining, ctx) {
+            Err(next) => {
+                self.apply(next);
+            }
+            Ok(()) => {
+                self.clear_deadline(SessionTimer::Failfast);
+                self.phase = Phase::Exchanging;
+                self.exchange(ctx, |ex, cl, ctx| ex.begin(cl, ctx));
+            }
         }
     }
 
-    pub(super) fn clear_deadline(&mut self, kind: SessionTimer) {
+    /// Runs `f` on the exchange with the parts of the session it may touch,
+    /// and applies what it returns; whether anything moved.
+    #[inline]
+    fn exchange(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        f: impl FnOnce(&mut Exchange, &mut ClientSide<'_>, &mut Ctx<'_>) -> ExNext,
+    ) -> bool {
+        let (ex, mut cl) = self.lend();
+        let Some(ex) = ex.as_mut() else {
+            return false;
+        };
+        let next = f(ex, &mut cl, ctx);
+        self.apply(next)
+    }
+
+    /// Acts on what the exchange said; whether anything moved.
+    #[inline]
+    fn apply(&mut self, next: ExNext) -> bool {
+        match next {
+            ExNext::Going(progress) => progress,
+            ExNext::Respond {
+                status,
+                reason,
+                close,
+            } => {
+                self.ex = None;
+                self.synthetic(status, reason, close);
+                true
+            }
+            ExNext::Close => {
+                self.ex = None;
+                self.phase = Phase::Closing;
+                self.resp.reset();
+                self.resp.start(Vec::new(), None);
+                true
+            }
+        }
+    }
+
+    /// The exchange slot, and the parts of the session an exchange may touch.
+    #[inline]
+    fn lend(&mut self) -> (&mut Option<Exchange>, ClientSide<'_>) {
+        let cl = ClientSide {
+            session: self.key,
+            inbuf: &mut self.inbuf,
+            resp: &mut self.resp,
+            deadlines: SessionDeadlines {
+                deadlines: &mut self.deadlines,
+                key: self.key,
+                id: self.id,
+            },
+        };
+        (&mut self.ex, cl)
+    }
+
+    /// The response is fully written: the exchange records its metrics and
+    /// pools its upstream connection, and the session gets ready for the
+    /// next request (or a tunnel, or closing). Whether anything changed.
+    fn finish_exchange(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let (ex, mut cl) = self.lend();
+        let Some(exchange) = ex.as_mut() else {
+            return false;
+        };
+        let done = exchange.finish(&mut cl, ctx);
+        self.ex = None;
+        self.spare_head = done.spare_head;
+        self.resp.reset();
+        if let Some((stream, sock, buf)) = done.tunnel {
+            self.phase = Phase::Tunnel(Box::new(Tunnel::new(stream, sock, buf)));
+            return true;
+        }
+        // A client that half-closed after pipelining still gets an answer to
+        // every request it sent.
+        let more = !self.client_eof || !self.inbuf.is_empty();
+        if done.keep_alive && more && !self.draining {
+            self.phase = Phase::ReadHead;
+        } else {
+            // Nothing left to write: close now.
+            self.phase = Phase::Closing;
+            self.resp.start(Vec::new(), None);
+        }
+        true
+    }
+
+    /// Drops the exchange and its upstream connection without a response,
+    /// and stops waiting on a destination.
+    fn abandon_exchange(&mut self, ctx: &mut Ctx<'_>) {
+        let (ex, mut cl) = self.lend();
+        if let Some(mut ex) = ex.take() {
+            ex.abandon(&mut cl, ctx);
+        }
+        if let Phase::Parked(waited) = &self.phase {
+            if let Some(d) = ctx.dsts.get_mut(waited) {
+                d.waiters.retain(|k| *k != self.key);
+            }
+        }
+    }
+
+    /// Sets a deadline `after` from now, pushing a heap entry only when no
+    /// earlier one is outstanding.
+    fn set_deadline(&mut self, kind: SessionTimer, after: Duration, ctx: &mut Ctx<'_>) {
+        self.lend()
+            .1
+            .deadlines
+            .set(kind, after, ctx.now, ctx.timers);
+    }
+
+    fn clear_deadline(&mut self, kind: SessionTimer) {
         self.deadlines.clear(kind);
     }
 
-    /// The exchange is over: its deadlines must not fire on the next one.
-    pub(super) fn clear_exchange_deadlines(&mut self) {
-        for kind in [
-            SessionTimer::Connect,
-            SessionTimer::Route,
-            SessionTimer::Body,
-            SessionTimer::Reconnect,
-        ] {
-            self.deadlines.clear(kind);
-        }
-    }
-
     /// Queues a response made by the proxy itself.
-    pub(super) fn synthetic(&mut self, status: u16, reason: &str, close: bool) {
+    fn synthetic(&mut self, status: u16, reason: &str, close: bool) {
         self.resp.reset();
         self.resp
             .start(http1::error_response(status, reason, close), None);
@@ -471,7 +585,7 @@ fn waiting_for_backend(router: &Router, ctx: &mut Ctx<'_>) -> Option<Arc<str>> {
     first_missing
 }
 
-pub(super) fn has_body(head: &RequestHead) -> bool {
+fn has_body(head: &RequestHead) -> bool {
     head.framing() != BodyFraming::None
 }
 

@@ -149,6 +149,50 @@ impl Deadlines {
     }
 }
 
+/// One session's deadlines with what arming them takes: the session's slab
+/// key and unique id, which its heap entries carry. Lent by the session to
+/// the exchange it runs, which sets and clears its own kinds.
+pub struct SessionDeadlines<'a> {
+    pub deadlines: &'a mut Deadlines,
+    pub key: usize,
+    pub id: u64,
+}
+
+impl SessionDeadlines<'_> {
+    /// Sets `kind` to `after` from `now`, pushing a heap entry only when no
+    /// earlier one is outstanding.
+    pub fn set(&mut self, kind: SessionTimer, after: Duration, now: Instant, timers: &mut Timers) {
+        if let Some(at) = self.deadlines.set(kind, now + after) {
+            timers.add(
+                at,
+                Timer::Session {
+                    key: self.key,
+                    id: self.id,
+                },
+            );
+        }
+    }
+
+    pub fn clear(&mut self, kind: SessionTimer) {
+        self.deadlines.clear(kind);
+    }
+
+    /// The exchange is over: its deadlines must not fire on the next one.
+    pub fn clear_exchange(&mut self) {
+        for kind in EXCHANGE_KINDS {
+            self.deadlines.clear(kind);
+        }
+    }
+}
+
+/// The deadlines that belong to one exchange rather than to the connection.
+const EXCHANGE_KINDS: [SessionTimer; 4] = [
+    SessionTimer::Connect,
+    SessionTimer::Route,
+    SessionTimer::Body,
+    SessionTimer::Reconnect,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
