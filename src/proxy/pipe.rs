@@ -414,4 +414,67 @@ mod tests {
         assert_eq!(send(&mut pipe, &mut src, usize::MAX), b"H\r\n\r\n12345678");
         assert!(!pipe.is_tapped() && !pipe.rewind());
     }
+
+    /// Run with `cargo test --release --lib -- --ignored --nocapture bench_pipe`.
+    ///
+    /// One message per iteration, the way an exchange sends it: a reused head
+    /// buffer, a tapped body (as every request is), a 4 KiB body that arrived in
+    /// one read, a sink that takes everything. Content-Length bodies are the
+    /// plain path, which chunked framing must not slow down.
+    #[test]
+    #[ignore]
+    fn bench_pipe_pump() {
+        use std::time::Instant;
+        struct Sink(usize);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                let n = bufs.iter().map(|b| b.len()).sum();
+                self.0 += n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let head = b"POST /api/v1/items HTTP/1.1\r\nhost: web.ns.svc.cluster.local:8080\r\n\r\n";
+        let plain = vec![b'x'; 4096];
+        let mut chunked = Vec::new();
+        for piece in plain.chunks(1024) {
+            chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            chunked.extend_from_slice(piece);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        const N: u32 = 1_000_000;
+        for (name, framing, body) in [
+            ("content-length", BodyFraming::ContentLength(4096), &plain),
+            ("chunked", BodyFraming::Chunked, &chunked),
+        ] {
+            let mut pipe = Pipe::default();
+            let mut src = Buffer::new(64 * 1024);
+            let mut sink = Sink(0);
+            let mut spare = Vec::new();
+            let t = Instant::now();
+            for _ in 0..N {
+                let mut h = std::mem::take(&mut spare);
+                h.extend_from_slice(head);
+                pipe.start(h, Some(BodyDecoder::new(framing)));
+                pipe.tap(4096);
+                src.fill_from(&mut Cursor::new(&body[..]))
+                    .expect("in memory");
+                while !pipe.is_complete() {
+                    pipe.pump(&mut src, &mut sink).expect("valid");
+                }
+                spare = pipe.take_head(4096).unwrap_or_default();
+            }
+            let per = t.elapsed() / N;
+            assert_eq!(sink.0, N as usize * (head.len() + body.len()));
+            // Benchmark output is the point of this ignored test.
+            eprintln!("{name}: {per:?} per message");
+        }
+    }
 }
