@@ -1,11 +1,17 @@
-//! One direction of an HTTP/1.1 exchange: a serialized head followed by body
-//! bytes taken verbatim from the source buffer, written to the sink until it
-//! would block (event-loop thread; the framing itself is `http1::BodyDecoder`).
+//! One direction of an HTTP/1.1 exchange: a serialized head followed by the
+//! body, written to the sink until it would block (event-loop thread; the
+//! framing itself is `http1::BodyDecoder`).
 //!
-//! Bytes are never copied between buffers: the head and the body bytes that
-//! the decoder has vouched for go out together in one vectored write, straight
-//! from the read buffer. What follows the body in the buffer (a pipelined
-//! request) is left there.
+//! Body bytes are never copied between buffers: the head and the body bytes
+//! that the decoder has vouched for go out together in one vectored write,
+//! straight from the read buffer. A Content-Length or close-delimited body goes
+//! out exactly as read. A chunked body is re-framed: each run of chunk data is
+//! preceded by the canonical framing the decoder wrote for what came before it
+//! (`\r\n` ending the last chunk, the next size line, the trailers), from a
+//! small buffer of the pipe's own, in the same write; the framing as the
+//! sender wrote it is dropped from the read buffer. For an HTTP/1.0 client
+//! (`dechunk`) no framing is written at all. What follows the body in the
+//! buffer (a pipelined request) is left there.
 
 use std::io::{self, IoSlice, Write};
 
@@ -20,17 +26,35 @@ pub enum PipeError {
     Write(io::Error),
 }
 
+/// The framing buffer kept between messages is at most this big.
+const MAX_SPARE_FRAME: usize = 1024;
+
+/// How the body's bytes reach the sink.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Mode {
+    /// As read: no body, or one without framing (Content-Length, close-delimited).
+    #[default]
+    Verbatim,
+    /// Chunked, with the framing written again in canonical form.
+    Rechunk,
+    /// Chunk data only, the framing dropped (for an HTTP/1.0 client).
+    Dechunk,
+}
+
 #[derive(Default)]
 pub struct Pipe {
     head: Vec<u8>,
     head_off: usize,
     body: Option<BodyDecoder>,
+    mode: Mode,
+    /// Canonical chunked framing to write before the `ready` bytes; its
+    /// capacity outlives each message.
+    frame: Vec<u8>,
+    frame_off: usize,
     /// Bytes at the front of the source that belong to the body.
     ready: usize,
     /// The decoder has seen the end of the body.
     decoded: bool,
-    /// Pass on chunk data only, dropping the chunked framing (for an HTTP/1.0 client).
-    dechunk: bool,
     /// Something has been written since `start` (or `rewind`).
     wrote: bool,
     /// Length of the head `start` was given: bytes of `head` past it are body
@@ -39,9 +63,10 @@ pub struct Pipe {
     /// Some body byte has been written since `start` (or `rewind`).
     body_sent: bool,
     active: bool,
-    /// A copy of the body bytes written, kept so the message can be sent
-    /// again (a retry, or a reused connection found dead); dropped once it
-    /// would pass `tap_limit`. The head needs no copy: `head` keeps it whole.
+    /// A copy of the body bytes written (framing as written, for a chunked
+    /// body), kept so the message can be sent again (a retry, or a reused
+    /// connection found dead); dropped once it would pass `tap_limit`. The head
+    /// needs no copy: `head` keeps it whole.
     tap: Option<Vec<u8>>,
     tap_limit: usize,
 }
@@ -53,10 +78,9 @@ impl Pipe {
         self.body_sent = false;
         self.head = head;
         self.head_off = 0;
-        self.decoded = body.is_none();
-        self.body = body;
+        self.clear_frame();
+        self.set_framing(body);
         self.ready = 0;
-        self.dechunk = false;
         self.wrote = false;
         self.active = true;
         self.tap = None;
@@ -75,8 +99,9 @@ impl Pipe {
         let Some(body) = self.tap.take() else {
             return false;
         };
-        // Body bytes go out only after the whole head, so what was written is
-        // the head (or a part of it, with no body yet) followed by `body`.
+        // Body bytes (and chunk framing) go out only after the whole head, so
+        // what was written is the head (or a part of it, with no body yet)
+        // followed by `body`. Framing not yet written stays queued after it.
         self.head.extend_from_slice(&body);
         self.head_off = 0;
         self.wrote = false;
@@ -115,6 +140,10 @@ impl Pipe {
     /// [`Pipe::set_body`] for a head already written into [`Pipe::head_buf`].
     pub fn set_framing(&mut self, body: Option<BodyDecoder>) {
         self.decoded = body.is_none();
+        self.mode = match &body {
+            Some(d) if d.is_chunked() => Mode::Rechunk,
+            _ => Mode::Verbatim,
+        };
         self.body = body;
         self.active = true;
     }
@@ -132,7 +161,9 @@ impl Pipe {
     /// and only the chunk data goes to the sink: the recipient is an HTTP/1.0 client,
     /// whose body ends when the connection closes.
     pub fn dechunk(&mut self) {
-        self.dechunk = true;
+        if self.mode == Mode::Rechunk {
+            self.mode = Mode::Dechunk;
+        }
     }
 
     pub fn is_active(&self) -> bool {
@@ -141,7 +172,11 @@ impl Pipe {
 
     /// Everything, head and body, has been written.
     pub fn is_complete(&self) -> bool {
-        self.active && self.decoded && self.ready == 0 && self.head_off >= self.head.len()
+        self.active
+            && self.decoded
+            && self.ready == 0
+            && self.head_off >= self.head.len()
+            && self.frame_off >= self.frame.len()
     }
 
     /// The whole body has been read from the source (it may not all be
@@ -164,13 +199,24 @@ impl Pipe {
         self.head.clear();
         self.head_off = 0;
         self.body = None;
+        self.mode = Mode::Verbatim;
+        self.clear_frame();
         self.ready = 0;
         self.decoded = false;
-        self.dechunk = false;
         self.wrote = false;
         self.body_sent = false;
         self.active = false;
         self.tap = None;
+    }
+
+    fn clear_frame(&mut self) {
+        // A large trailer section grew it: that memory goes back rather than
+        // staying with an idle connection.
+        if self.frame.capacity() > MAX_SPARE_FRAME {
+            self.frame = Vec::new();
+        }
+        self.frame.clear();
+        self.frame_off = 0;
     }
 
     /// The source hit EOF: a close-delimited body ends cleanly, any other
@@ -194,30 +240,46 @@ impl Pipe {
         let mut progress = false;
         loop {
             match &mut self.body {
-                // Framing can only be dropped from the front of the source, so the
-                // payload before it must have gone out first.
-                Some(d) if !self.decoded && self.dechunk && self.ready == 0 => {
-                    let p = d.feed_payload(src.bytes()).map_err(PipeError::Body)?;
+                Some(d) if !self.decoded && self.mode == Mode::Verbatim => {
+                    let fresh = &src.bytes()[self.ready..];
+                    let p = d.feed(fresh).map_err(PipeError::Body)?;
+                    self.ready += p.consumed;
+                    self.decoded = p.done;
+                }
+                // Framing can only be dropped from the front of the source, so
+                // the payload before it must have gone out first; and the
+                // framing written for it too, so `frame` holds one step's worth.
+                Some(d)
+                    if !self.decoded && self.ready == 0 && self.frame_off == self.frame.len() =>
+                {
+                    self.frame.clear();
+                    self.frame_off = 0;
+                    let p = if self.mode == Mode::Rechunk {
+                        d.feed_canonical(src.bytes(), &mut self.frame)
+                    } else {
+                        d.feed_payload(src.bytes())
+                    };
+                    let p = p.map_err(PipeError::Body)?;
                     src.consume(p.framing);
                     // Room made in the source is progress: more can be read.
                     progress |= p.framing > 0;
                     self.ready = p.payload;
                     self.decoded = p.done;
                 }
-                Some(d) if !self.decoded && !self.dechunk => {
-                    let fresh = &src.bytes()[self.ready..];
-                    let p = d.feed(fresh).map_err(PipeError::Body)?;
-                    self.ready += p.consumed;
-                    self.decoded = p.done;
-                }
                 _ => {}
             }
             let head = &self.head[self.head_off..];
+            let frame = &self.frame[self.frame_off..];
             let body = &src.bytes()[..self.ready];
-            if head.is_empty() && body.is_empty() {
+            if head.is_empty() && frame.is_empty() && body.is_empty() {
                 return Ok(progress);
             }
-            let n = match sink.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+            let written = if frame.is_empty() {
+                sink.write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            } else {
+                sink.write_vectored(&[IoSlice::new(head), IoSlice::new(frame), IoSlice::new(body)])
+            };
+            let n = match written {
                 Ok(0) => return Err(PipeError::Write(io::ErrorKind::WriteZero.into())),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
@@ -227,16 +289,20 @@ impl Pipe {
             progress = true;
             self.wrote = true;
             let from_head = n.min(head.len());
-            let from_body = n - from_head;
+            let from_frame = (n - from_head).min(frame.len());
+            let from_body = n - from_head - from_frame;
             if let Some(tap) = &mut self.tap {
-                if tap.len() + from_body > self.tap_limit {
+                if tap.len() + from_frame + from_body > self.tap_limit {
                     self.tap = None;
                 } else {
+                    tap.extend_from_slice(&frame[..from_frame]);
                     tap.extend_from_slice(&body[..from_body]);
                 }
             }
             self.head_off += from_head;
-            self.body_sent |= from_body > 0 || self.head_off > self.head_len;
+            self.frame_off += from_frame;
+            // Chunk framing is body too: it only ever follows the whole head.
+            self.body_sent |= from_frame > 0 || from_body > 0 || self.head_off > self.head_len;
             src.consume(from_body);
             self.ready -= from_body;
         }
@@ -272,48 +338,98 @@ mod tests {
         }
     }
 
+    /// Sends `input` through a pipe for `HEAD\r\n\r\n` and a chunked body (dechunked
+    /// when asked), the input arriving in reads of `piece` bytes and the sink taking
+    /// `max` bytes a call: what the sink got, and how much of the input the pipe took
+    /// (the rest stays in the source as it was read).
+    fn through(input: &[u8], dechunk: bool, piece: usize, max: usize) -> (Vec<u8>, usize) {
+        let mut pipe = Pipe::default();
+        pipe.set_body(
+            b"HEAD\r\n\r\n",
+            Some(BodyDecoder::new(BodyFraming::Chunked)),
+        );
+        if dechunk {
+            pipe.dechunk();
+        }
+        let mut src = Buffer::new(1024);
+        let mut sink = Trickle {
+            out: Vec::new(),
+            max,
+        };
+        let mut fed = 0;
+        while !pipe.is_complete() {
+            if fed < input.len() {
+                let end = (fed + piece).min(input.len());
+                src.fill_from(&mut Cursor::new(&input[fed..end]))
+                    .expect("in memory");
+                fed = end;
+            } else {
+                assert!(pipe.pump(&mut src, &mut sink).expect("valid"), "stuck");
+                continue;
+            }
+            pipe.pump(&mut src, &mut sink).expect("valid body");
+        }
+        let taken = fed - src.len();
+        assert_eq!(src.bytes(), &input[taken..fed]);
+        (sink.out, taken)
+    }
+
+    const BODY: &[u8] =
+        b"05;ext=1\r\nhello\r\nA ; b=\"c\"\r\n0123456789\r\n000\r\nX-Sum: 15\r\nHost: x\r\n\r\n";
+    const NEXT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+
     #[test]
     fn dechunked_bodies_lose_their_framing_whatever_the_reads_and_writes() {
-        let body = b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Sum: 15\r\n\r\n";
-        let next = b"HTTP/1.1 204 No Content\r\n\r\n";
-        let input = [&body[..], &next[..]].concat();
+        let input = [BODY, NEXT].concat();
         for piece in 1..=input.len() {
             for max in [1, 3, 64] {
-                let mut pipe = Pipe::default();
-                pipe.set_body(
-                    b"HEAD\r\n\r\n",
-                    Some(BodyDecoder::new(BodyFraming::Chunked)),
-                );
-                pipe.dechunk();
-                let mut src = Buffer::new(1024);
-                let mut sink = Trickle {
-                    out: Vec::new(),
-                    max,
-                };
-                let mut fed = 0;
-                while !pipe.is_complete() {
-                    if fed < input.len() {
-                        let end = (fed + piece).min(input.len());
-                        src.fill_from(&mut Cursor::new(&input[fed..end]))
-                            .expect("in memory");
-                        fed = end;
-                    } else {
-                        assert!(pipe.pump(&mut src, &mut sink).expect("valid"), "stuck");
-                        continue;
-                    }
-                    pipe.pump(&mut src, &mut sink).expect("valid body");
-                }
-                assert_eq!(
-                    sink.out, b"HEAD\r\n\r\nhello0123456789",
-                    "reads of {piece}, writes of {max}"
-                );
-                assert_eq!(
-                    src.bytes(),
-                    &input[body.len()..fed],
-                    "the next message stays"
-                );
+                let (out, taken) = through(&input, true, piece, max);
+                let what = format!("reads of {piece}, writes of {max}");
+                assert_eq!(out, b"HEAD\r\n\r\nhello0123456789", "{what}");
+                assert_eq!(taken, BODY.len(), "the next message stays ({what})");
             }
         }
+    }
+
+    #[test]
+    fn chunked_bodies_go_out_canonical_whatever_the_reads_and_writes() {
+        let want: &[u8] = b"HEAD\r\n\r\n5\r\nhello\r\na\r\n0123456789\r\n0\r\nX-Sum: 15\r\n\r\n";
+        let input = [BODY, NEXT].concat();
+        for piece in 1..=input.len() {
+            for max in [1, 2, 3, 7, 64] {
+                let (out, taken) = through(&input, false, piece, max);
+                let what = format!("reads of {piece}, writes of {max}");
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(want),
+                    "{what}"
+                );
+                assert_eq!(taken, BODY.len(), "the next message stays ({what})");
+            }
+        }
+    }
+
+    #[test]
+    fn content_length_bodies_go_out_as_read() {
+        // Chunk-like bytes in a Content-Length body are content.
+        let body = b"5;x\r\nhello\r\n0\r\nHost: x\r\n\r\n";
+        let mut pipe = Pipe::default();
+        pipe.set_body(
+            b"H\r\n\r\n",
+            Some(BodyDecoder::new(BodyFraming::ContentLength(
+                body.len() as u64
+            ))),
+        );
+        let mut src = Buffer::new(1024);
+        src.fill_from(&mut Cursor::new(&body[..]))
+            .expect("in memory");
+        let mut sink = Trickle {
+            out: Vec::new(),
+            max: 5,
+        };
+        while pipe.pump(&mut src, &mut sink).expect("valid") {}
+        assert!(pipe.is_complete());
+        assert_eq!(sink.out, [&b"H\r\n\r\n"[..], body].concat());
     }
 
     /// What `pipe` writes into a sink that takes `cap` bytes in all (3 per
@@ -397,6 +513,36 @@ mod tests {
             assert!(!pipe.body_sent(), "cut at {cut}");
             send(&mut pipe, &mut src, 1);
             assert!(pipe.body_sent(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn rewind_replays_the_canonical_chunked_bytes_that_were_written() {
+        let head = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n";
+        let body = b"003;x=y\r\nabc\r\n0\r\nx-t: 1\r\nhost: h\r\n\r\n";
+        let whole = [&head[..], b"3\r\nabc\r\n0\r\nx-t: 1\r\n\r\n"].concat();
+        // Cut anywhere: in the head, in the size line, the data, the trailers.
+        for cut in 0..=whole.len() {
+            let mut pipe = Pipe::default();
+            pipe.start(head.to_vec(), Some(BodyDecoder::new(BodyFraming::Chunked)));
+            pipe.tap(64);
+            let mut src = Buffer::new(64);
+            src.fill_from(&mut Cursor::new(&body[..]))
+                .expect("in memory");
+            let first = send(&mut pipe, &mut src, cut);
+            assert_eq!(first, &whole[..cut]);
+            // A size line is body: written, it counts as a body byte sent.
+            assert_eq!(pipe.body_sent(), cut > head.len(), "cut at {cut}");
+            for _ in 0..2 {
+                assert!(pipe.rewind(), "tapped");
+                let again = send(&mut pipe, &mut src, usize::MAX);
+                assert_eq!(
+                    String::from_utf8_lossy(&again),
+                    String::from_utf8_lossy(&whole),
+                    "cut at {cut}"
+                );
+                assert!(pipe.is_complete());
+            }
         }
     }
 
