@@ -538,3 +538,66 @@ fn hex_value(b: u8) -> Option<u8> {
 fn is_ctl(b: u8) -> bool {
     b < 0x20 || b == 0x7f
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_lines_are_lowercase_hex_without_leading_zeros() {
+        for (size, want) in [
+            (0, &b"0\r\n"[..]),
+            (5, b"5\r\n"),
+            (0xab, b"ab\r\n"),
+            (0x1000, b"1000\r\n"),
+            (u64::MAX, b"ffffffffffffffff\r\n"),
+        ] {
+            let mut out = Vec::new();
+            push_size_line(&mut out, size);
+            assert_eq!(out, want, "{size:x}");
+        }
+    }
+
+    #[test]
+    fn the_trailer_deny_list() {
+        for name in DENIED_TRAILERS {
+            assert!(name.len() < NAME_CAP, "{:?} fits the held name", name);
+            assert!(!trailer_allowed(name));
+            assert!(!trailer_allowed(&name.to_ascii_uppercase()));
+        }
+        for name in [&b"if-match"[..], b"If-Range", b"l5d-dst-override", b"L5D-x"] {
+            assert!(
+                !trailer_allowed(name),
+                "{:?}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        for name in [
+            &b"grpc-status"[..],
+            b"grpc-message",
+            b"x-checksum",
+            b"hosts",
+            b"te-x",
+            b"x-if-",
+            b"l5d",
+            b"if",
+            b"content-md",
+        ] {
+            assert!(trailer_allowed(name), "{:?}", String::from_utf8_lossy(name));
+        }
+    }
+
+    #[test]
+    fn nothing_of_a_size_line_is_written_before_its_lf() {
+        let mut out = Vec::new();
+        let mut chunk = Chunk::START;
+        for &b in b"0005 ; a = \"b\" ;c\r" {
+            chunk = step(chunk, b, &mut out).expect("valid").expect("not done");
+            assert!(out.is_empty());
+        }
+        assert_eq!(chunk, Chunk::SizeLf { size: 5 });
+        let chunk = step(chunk, b'\n', &mut out).expect("valid");
+        assert_eq!(chunk, Some(Chunk::Data { remaining: 5 }));
+        assert_eq!(out, b"5\r\n");
+    }
+}
