@@ -36,7 +36,7 @@ mod chunked;
 
 use std::fmt;
 
-use self::chunked::{Chunk, Discard, FrameOut};
+use self::chunked::{Chunk, Discard, FrameOut, HeldName};
 use super::BodyFraming;
 
 pub use self::chunked::{MAX_CHUNK_LINE_BYTES, MAX_TRAILER_BYTES};
@@ -115,6 +115,8 @@ impl std::error::Error for BodyError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyDecoder {
     state: State,
+    /// A trailer name being read (chunked bodies only).
+    held: HeldName,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +138,10 @@ impl BodyDecoder {
             BodyFraming::Chunked => State::Chunked(Chunk::START),
             BodyFraming::CloseDelimited => State::UntilEof,
         };
-        BodyDecoder { state }
+        BodyDecoder {
+            state,
+            held: HeldName::default(),
+        }
     }
 
     /// Whether the body is chunked and not finished yet: it has framing for
@@ -172,23 +177,25 @@ impl BodyDecoder {
                     done: remaining == 0,
                 })
             }
-            State::Chunked(chunk) => match chunked::feed(chunk, input, &mut Discard) {
-                Ok((consumed, Some(chunk))) => {
-                    self.state = State::Chunked(chunk);
-                    Ok(Progress {
-                        consumed,
-                        done: false,
-                    })
+            State::Chunked(chunk) => {
+                match chunked::feed(chunk, input, &mut Discard, &mut self.held) {
+                    Ok((consumed, Some(chunk))) => {
+                        self.state = State::Chunked(chunk);
+                        Ok(Progress {
+                            consumed,
+                            done: false,
+                        })
+                    }
+                    Ok((consumed, None)) => {
+                        self.state = State::Done;
+                        Ok(Progress {
+                            consumed,
+                            done: true,
+                        })
+                    }
+                    Err(e) => self.fail(e),
                 }
-                Ok((consumed, None)) => {
-                    self.state = State::Done;
-                    Ok(Progress {
-                        consumed,
-                        done: true,
-                    })
-                }
-                Err(e) => self.fail(e),
-            },
+            }
         }
     }
 
@@ -227,7 +234,7 @@ impl BodyDecoder {
                 done: p.done,
             });
         };
-        let framing = match chunked::skip_framing(chunk, input, out) {
+        let framing = match chunked::skip_framing(chunk, input, out, &mut self.held) {
             Ok((framing, Some(chunk))) => {
                 self.state = State::Chunked(chunk);
                 framing

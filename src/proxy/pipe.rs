@@ -5,13 +5,15 @@
 //! Body bytes are never copied between buffers: the head and the body bytes
 //! that the decoder has vouched for go out together in one vectored write,
 //! straight from the read buffer. A Content-Length or close-delimited body goes
-//! out exactly as read. A chunked body is re-framed: each run of chunk data is
-//! preceded by the canonical framing the decoder wrote for what came before it
-//! (`\r\n` ending the last chunk, the next size line, the trailers), from a
-//! small buffer of the pipe's own, in the same write; the framing as the
-//! sender wrote it is dropped from the read buffer. For an HTTP/1.0 client
-//! (`dechunk`) no framing is written at all. What follows the body in the
-//! buffer (a pipelined request) is left there.
+//! out exactly as read. A chunked body is re-framed: the decoder splits what
+//! was read into [`Run`]s, each the sender's framing (dropped from the read
+//! buffer), the canonical framing written for it (`\r\n` ending the last
+//! chunk, the next size line, the trailers; kept in a small buffer of the
+//! pipe's own) and a stretch of chunk data (left in the read buffer). Up to
+//! [`MAX_RUNS`] of them go out in one vectored write, so a read holding many
+//! small chunks still costs one write. For an HTTP/1.0 client (`dechunk`) no
+//! framing is written at all. What follows the body in the buffer (a pipelined
+//! request) is left there.
 
 use std::io::{self, IoSlice, Write};
 
@@ -28,6 +30,63 @@ pub enum PipeError {
 
 /// The framing buffer kept between messages is at most this big.
 const MAX_SPARE_FRAME: usize = 1024;
+/// Runs of a chunked body queued for one write (two slices each).
+const MAX_RUNS: usize = 8;
+
+/// A stretch of a chunked body as the pipe sends it: `skip` bytes of the
+/// sender's framing to drop from the source, then `frame` bytes of canonical
+/// framing from `Pipe::frame`, then `data` bytes of chunk data from the source.
+/// Each count is what is left: the front run's `skip` is dropped as soon as it
+/// is the front, and `frame` and `data` shrink as they are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Run {
+    skip: usize,
+    frame: usize,
+    data: usize,
+}
+
+/// The runs decoded and not yet written, in source order.
+#[derive(Debug, Default)]
+struct Runs {
+    queue: [Run; MAX_RUNS],
+    len: usize,
+}
+
+impl Runs {
+    fn queued(&self) -> &[Run] {
+        &self.queue[..self.len]
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == MAX_RUNS
+    }
+
+    /// Source bytes the queued runs span (their skips and data).
+    fn covered(&self) -> usize {
+        self.queued().iter().map(|r| r.skip + r.data).sum()
+    }
+
+    /// Queues `run`; data that continues the last run's (no framing between)
+    /// joins it.
+    fn push(&mut self, run: Run) {
+        match self.queue[..self.len].last_mut() {
+            Some(last) if run.skip == 0 && run.frame == 0 => last.data += run.data,
+            _ => {
+                self.queue[self.len] = run;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn pop_front(&mut self) {
+        self.queue.copy_within(1..self.len, 0);
+        self.len -= 1;
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
 
 /// How the body's bytes reach the sink.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,11 +106,13 @@ pub struct Pipe {
     head_off: usize,
     body: Option<BodyDecoder>,
     mode: Mode,
-    /// Canonical chunked framing to write before the `ready` bytes; its
+    /// Canonical framing of the queued `runs`, from `frame_off` on; its
     /// capacity outlives each message.
     frame: Vec<u8>,
     frame_off: usize,
-    /// Bytes at the front of the source that belong to the body.
+    runs: Runs,
+    /// Bytes at the front of the source that belong to a body forwarded as
+    /// read.
     ready: usize,
     /// The decoder has seen the end of the body.
     decoded: bool,
@@ -175,8 +236,8 @@ impl Pipe {
         self.active
             && self.decoded
             && self.ready == 0
+            && self.runs.len == 0
             && self.head_off >= self.head.len()
-            && self.frame_off >= self.frame.len()
     }
 
     /// The whole body has been read from the source (it may not all be
@@ -217,6 +278,7 @@ impl Pipe {
         }
         self.frame.clear();
         self.frame_off = 0;
+        self.runs.clear();
     }
 
     /// The source hit EOF: a close-delimited body ends cleanly, any other
@@ -237,47 +299,74 @@ impl Pipe {
         if !self.active {
             return Ok(false);
         }
+        if self.mode != Mode::Verbatim {
+            return self.pump_chunked(src, sink);
+        }
         let mut progress = false;
         loop {
             match &mut self.body {
-                Some(d) if !self.decoded && self.mode == Mode::Verbatim => {
+                Some(d) if !self.decoded => {
                     let fresh = &src.bytes()[self.ready..];
                     let p = d.feed(fresh).map_err(PipeError::Body)?;
                     self.ready += p.consumed;
                     self.decoded = p.done;
                 }
-                // Framing can only be dropped from the front of the source, so
-                // the payload before it must have gone out first; and the
-                // framing written for it too, so `frame` holds one step's worth.
-                Some(d)
-                    if !self.decoded && self.ready == 0 && self.frame_off == self.frame.len() =>
-                {
-                    self.frame.clear();
-                    self.frame_off = 0;
-                    let p = if self.mode == Mode::Rechunk {
-                        d.feed_canonical(src.bytes(), &mut self.frame)
-                    } else {
-                        d.feed_payload(src.bytes())
-                    };
-                    let p = p.map_err(PipeError::Body)?;
-                    src.consume(p.framing);
-                    // Room made in the source is progress: more can be read.
-                    progress |= p.framing > 0;
-                    self.ready = p.payload;
-                    self.decoded = p.done;
-                }
                 _ => {}
             }
             let head = &self.head[self.head_off..];
-            let frame = &self.frame[self.frame_off..];
             let body = &src.bytes()[..self.ready];
-            if head.is_empty() && frame.is_empty() && body.is_empty() {
+            if head.is_empty() && body.is_empty() {
                 return Ok(progress);
             }
-            let written = if frame.is_empty() {
-                sink.write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-            } else {
-                sink.write_vectored(&[IoSlice::new(head), IoSlice::new(frame), IoSlice::new(body)])
+            let n = match sink.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+                Ok(0) => return Err(PipeError::Write(io::ErrorKind::WriteZero.into())),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(PipeError::Write(e)),
+            };
+            progress = true;
+            self.wrote = true;
+            let from_head = n.min(head.len());
+            let from_body = n - from_head;
+            if let Some(tap) = &mut self.tap {
+                if tap.len() + from_body > self.tap_limit {
+                    self.tap = None;
+                } else {
+                    tap.extend_from_slice(&body[..from_body]);
+                }
+            }
+            self.head_off += from_head;
+            self.body_sent |= from_body > 0 || self.head_off > self.head_len;
+            src.consume(from_body);
+            self.ready -= from_body;
+        }
+    }
+
+    /// [`Pipe::pump`] for a chunked body: decode runs, write them with the
+    /// head, account for what went out.
+    fn pump_chunked(&mut self, src: &mut Buffer, sink: &mut impl Write) -> Result<bool, PipeError> {
+        let mut progress = false;
+        loop {
+            progress |= self.decode_runs(src)?;
+            let written = {
+                let mut slices = [IoSlice::new(&[]); 1 + 2 * MAX_RUNS];
+                slices[0] = IoSlice::new(&self.head[self.head_off..]);
+                let (mut count, mut total) = (1, slices[0].len());
+                let (mut f, mut d) = (self.frame_off, 0);
+                for run in self.runs.queued() {
+                    d += run.skip;
+                    slices[count] = IoSlice::new(&self.frame[f..f + run.frame]);
+                    slices[count + 1] = IoSlice::new(&src.bytes()[d..d + run.data]);
+                    count += 2;
+                    total += run.frame + run.data;
+                    f += run.frame;
+                    d += run.data;
+                }
+                if total == 0 {
+                    return Ok(progress);
+                }
+                sink.write_vectored(&slices[..count])
             };
             let n = match written {
                 Ok(0) => return Err(PipeError::Write(io::ErrorKind::WriteZero.into())),
@@ -288,23 +377,96 @@ impl Pipe {
             };
             progress = true;
             self.wrote = true;
-            let from_head = n.min(head.len());
-            let from_frame = (n - from_head).min(frame.len());
-            let from_body = n - from_head - from_frame;
-            if let Some(tap) = &mut self.tap {
-                if tap.len() + from_frame + from_body > self.tap_limit {
-                    self.tap = None;
-                } else {
-                    tap.extend_from_slice(&frame[..from_frame]);
-                    tap.extend_from_slice(&body[..from_body]);
-                }
+            self.written_runs(n, src);
+        }
+    }
+
+    /// Decodes what the source holds past the queued runs into more runs, up
+    /// to [`MAX_RUNS`]. True if source bytes were dropped (room for more).
+    fn decode_runs(&mut self, src: &mut Buffer) -> Result<bool, PipeError> {
+        if self.runs.len == 0 && self.frame_off == self.frame.len() {
+            self.frame.clear();
+            self.frame_off = 0;
+        }
+        let mut progress = false;
+        while !self.decoded && !self.runs.is_full() {
+            let Some(d) = &mut self.body else { break };
+            let input = &src.bytes()[self.runs.covered()..];
+            if input.is_empty() {
+                break;
             }
-            self.head_off += from_head;
-            self.frame_off += from_frame;
-            // Chunk framing is body too: it only ever follows the whole head.
-            self.body_sent |= from_frame > 0 || from_body > 0 || self.head_off > self.head_len;
-            src.consume(from_body);
-            self.ready -= from_body;
+            let before = self.frame.len();
+            let p = match self.mode {
+                Mode::Rechunk => d.feed_canonical(input, &mut self.frame),
+                _ => d.feed_payload(input),
+            }
+            .map_err(PipeError::Body)?;
+            self.decoded = p.done;
+            let run = Run {
+                skip: p.framing,
+                frame: self.frame.len() - before,
+                data: p.payload,
+            };
+            if run == Run::default() {
+                break;
+            }
+            self.runs.push(run);
+            progress |= self.settle(src);
+        }
+        // The tap takes a chunked body a run at a time: room for what has
+        // been read, once, rather than a regrowth per chunk.
+        if let Some(tap) = self.tap.as_mut().filter(|t| t.capacity() == 0) {
+            tap.reserve((self.frame.len() + src.len()).min(self.tap_limit));
+        }
+        Ok(progress)
+    }
+
+    /// Drops the front run's skip from the source and the runs that are done;
+    /// true if source bytes were dropped.
+    fn settle(&mut self, src: &mut Buffer) -> bool {
+        let mut dropped = false;
+        while let Some(front) = self.runs.queue[..self.runs.len].first_mut() {
+            if front.skip > 0 {
+                src.consume(front.skip);
+                front.skip = 0;
+                dropped = true;
+            }
+            if front.frame > 0 || front.data > 0 {
+                break;
+            }
+            self.runs.pop_front();
+        }
+        dropped
+    }
+
+    /// Accounts for `n` bytes written from the head and the queued runs.
+    fn written_runs(&mut self, n: usize, src: &mut Buffer) {
+        let from_head = n.min(self.head.len() - self.head_off);
+        self.head_off += from_head;
+        let mut n = n - from_head;
+        // Chunk framing is body too: it only ever follows the whole head.
+        self.body_sent |= n > 0 || self.head_off > self.head_len;
+        if self
+            .tap
+            .as_ref()
+            .is_some_and(|t| t.len() + n > self.tap_limit)
+        {
+            self.tap = None;
+        }
+        while n > 0 {
+            let front = &mut self.runs.queue[0];
+            let f = n.min(front.frame);
+            let d = (n - f).min(front.data);
+            front.frame -= f;
+            front.data -= d;
+            n -= f + d;
+            if let Some(tap) = &mut self.tap {
+                tap.extend_from_slice(&self.frame[self.frame_off..self.frame_off + f]);
+                tap.extend_from_slice(&src.bytes()[..d]);
+            }
+            self.frame_off += f;
+            src.consume(d);
+            self.settle(src);
         }
     }
 }
@@ -407,6 +569,51 @@ mod tests {
                 assert_eq!(taken, BODY.len(), "the next message stays ({what})");
             }
         }
+    }
+
+    #[test]
+    fn many_chunks_in_one_read_go_out_in_few_writes() {
+        let mut body = Vec::new();
+        let mut want = b"H\r\n\r\n".to_vec();
+        for i in 0..20u8 {
+            body.extend_from_slice(format!("00{:X};i={i}\r\n", i + 1).as_bytes());
+            body.extend(std::iter::repeat_n(b'a' + i, usize::from(i) + 1));
+            body.extend_from_slice(b"\r\n");
+            want.extend_from_slice(format!("{:x}\r\n", i + 1).as_bytes());
+            want.extend(std::iter::repeat_n(b'a' + i, usize::from(i) + 1));
+            want.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        want.extend_from_slice(b"0\r\n\r\n");
+        struct Counting(Vec<u8>, usize);
+        impl Write for Counting {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.write_vectored(&[IoSlice::new(buf)])
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                self.1 += 1;
+                let before = self.0.len();
+                bufs.iter().for_each(|b| self.0.extend_from_slice(b));
+                Ok(self.0.len() - before)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut pipe = Pipe::default();
+        pipe.set_body(b"H\r\n\r\n", Some(BodyDecoder::new(BodyFraming::Chunked)));
+        let mut src = Buffer::new(4096);
+        src.fill_from(&mut Cursor::new(&body[..]))
+            .expect("in memory");
+        let mut sink = Counting(Vec::new(), 0);
+        while pipe.pump(&mut src, &mut sink).expect("valid") {}
+        assert!(pipe.is_complete() && src.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&sink.0),
+            String::from_utf8_lossy(&want)
+        );
+        // 21 runs (20 chunks, then the last chunk), eight to a write.
+        assert_eq!(sink.1, 3);
     }
 
     #[test]
@@ -571,15 +778,16 @@ mod tests {
     #[ignore]
     fn bench_pipe_pump() {
         use std::time::Instant;
-        struct Sink(usize);
+        /// Counts bytes and write calls (each a syscall on a socket).
+        struct Sink(usize, u32);
         impl Write for Sink {
             fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.0 += buf.len();
-                Ok(buf.len())
+                self.write_vectored(&[IoSlice::new(buf)])
             }
             fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
                 let n = bufs.iter().map(|b| b.len()).sum();
                 self.0 += n;
+                self.1 += 1;
                 Ok(n)
             }
             fn flush(&mut self) -> io::Result<()> {
@@ -602,7 +810,7 @@ mod tests {
         ] {
             let mut pipe = Pipe::default();
             let mut src = Buffer::new(64 * 1024);
-            let mut sink = Sink(0);
+            let mut sink = Sink(0, 0);
             let mut spare = Vec::new();
             let t = Instant::now();
             for _ in 0..N {
@@ -620,7 +828,7 @@ mod tests {
             let per = t.elapsed() / N;
             assert_eq!(sink.0, N as usize * (head.len() + body.len()));
             // Benchmark output is the point of this ignored test.
-            eprintln!("{name}: {per:?} per message");
+            eprintln!("{name}: {per:?} per message, {} write(s)", sink.1 / N);
         }
     }
 }
