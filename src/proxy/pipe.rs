@@ -616,6 +616,73 @@ mod tests {
         assert_eq!(sink.1, 3);
     }
 
+    /// A random valid chunked body (many small chunks, odd lines, trailers) and its
+    /// canonical form, as the decoder gives it in one go.
+    fn random_body(rng: &mut fastrand::Rng) -> (Vec<u8>, Vec<u8>) {
+        let mut body = Vec::new();
+        for _ in 0..rng.usize(0..24) {
+            let n = rng.usize(1..12);
+            let ext = ["", ";a", " ; a=\"b;c\"", ";x=1;y"][rng.usize(0..4)];
+            let zeros = "0".repeat(rng.usize(0..3));
+            body.extend_from_slice(format!("{zeros}{n:X}{ext}\r\n").as_bytes());
+            body.extend((0..n).map(|_| rng.u8(..)));
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n");
+        for _ in 0..rng.usize(0..3) {
+            let name = ["x-a", "Content-Length", "grpc-status"][rng.usize(0..3)];
+            body.extend_from_slice(format!("{name}: {}\r\n", rng.u8(..)).as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        let mut canonical = Vec::new();
+        let mut dec = BodyDecoder::new(BodyFraming::Chunked);
+        let mut rest = &body[..];
+        while !dec.is_done() {
+            let p = dec.feed_canonical(rest, &mut canonical).expect("valid");
+            canonical.extend_from_slice(&rest[p.framing..p.framing + p.payload]);
+            rest = &rest[p.framing + p.payload..];
+        }
+        (body, canonical)
+    }
+
+    #[test]
+    fn random_chunked_bodies_through_random_reads_and_writes() {
+        let mut rng = fastrand::Rng::with_seed(0x9e7a);
+        for _ in 0..400 {
+            let (body, canonical) = random_body(&mut rng);
+            let input = [&body[..], NEXT].concat();
+            let (piece, max) = (rng.usize(1..64), rng.usize(1..96));
+            let (out, taken) = through(&input, false, piece, max);
+            assert_eq!(out, [&b"HEAD\r\n\r\n"[..], &canonical].concat());
+            assert_eq!(taken, body.len());
+            let (out, _) = through(&input, true, piece, max);
+            let mut content = Vec::new();
+            let mut dec = BodyDecoder::new(BodyFraming::Chunked);
+            let mut rest = &canonical[..];
+            while !dec.is_done() {
+                let p = dec.feed_payload(rest).expect("valid");
+                content.extend_from_slice(&rest[p.framing..p.framing + p.payload]);
+                rest = &rest[p.framing + p.payload..];
+            }
+            assert_eq!(out, [&b"HEAD\r\n\r\n"[..], &content].concat());
+
+            // Cut off anywhere, rewound, sent again whole.
+            let head = b"POST / HTTP/1.1\r\n\r\n";
+            let whole = [&head[..], &canonical].concat();
+            let cut = rng.usize(0..=whole.len());
+            let mut pipe = Pipe::default();
+            pipe.start(head.to_vec(), Some(BodyDecoder::new(BodyFraming::Chunked)));
+            pipe.tap(4096);
+            let mut src = Buffer::new(4096);
+            src.fill_from(&mut Cursor::new(&body[..]))
+                .expect("in memory");
+            assert_eq!(send(&mut pipe, &mut src, cut), &whole[..cut]);
+            assert!(pipe.rewind(), "tapped");
+            assert_eq!(send(&mut pipe, &mut src, usize::MAX), whole, "cut at {cut}");
+            assert!(pipe.is_complete());
+        }
+    }
+
     #[test]
     fn content_length_bodies_go_out_as_read() {
         // Chunk-like bytes in a Content-Length body are content.
