@@ -34,8 +34,9 @@
 //! - `\r\n` after each chunk's data, `0\r\n` for the last chunk, `\r\n` ending the trailers.
 //! - Each trailer field that may be a trailer as `<name as sent>: <value>\r\n` (`name:`
 //!   for an empty value), the value without its leading whitespace (trailing whitespace,
-//!   which a recipient strips, stays as sent). Dropped are the fields RFC 9110 section 6.5.1 says must
-//!   not be trailers, or that spoke acts on itself (see [`trailer_allowed`]):
+//!   which a recipient strips, stays as sent). Dropped are the fields RFC 9110 section
+//!   6.5.1 says must not be trailers, or that spoke acts on itself (see
+//!   [`trailer_allowed`]):
 //!   - message framing: `Content-Length`, `Transfer-Encoding`, `Trailer`;
 //!   - routing: `Host`, and every `l5d-*` field (`l5d-dst-override` routes a request);
 //!   - request modifiers: `Cache-Control`, `Expect`, `Max-Forwards`, `Pragma`, `Range`,
@@ -47,9 +48,11 @@
 //!   - payload processing: `Content-Encoding`, `Content-Type`, `Content-Range`;
 //!   - connection-specific: `Connection`, `Keep-Alive`, `Proxy-Connection`, `Upgrade`.
 //!
-//! A trailer name is held back (at most [`NAME_CAP`] bytes, in the state) until its colon
-//! decides whether the field goes on; a longer name cannot be one of the above, so it is
-//! kept unless its first bytes are `if-` or `l5d-`.
+//! A trailer name is held back (at most [`NAME_CAP`] bytes, in a [`HeldName`] beside the
+//! state) until its colon decides whether the field goes on; a longer name cannot be one
+//! of the above, so it is kept unless its first bytes are `if-` or `l5d-`. Nothing of a
+//! chunk-size line is written before its LF, and everything written is final: a body that
+//! breaks later leaves written only framing that was valid.
 
 use super::BodyError;
 
