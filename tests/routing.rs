@@ -298,7 +298,7 @@ fn keep_alive_reuses_upstream_connections_and_streams_bodies() {
         assert_eq!(r.status, 200);
         assert_eq!(r.body.len(), body.len());
     }
-    // Chunked request body, passed through verbatim.
+    // Chunked request body, already in canonical framing: passed through as it is.
     let r = c
         .send_raw(
             format!("POST /c HTTP/1.1\r\nhost: {BOOKS}\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").as_bytes(),

@@ -1,37 +1,48 @@
-//! Where a pass-through message body ends: `BodyDecoder` is fed the bytes that follow a head
-//! and says how many of them belong to the body, so the connection can forward exactly those
-//! (verbatim, chunk framing included) and keep the rest for the next pipelined message.
+//! Where a pass-through message body ends, and how its framing goes on: `BodyDecoder` is
+//! fed the bytes that follow a head and says how many of them belong to the body, so the
+//! connection can forward exactly those and keep the rest for the next pipelined message.
 //!
-//! Event-loop thread, pure; no allocation. The framing comes from the parsed head
-//! (`request.rs` / `response.rs`).
+//! Event-loop thread, pure; no allocation (framing written out goes into the caller's
+//! buffer). The framing comes from the parsed head (`request.rs` / `response.rs`).
+//!
+//! Three ways to walk a body, all with the same validation:
+//! - [`BodyDecoder::feed`]: how many bytes belong to the body, to forward verbatim. The
+//!   pipe uses it for Content-Length and close-delimited bodies, which have no framing;
+//!   tests and devtools use it to delimit chunked bodies too.
+//! - [`BodyDecoder::feed_canonical`]: for a chunked body, tells framing from chunk data and
+//!   writes the framing again in canonical form, so the recipient never sees chunk lines
+//!   as the sender wrote them (a lenient parser behind spoke might read odd ones
+//!   differently); chunk data itself is passed on from the read buffer, uncopied.
+//! - [`BodyDecoder::feed_payload`]: the same, dropping the framing altogether (for an
+//!   HTTP/1.0 client, which knows no transfer coding).
 //!
 //! Chunked bodies (RFC 9112 section 7.1) run through a byte-level state machine, except for
 //! chunk data, which is skipped in bulk:
 //!
 //! ```text
-//!  Size --hex--> Size --CR--> SizeLf --LF--> Data(n) --n bytes--> DataCr --CR--> DataLf
-//!    \--';' SP HTAB--> Ext --CR--> SizeLf   (size 0: --LF--> TrailerStart)   DataLf --LF--> Size
+//!  Line --hex / BWS ";" ext--> Line --CR--> SizeLf --LF--> Data(n) --n bytes--> DataCr
+//!  DataCr --CR--> DataLf --LF--> Line          (size 0: SizeLf --LF--> TrailerStart)
 //!  TrailerStart --CR--> FinalLf --LF--> Done
 //!  TrailerStart --tchar--> TrailerName --':'--> TrailerValue --CR--> TrailerLf --LF--> (again)
 //! ```
 //!
-//! Every state keeps what it needs, so input may be split at any byte. Bounds: at most 16
-//! hex digits (so the size cannot overflow), [`MAX_CHUNK_LINE_BYTES`] per size line with its
-//! extensions, [`MAX_TRAILER_BYTES`] for the whole trailer section; a bare LF anywhere in
-//! the framing is an error, as is anything but CRLF after chunk data.
+//! The grammar accepted, the canonical form written and the trailer fields dropped are in
+//! `body/chunked.rs`. Bounds: 16 significant hex digits (leading zeros are fine),
+//! [`MAX_CHUNK_LINE_BYTES`] per size line with its extensions, [`MAX_TRAILER_BYTES`] for
+//! the whole trailer section; a bare LF anywhere in the framing is an error, as is anything
+//! but CRLF after chunk data.
+
+mod chunked;
 
 use std::fmt;
 
+use self::chunked::{Chunk, Discard, FrameOut, HeldName};
 use super::BodyFraming;
 
-/// Longest chunk-size line (size digits plus extensions, without CRLF).
-pub const MAX_CHUNK_LINE_BYTES: usize = 4096;
-/// Longest trailer section (all trailer lines and the final CRLF).
-pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
-const MAX_SIZE_DIGITS: u8 = 16;
+pub use self::chunked::{MAX_CHUNK_LINE_BYTES, MAX_TRAILER_BYTES};
 
-/// Result of one [`BodyDecoder::feed_payload`]: the input starts with `framing` bytes to
-/// drop, then `payload` bytes of content to pass on.
+/// Result of one [`BodyDecoder::feed_payload`] or [`BodyDecoder::feed_canonical`]: the
+/// input starts with `framing` bytes to drop, then `payload` bytes of content to pass on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Payload {
     pub framing: usize,
@@ -50,16 +61,18 @@ pub struct Progress {
 }
 
 /// Why a body's framing was refused. A request body error means 400 to the client; a
-/// response body error means the response is cut short (the client connection closes).
+/// response body error means 502, or the response is cut short (the client connection
+/// closes) once part of it went out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyError {
     /// A chunk-size line that does not start with a hex digit, or has junk after it.
     InvalidChunkSize,
-    /// More than 16 hex digits in a chunk size.
+    /// More than 16 significant hex digits in a chunk size: it does not fit in 64 bits.
     ChunkSizeTooLong,
     /// A chunk-size line longer than [`MAX_CHUNK_LINE_BYTES`].
     ChunkLineTooLong,
-    /// A control byte in a chunk extension, or text after the size without `;`.
+    /// A chunk extension that breaks the grammar: no name, a name or value that is not a
+    /// token or quoted string, whitespace where none may be, a control byte.
     InvalidChunkExtension,
     /// Something other than CRLF where CRLF must be (after chunk data, or a CR alone).
     MissingCrlf,
@@ -102,6 +115,8 @@ impl std::error::Error for BodyError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyDecoder {
     state: State,
+    /// A trailer name being read (chunked bodies only).
+    held: HeldName,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,42 +128,6 @@ enum State {
     Failed(BodyError),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
-    Size {
-        digits: u8,
-        size: u64,
-    },
-    Ext {
-        size: u64,
-        line: usize,
-        semicolon: bool,
-    },
-    SizeLf {
-        size: u64,
-    },
-    Data {
-        remaining: u64,
-    },
-    DataCr,
-    DataLf,
-    TrailerStart {
-        total: usize,
-    },
-    TrailerName {
-        total: usize,
-    },
-    TrailerValue {
-        total: usize,
-    },
-    TrailerLf {
-        total: usize,
-    },
-    FinalLf {
-        total: usize,
-    },
-}
-
 impl BodyDecoder {
     /// A decoder for a body framed as `framing` (`None` and `ContentLength(0)` are complete
     /// at once).
@@ -156,10 +135,19 @@ impl BodyDecoder {
         let state = match framing {
             BodyFraming::None | BodyFraming::ContentLength(0) => State::Done,
             BodyFraming::ContentLength(n) => State::Length { remaining: n },
-            BodyFraming::Chunked => State::Chunked(Chunk::Size { digits: 0, size: 0 }),
+            BodyFraming::Chunked => State::Chunked(Chunk::START),
             BodyFraming::CloseDelimited => State::UntilEof,
         };
-        BodyDecoder { state }
+        BodyDecoder {
+            state,
+            held: HeldName::default(),
+        }
+    }
+
+    /// Whether the body is chunked and not finished yet: it has framing for
+    /// [`BodyDecoder::feed_canonical`] to rewrite.
+    pub fn is_chunked(&self) -> bool {
+        matches!(self.state, State::Chunked(_))
     }
 
     /// Takes the next bytes after the head (or after what earlier calls consumed). Returns
@@ -189,26 +177,25 @@ impl BodyDecoder {
                     done: remaining == 0,
                 })
             }
-            State::Chunked(chunk) => match feed_chunked(chunk, input) {
-                Ok((consumed, Some(chunk))) => {
-                    self.state = State::Chunked(chunk);
-                    Ok(Progress {
-                        consumed,
-                        done: false,
-                    })
+            State::Chunked(chunk) => {
+                match chunked::feed(chunk, input, &mut Discard, &mut self.held) {
+                    Ok((consumed, Some(chunk))) => {
+                        self.state = State::Chunked(chunk);
+                        Ok(Progress {
+                            consumed,
+                            done: false,
+                        })
+                    }
+                    Ok((consumed, None)) => {
+                        self.state = State::Done;
+                        Ok(Progress {
+                            consumed,
+                            done: true,
+                        })
+                    }
+                    Err(e) => self.fail(e),
                 }
-                Ok((consumed, None)) => {
-                    self.state = State::Done;
-                    Ok(Progress {
-                        consumed,
-                        done: true,
-                    })
-                }
-                Err(e) => {
-                    self.state = State::Failed(e);
-                    Err(e)
-                }
-            },
+            }
         }
     }
 
@@ -218,6 +205,27 @@ impl BodyDecoder {
     /// the first run of payload, so the caller can pass it on before dropping the framing
     /// after it. A body that is not chunked is all payload.
     pub fn feed_payload(&mut self, input: &[u8]) -> Result<Payload, BodyError> {
+        self.payload_into(input, &mut Discard)
+    }
+
+    /// [`BodyDecoder::feed_payload`] for a recipient that gets the body chunked: the
+    /// framing dropped from the input is replaced by its canonical form, appended to `out`
+    /// (the caller writes `out`, then the payload). Everything appended is final, even if
+    /// the body breaks later. A body that is not chunked is all payload, and `out` stays
+    /// as it is.
+    pub fn feed_canonical(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Payload, BodyError> {
+        self.payload_into(input, out)
+    }
+
+    fn payload_into(
+        &mut self,
+        input: &[u8],
+        out: &mut impl FrameOut,
+    ) -> Result<Payload, BodyError> {
         let State::Chunked(chunk) = self.state else {
             let p = self.feed(input)?;
             return Ok(Payload {
@@ -226,7 +234,7 @@ impl BodyDecoder {
                 done: p.done,
             });
         };
-        let framing = match skip_framing(chunk, input) {
+        let framing = match chunked::skip_framing(chunk, input, out, &mut self.held) {
             Ok((framing, Some(chunk))) => {
                 self.state = State::Chunked(chunk);
                 framing
@@ -239,14 +247,11 @@ impl BodyDecoder {
                     done: true,
                 });
             }
-            Err(e) => {
-                self.state = State::Failed(e);
-                return Err(e);
-            }
+            Err(e) => return self.fail(e),
         };
         let mut payload = 0;
         if let State::Chunked(Chunk::Data { remaining }) = self.state {
-            let (taken, after) = take_data(remaining, input.len() - framing);
+            let (taken, after) = chunked::take_data(remaining, input.len() - framing);
             payload = taken;
             self.state = State::Chunked(after);
         }
@@ -255,6 +260,11 @@ impl BodyDecoder {
             payload,
             done: false,
         })
+    }
+
+    fn fail<T>(&mut self, e: BodyError) -> Result<T, BodyError> {
+        self.state = State::Failed(e);
+        Err(e)
     }
 
     /// The peer closed its side. `Ok` if that ends the body cleanly (close-delimited, or
@@ -267,10 +277,7 @@ impl BodyDecoder {
                 Ok(())
             }
             State::Failed(e) => Err(e),
-            State::Length { .. } | State::Chunked(_) => {
-                self.state = State::Failed(BodyError::Truncated);
-                Err(BodyError::Truncated)
-            }
+            State::Length { .. } | State::Chunked(_) => self.fail(BodyError::Truncated),
         }
     }
 
@@ -278,178 +285,6 @@ impl BodyDecoder {
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
-}
-
-/// Runs the chunked state machine over `input`: the bytes consumed and the next state, or
-/// `None` once the final CRLF is consumed.
-fn feed_chunked(mut chunk: Chunk, input: &[u8]) -> Result<(usize, Option<Chunk>), BodyError> {
-    let mut i = 0;
-    loop {
-        let (framing, next) = skip_framing(chunk, &input[i..])?;
-        i += framing;
-        match next {
-            // Chunk data is skipped in bulk.
-            Some(Chunk::Data { remaining }) if i < input.len() => {
-                let (taken, after) = take_data(remaining, input.len() - i);
-                i += taken;
-                chunk = after;
-            }
-            next => return Ok((i, next)),
-        }
-    }
-}
-
-/// Up to `available` bytes of a chunk with `remaining` bytes of data left: how many, and
-/// the state after them.
-fn take_data(remaining: u64, available: usize) -> (usize, Chunk) {
-    let take = remaining.min(available as u64);
-    let after = match remaining - take {
-        0 => Chunk::DataCr,
-        remaining => Chunk::Data { remaining },
-    };
-    (take as usize, after)
-}
-
-/// Runs the chunked state machine over framing bytes only: stops where chunk data starts
-/// (or at the end of the input, or of the body: `None`).
-fn skip_framing(mut chunk: Chunk, input: &[u8]) -> Result<(usize, Option<Chunk>), BodyError> {
-    let mut i = 0;
-    while i < input.len() && !matches!(chunk, Chunk::Data { .. }) {
-        let b = input[i];
-        i += 1;
-        match step(chunk, b)? {
-            Some(next) => chunk = next,
-            None => return Ok((i, None)),
-        }
-    }
-    Ok((i, Some(chunk)))
-}
-
-/// One framing byte (never called in `Data`). `None` means the body just ended.
-fn step(chunk: Chunk, b: u8) -> Result<Option<Chunk>, BodyError> {
-    let next = match chunk {
-        Chunk::Size { digits, size } => match hex_value(b) {
-            Some(_) if digits >= MAX_SIZE_DIGITS => return Err(BodyError::ChunkSizeTooLong),
-            Some(d) => Chunk::Size {
-                digits: digits + 1,
-                size: (size << 4) | u64::from(d),
-            },
-            None if b == b'\n' => return Err(BodyError::BareLf),
-            None if digits == 0 => return Err(BodyError::InvalidChunkSize),
-            None => match b {
-                b'\r' => Chunk::SizeLf { size },
-                b';' | b' ' | b'\t' => Chunk::Ext {
-                    size,
-                    line: usize::from(digits) + 1,
-                    semicolon: b == b';',
-                },
-                _ => return Err(BodyError::InvalidChunkSize),
-            },
-        },
-        Chunk::Ext {
-            size,
-            line,
-            semicolon,
-        } => match b {
-            b'\r' => Chunk::SizeLf { size },
-            b'\n' => return Err(BodyError::BareLf),
-            _ if line >= MAX_CHUNK_LINE_BYTES => return Err(BodyError::ChunkLineTooLong),
-            b' ' | b'\t' => Chunk::Ext {
-                size,
-                line: line + 1,
-                semicolon,
-            },
-            b';' => Chunk::Ext {
-                size,
-                line: line + 1,
-                semicolon: true,
-            },
-            _ if semicolon && !is_ctl(b) => Chunk::Ext {
-                size,
-                line: line + 1,
-                semicolon,
-            },
-            _ => return Err(BodyError::InvalidChunkExtension),
-        },
-        Chunk::SizeLf { size } => match b {
-            b'\n' if size == 0 => Chunk::TrailerStart { total: 0 },
-            b'\n' => Chunk::Data { remaining: size },
-            _ => return Err(BodyError::MissingCrlf),
-        },
-        Chunk::Data { .. } => chunk,
-        Chunk::DataCr => match b {
-            b'\r' => Chunk::DataLf,
-            b'\n' => return Err(BodyError::BareLf),
-            _ => return Err(BodyError::MissingCrlf),
-        },
-        Chunk::DataLf => match b {
-            b'\n' => Chunk::Size { digits: 0, size: 0 },
-            _ => return Err(BodyError::MissingCrlf),
-        },
-        Chunk::TrailerStart { total } => {
-            let total = trailer_byte(total)?;
-            match b {
-                b'\r' => Chunk::FinalLf { total },
-                b'\n' => return Err(BodyError::BareLf),
-                _ if super::is_tchar(b) => Chunk::TrailerName { total },
-                _ => return Err(BodyError::InvalidTrailer),
-            }
-        }
-        Chunk::TrailerName { total } => {
-            let total = trailer_byte(total)?;
-            match b {
-                b':' => Chunk::TrailerValue { total },
-                _ if super::is_tchar(b) => Chunk::TrailerName { total },
-                b'\n' => return Err(BodyError::BareLf),
-                _ => return Err(BodyError::InvalidTrailer),
-            }
-        }
-        Chunk::TrailerValue { total } => {
-            let total = trailer_byte(total)?;
-            match b {
-                b'\r' => Chunk::TrailerLf { total },
-                b'\n' => return Err(BodyError::BareLf),
-                _ if b == b'\t' || !is_ctl(b) => Chunk::TrailerValue { total },
-                _ => return Err(BodyError::InvalidTrailer),
-            }
-        }
-        Chunk::TrailerLf { total } => match b {
-            b'\n' => Chunk::TrailerStart {
-                total: trailer_byte(total)?,
-            },
-            _ => return Err(BodyError::MissingCrlf),
-        },
-        Chunk::FinalLf { total } => match b {
-            b'\n' => {
-                trailer_byte(total)?;
-                return Ok(None);
-            }
-            _ => return Err(BodyError::MissingCrlf),
-        },
-    };
-    Ok(Some(next))
-}
-
-/// Counts one more trailer byte against [`MAX_TRAILER_BYTES`].
-fn trailer_byte(total: usize) -> Result<usize, BodyError> {
-    if total >= MAX_TRAILER_BYTES {
-        Err(BodyError::TrailersTooLarge)
-    } else {
-        Ok(total + 1)
-    }
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn is_ctl(b: u8) -> bool {
-    b < 0x20 || b == 0x7f
 }
 
 #[cfg(test)]
@@ -658,11 +493,25 @@ mod tests {
             Ok(21)
         );
         assert_eq!(dec.finish_eof(), Err(BodyError::Truncated));
+        // Leading zeros do not count against the 16 digits, only against the line.
         let mut dec = chunked();
         assert_eq!(
-            dec.feed(b"00000000000000005\r\n"),
-            Err(BodyError::ChunkSizeTooLong)
+            dec.feed(b"00000000000000005\r\nhello\r\n0000\r\n\r\n"),
+            Ok(Progress {
+                consumed: 34,
+                done: true
+            })
         );
+        let mut zeros = vec![b'0'; MAX_CHUNK_LINE_BYTES - 16];
+        zeros.extend_from_slice(b"ffffffffffffffff\r\n");
+        assert_eq!(chunked().feed(&zeros).map(|p| p.consumed), Ok(zeros.len()));
+        rejects(
+            b"00000000000000001ffffffffffffffff\r\n",
+            BodyError::ChunkSizeTooLong,
+        );
+        let mut zeros = vec![b'0'; MAX_CHUNK_LINE_BYTES];
+        zeros.extend_from_slice(b"5\r\n");
+        rejects(&zeros, BodyError::ChunkLineTooLong);
     }
 
     #[track_caller]
@@ -689,6 +538,7 @@ mod tests {
         rejects(b"5\r\nhello\rX", BodyError::MissingCrlf);
         rejects(b"5 x\r\n", BodyError::InvalidChunkExtension);
         rejects(b"5;a\x01\r\n", BodyError::InvalidChunkExtension);
+        rejects(b"5\x00\r\n", BodyError::InvalidChunkSize);
         rejects(b"0\r\n\n", BodyError::BareLf);
         rejects(b"0\r\n\rX", BodyError::MissingCrlf);
         rejects(b"0\r\n x: 1\r\n\r\n", BodyError::InvalidTrailer);
@@ -776,5 +626,251 @@ mod tests {
     fn error_reasons() {
         assert_eq!(BodyError::BareLf.to_string(), "bare LF in chunked body");
         assert_eq!(BodyError::Truncated.reason(), "body truncated");
+    }
+
+    #[test]
+    fn chunk_extensions_follow_the_grammar() {
+        // BWS around `;` and `=`, token and quoted-string values, several extensions.
+        for line in [
+            &b"5;a"[..],
+            b"5;a=b",
+            b"5 ;a",
+            b"5\t; a = b ;c",
+            b"5;a=\"\"",
+            b"5;a=\"q \\\" \\\\ \t\x80\";b=1",
+            b"5;a=\"x\" ;b",
+            b"5;!#$%&'*+-.^_`|~09AZaz=!#$%&'*+-.^_`|~",
+        ] {
+            let body = [line, b"\r\nhello\r\n0\r\n\r\n"].concat();
+            assert_eq!(
+                chunked().feed(&body),
+                Ok(Progress {
+                    consumed: body.len(),
+                    done: true
+                }),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        for line in [
+            // Whitespace with nothing after it.
+            &b"5 "[..],
+            b"5\t",
+            b"5;a ",
+            b"5;a=b ",
+            b"5;a=\"b\" ",
+            // No name, or no value.
+            b"5;",
+            b"5; ",
+            b"5;;a",
+            b"5;=b",
+            b"5;a=",
+            b"5;a= ",
+            b"5;a=;b",
+            // Not a token, or junk after one.
+            b"5;bad[=x",
+            b"5;a=b[",
+            b"5;a b",
+            b"5;a=b c",
+            b"5;a=b\"c\"",
+            b"5;a=\"b\"c",
+            b"5 5",
+            // Quoted strings: unterminated, control bytes, a quoted CR.
+            b"5;a=\"b",
+            b"5;a=\"\x01\"",
+            b"5;a=\"\x7f\"",
+            b"5;a=\"\\\x01\"",
+            b"5;a=\"\\",
+        ] {
+            let body = [line, b"\r\nhello\r\n0\r\n\r\n"].concat();
+            assert_eq!(
+                chunked().feed(&body),
+                Err(BodyError::InvalidChunkExtension),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // The same bytes broken by a bare LF are that error.
+        rejects(b"5;a=\"b\nc\"\r\n", BodyError::BareLf);
+    }
+
+    /// Walks `input` the way the pipe does, the bytes arriving in pieces cut at `cuts`:
+    /// the canonical framing and the payload in the order they go out, where the body
+    /// ended, and whether it did.
+    fn canonical_of(input: &[u8], cuts: &[usize]) -> Result<(Vec<u8>, usize, bool), BodyError> {
+        let mut dec = chunked();
+        let mut ends = cuts.iter().copied().chain(std::iter::once(input.len()));
+        let (mut out, mut pos, mut avail) = (Vec::new(), 0, ends.next().unwrap_or(0));
+        loop {
+            let p = dec.feed_canonical(&input[pos..avail], &mut out)?;
+            pos += p.framing;
+            out.extend_from_slice(&input[pos..pos + p.payload]);
+            pos += p.payload;
+            if p.done {
+                return Ok((out, pos, true));
+            }
+            if pos == avail {
+                match ends.next() {
+                    Some(end) => avail = end.max(avail),
+                    None => return Ok((out, pos, false)),
+                }
+            }
+        }
+    }
+
+    /// BODY as it goes on: sizes in lowercase hex, no extensions, trailers `name: value`.
+    const CANONICAL: &[u8] = b"5\r\nhello\r\na\r\n0123456789\r\n0\r\nx-sum: 12\r\nY:\r\n\r\n";
+
+    #[test]
+    fn canonical_framing_whatever_the_cuts() {
+        let mut input = BODY.to_vec();
+        input.extend_from_slice(b"GET /next HTTP/1.1\r\n");
+        let want = Ok((CANONICAL.to_vec(), BODY.len(), true));
+        assert_eq!(canonical_of(&input, &[]), want);
+        for a in 0..=input.len() {
+            assert_eq!(canonical_of(&input, &[a]), want, "cut at {a}");
+            for b in a..=input.len() {
+                assert_eq!(canonical_of(&input, &[a, b]), want, "cuts {a},{b}");
+            }
+        }
+        // Already canonical: unchanged.
+        assert_eq!(
+            canonical_of(CANONICAL, &[]),
+            Ok((CANONICAL.to_vec(), CANONICAL.len(), true))
+        );
+        // A body that is not chunked is all payload, with nothing written for it.
+        let mut dec = BodyDecoder::new(BodyFraming::ContentLength(3));
+        let mut out = Vec::new();
+        let p = dec.feed_canonical(b"abcdef", &mut out).expect("valid");
+        assert_eq!((p.framing, p.payload, p.done, out.len()), (0, 3, true, 0));
+    }
+
+    #[test]
+    fn canonical_size_lines() {
+        for (line, want) in [
+            (&b"00000000000000000000005"[..], &b"5"[..]),
+            (b"0A", b"a"),
+            (b"FfFf;x=\"y\"", b"ffff"),
+            (b"0001000 ; a = b", b"1000"),
+        ] {
+            let size = usize::from_str_radix(std::str::from_utf8(want).unwrap(), 16).unwrap();
+            let body = [line, b"\r\n", &vec![b'd'; size], b"\r\n0000\r\n\r\n"].concat();
+            let (out, end, done) = canonical_of(&body, &[]).expect("valid");
+            let canonical = [want, b"\r\n", &vec![b'd'; size], b"\r\n0\r\n\r\n"].concat();
+            assert_eq!((end, done), (body.len(), true));
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&canonical)
+            );
+        }
+        // The largest size there is: its line comes out whole before any data.
+        let mut out = Vec::new();
+        let p = chunked()
+            .feed_canonical(b"0000ffffffffffffffff;a\r\nxyz", &mut out)
+            .expect("valid");
+        assert_eq!((p.framing, p.payload), (24, 3));
+        assert_eq!(out, b"ffffffffffffffff\r\n");
+    }
+
+    #[test]
+    fn trailers_that_must_not_be_trailers_are_dropped() {
+        let trailers = "Content-Length: 5\r\nTRANSFER-ENCODING: chunked\r\ntrailer: x\r\n\
+            Host: evil\r\nl5d-dst-override: evil:80\r\nL5D-Anything: 1\r\n\
+            cache-control: no-cache\r\nexpect: 100-continue\r\nmax-forwards: 1\r\npragma: x\r\n\
+            range: bytes=0-1\r\nte: trailers\r\nIf-None-Match: *\r\nif-whatever-comes-later: 1\r\n\
+            Authorization: Basic x\r\nproxy-authorization: x\r\nwww-authenticate: x\r\n\
+            proxy-authenticate: x\r\ncookie: a=b\r\nset-cookie: a=b\r\nage: 1\r\ndate: x\r\n\
+            expires: x\r\nlocation: /\r\nretry-after: 1\r\nvary: *\r\nwarning: x\r\n\
+            content-encoding: gzip\r\ncontent-type: text/plain\r\ncontent-range: x\r\n\
+            connection: close\r\nkeep-alive: 1\r\nproxy-connection: x\r\nupgrade: h2c\r\n\
+            l5d-a-name-longer-than-twenty-bytes: 1\r\n";
+        let kept = "grpc-status: 0\r\nX-Checksum:\t abc \r\nhosts: 1\r\ncontent-lengths: 2\r\n\
+            a-name-of-twenty-b-x: 20\r\na-name-of-twenty-one: 21\r\n\
+            a-name-longer-than-twenty-bytes: 1\r\nte-x: 1\r\nx-if-: 1\r\nempty:\r\nspaces:   \r\n";
+        let want = "grpc-status: 0\r\nX-Checksum: abc \r\nhosts: 1\r\ncontent-lengths: 2\r\n\
+            a-name-of-twenty-b-x: 20\r\na-name-of-twenty-one: 21\r\n\
+            a-name-longer-than-twenty-bytes: 1\r\nte-x: 1\r\nx-if-: 1\r\nempty:\r\nspaces:\r\n";
+        // Denied fields between kept ones, too.
+        let body = format!("1\r\nz\r\n0\r\n{trailers}{kept}{trailers}\r\n");
+        let canonical = format!("1\r\nz\r\n0\r\n{want}\r\n");
+        for cut in 0..=body.len() {
+            let (out, end, done) = canonical_of(body.as_bytes(), &[cut]).expect("valid");
+            assert_eq!((end, done), (body.len(), true), "cut at {cut}");
+            assert_eq!(String::from_utf8_lossy(&out), canonical, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_breaks_keeps_what_was_written() {
+        // Framing written out is final: the error comes after it, and sticks. A trailer
+        // name is held back until its colon, so only a whole name is ever written.
+        let mut dec = chunked();
+        let mut out = Vec::new();
+        let p = dec.feed_canonical(b"3\r\nabc", &mut out).expect("valid");
+        assert_eq!((p.framing, p.payload), (3, 3));
+        let p = dec
+            .feed_canonical(b"\r\n0\r\nx-a: 1\r\nx-b", &mut out)
+            .expect("valid so far");
+        assert_eq!((p.framing, p.payload, p.done), (16, 0, false));
+        assert_eq!(out, b"3\r\n\r\n0\r\nx-a: 1\r\n");
+        assert_eq!(
+            dec.feed_canonical(b": 2\n", &mut out),
+            Err(BodyError::BareLf)
+        );
+        assert_eq!(
+            dec.feed_canonical(b"\r\n", &mut out),
+            Err(BodyError::BareLf)
+        );
+        assert_eq!(out, b"3\r\n\r\n0\r\nx-a: 1\r\nx-b: 2");
+    }
+
+    #[test]
+    fn random_bodies_come_out_canonical() {
+        // Random valid bodies (odd sizes, extensions, trailers) cut at random: the
+        // output is the same for every cut, a valid body, and its own canonical form.
+        let mut rng = fastrand::Rng::with_seed(0xc4a7);
+        for _ in 0..300 {
+            let mut body = Vec::new();
+            let mut payload = Vec::new();
+            for _ in 0..rng.usize(0..4) {
+                let data: Vec<u8> = (0..rng.usize(1..40)).map(|_| rng.u8(..)).collect();
+                let zeros = "0".repeat(rng.usize(0..20));
+                let ext = [";", " ; a", ";a=b", ";a=\"x;y\"", ""][rng.usize(0..5)];
+                body.extend_from_slice(format!("{zeros}{:X}{ext}\r\n", data.len()).as_bytes());
+                body.extend_from_slice(&data);
+                body.extend_from_slice(b"\r\n");
+                payload.extend_from_slice(&data);
+            }
+            body.extend_from_slice(b"000\r\n");
+            for _ in 0..rng.usize(0..3) {
+                let name = ["x-a", "Host", "grpc-message", "l5d-x"][rng.usize(0..4)];
+                body.extend_from_slice(format!("{name}: v{}\r\n", rng.u8(..)).as_bytes());
+            }
+            body.extend_from_slice(b"\r\n");
+            let Ok((whole, end, done)) = canonical_of(&body, &[]) else {
+                // `;` alone is not an extension: those bodies are refused.
+                assert!(body.windows(3).any(|w| w == b";\r\n"));
+                continue;
+            };
+            assert_eq!((end, done), (body.len(), true));
+            let mut cuts: Vec<usize> = (0..rng.usize(1..6))
+                .map(|_| rng.usize(0..=body.len()))
+                .collect();
+            cuts.sort_unstable();
+            assert_eq!(canonical_of(&body, &cuts), Ok((whole.clone(), end, true)));
+            assert_eq!(
+                canonical_of(&whole, &[]),
+                Ok((whole.clone(), whole.len(), true)),
+                "canonical is a fixed point"
+            );
+            let mut dec = chunked();
+            let (mut content, mut rest) = (Vec::new(), &whole[..]);
+            while !dec.is_done() {
+                let p = dec.feed_payload(rest).expect("valid");
+                content.extend_from_slice(&rest[p.framing..p.framing + p.payload]);
+                rest = &rest[p.framing + p.payload..];
+            }
+            assert_eq!(content, payload, "the same content");
+        }
     }
 }

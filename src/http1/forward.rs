@@ -3,8 +3,8 @@
 //! section 7.6.1) and with framing headers written from the parsed framing.
 //!
 //! Event-loop thread, pure: appends to the caller's write buffer (one reserve per head).
-//! Parsing is in `request.rs` / `response.rs`; body bytes are forwarded verbatim by the
-//! connection, delimited by `body.rs`.
+//! Parsing is in `request.rs` / `response.rs`; body bytes are forwarded by the connection,
+//! delimited (and chunk framing rewritten) by `body.rs`.
 
 use super::head::{Fields, Kind};
 use super::{push_u64, BodyFraming, RequestHead, ResponseHead};

@@ -243,7 +243,10 @@ pub fn response_head(data: &[u8]) {
 /// decoder keeps all state between calls), that it never claims bytes it was not given, and
 /// that it stays finished or failed once it is; and that walking it payload by payload (as
 /// a de-chunking pipe does) ends at the same byte with the same outcome, the payload never
-/// more than the body. The same input also runs through the Content-Length and
+/// more than the body. Re-framing it (as a pipe does towards a chunked recipient) ends at
+/// the same byte with the same outcome, writes the same bytes whole and in pieces, and what
+/// it writes for a complete body is a complete chunked body with the same content that
+/// re-frames to itself. The same input also runs through the Content-Length and
 /// close-delimited decoders.
 pub fn body_chunked(data: &[u8]) {
     let Some((&cut, body)) = data.split_first() else {
@@ -270,6 +273,7 @@ pub fn body_chunked(data: &[u8]) {
                 );
                 if framing == BodyFraming::Chunked {
                     assert!(payload <= end);
+                    check_canonical(body, piece, (p.consumed, p.done));
                 } else {
                     assert_eq!(payload, end, "only chunked bodies have framing");
                 }
@@ -293,9 +297,71 @@ pub fn body_chunked(data: &[u8]) {
             (Err(e), Err(f)) => {
                 assert_eq!(e, f, "{framing:?}, pieces of {piece}");
                 assert_eq!(payload_walk(framing, body), Err(e), "payload walk");
+                if framing == BodyFraming::Chunked {
+                    assert_eq!(canonical_walk(body, body.len().max(1)).err(), Some(e));
+                }
                 assert_eq!(whole.feed(b"0\r\n\r\n"), Err(e), "errors stick");
             }
             (p, q) => panic!("{framing:?}: whole {p:?}, in pieces of {piece} {q:?}"),
+        }
+    }
+}
+
+/// The canonical form of a valid chunked `body` (which `feed` found to end as `outcome`).
+fn check_canonical(body: &[u8], piece: usize, outcome: (usize, bool)) {
+    let (out, end, done) = canonical_walk(body, body.len().max(1)).expect("same outcome");
+    assert_eq!((end, done), outcome, "canonical walk");
+    let in_pieces = canonical_walk(body, piece).expect("same outcome");
+    assert_eq!(in_pieces, (out.clone(), end, done), "pieces of {piece}");
+    if !done {
+        return;
+    }
+    let mut again = BodyDecoder::new(BodyFraming::Chunked);
+    assert_eq!(
+        again.feed(&out),
+        Ok(Progress {
+            consumed: out.len(),
+            done: true
+        }),
+        "canonical output is one whole body: {:?}",
+        lossy(&out)
+    );
+    let twice = canonical_walk(&out, out.len()).expect("valid");
+    assert_eq!(twice, (out.clone(), out.len(), true), "a fixed point");
+    let content = |bytes: &[u8]| {
+        let mut dec = BodyDecoder::new(BodyFraming::Chunked);
+        let (mut content, mut rest) = (Vec::new(), bytes);
+        while let Ok(p) = dec.feed_payload(rest) {
+            content.extend_from_slice(&rest[p.framing..p.framing + p.payload]);
+            rest = &rest[p.framing + p.payload..];
+            if p.done || p.framing + p.payload == 0 {
+                break;
+            }
+        }
+        content
+    };
+    assert_eq!(content(&out), content(&body[..end]), "the same content");
+}
+
+/// Walks a chunked `body` with `feed_canonical` the way a re-framing pipe does, the bytes
+/// arriving `piece` at a time: what it writes (framing and payload, in order), where the
+/// body ends and whether it does.
+fn canonical_walk(body: &[u8], piece: usize) -> Result<(Vec<u8>, usize, bool), super::BodyError> {
+    let mut dec = BodyDecoder::new(BodyFraming::Chunked);
+    let (mut out, mut pos, mut avail) = (Vec::new(), 0, piece.min(body.len()));
+    loop {
+        let p = dec.feed_canonical(&body[pos..avail], &mut out)?;
+        pos += p.framing;
+        out.extend_from_slice(&body[pos..pos + p.payload]);
+        pos += p.payload;
+        if p.done {
+            return Ok((out, pos, true));
+        }
+        if pos == avail {
+            if avail == body.len() {
+                return Ok((out, pos, false));
+            }
+            avail = (avail + piece).min(body.len());
         }
     }
 }

@@ -13,7 +13,8 @@
 //! - `response.rs`: [`parse_response`] into an owned [`ResponseHead`] (RFC 9112 §6.3);
 //! - `authority.rs`: `uri-host [":" port]` for Host, absolute URIs and `l5d-dst-override`;
 //! - `forward.rs`: `write_upstream` / `write_downstream`, hop-by-hop header removal;
-//! - `body.rs`: [`BodyDecoder`], which finds where a pass-through body ends;
+//! - `body.rs`: [`BodyDecoder`], which finds where a pass-through body ends, and
+//!   `body/chunked.rs`, the chunked grammar and the canonical framing written instead;
 //! - `respond.rs`: [`error_response`] and [`status_reason`];
 //! - `fuzzing.rs`: [`fuzzing`], entry points for the fuzz targets in `fuzz/` and the smoke
 //!   test `tests/fuzz_smoke.rs` (never called by the proxy).
@@ -26,7 +27,9 @@
 //!       v
 //!  head.authority() -> route; head.write_upstream(..) -> upstream write buffer
 //!  BodyDecoder::new(head.framing()).feed(&buf[consumed..]) -> forward Progress.consumed bytes
-//!       ... until Progress.done; bytes after that belong to the next (pipelined) request
+//!       (chunked: feed_canonical -> drop Payload.framing bytes, write the canonical framing,
+//!       forward Payload.payload bytes)
+//!       ... until done; bytes after that belong to the next (pipelined) request
 //!  upstream read buffer --parse_response(.., head.method() == "HEAD")--> ResponseHead
 //!  response.write_downstream(..) and a BodyDecoder for the response body, as above
 //! ```
@@ -89,7 +92,8 @@ pub enum BodyFraming {
     None,
     /// Exactly this many bytes (may be 0: the header is still forwarded).
     ContentLength(u64),
-    /// Chunked transfer coding, forwarded verbatim up to and including the trailer section.
+    /// Chunked transfer coding, up to and including the trailer section; forwarded with its
+    /// framing in canonical form (`BodyDecoder::feed_canonical`).
     Chunked,
     /// Responses only: the body runs until the server closes the connection.
     CloseDelimited,

@@ -10,12 +10,13 @@
 //!
 //! Layout: this file holds the fixture and the assertions the cases share;
 //! `requests.rs` has malformed and adversarial requests and the forwarding rules,
-//! `responses.rs` malformed backend responses and response forwarding, `raw.rs` the
-//! byte-level backend and client.
+//! `responses.rs` malformed backend responses and response forwarding, `chunked.rs` the
+//! canonical chunked framing both ways, `raw.rs` the byte-level backend and client.
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chunked;
 mod raw;
 mod requests;
 mod responses;

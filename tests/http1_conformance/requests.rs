@@ -294,8 +294,20 @@ fn bad_chunked_framing_in_a_request_gets_400_and_never_reaches_the_backend() {
     // (case, the body up to the byte that breaks the framing, the rest)
     let long_ext = format!("5;{}", "e".repeat(MAX_CHUNK_LINE_BYTES - 2));
     let long_trailers = format!("0\r\nx: {}", "t".repeat(MAX_TRAILER_BYTES - 3));
-    let cases: [(&str, &str, &str); 12] = [
+    let cases: [(&str, &str, &str); 16] = [
         ("size not hex", "", "zz\r\nhello\r\n0\r\n\r\n"),
+        ("no extension name", "5;", "\r\nhello\r\n0\r\n\r\n"),
+        (
+            "extension name not a token",
+            "5;bad",
+            "[=x\r\nhello\r\n0\r\n\r\n",
+        ),
+        ("whitespace after the size", "5 ", "\r\nhello\r\n0\r\n\r\n"),
+        (
+            "17 significant digits after leading zeros",
+            "0000000000000000000001000000000000000",
+            "0\r\n",
+        ),
         ("bare LF after the size", "5", "\nhello\r\n0\r\n\r\n"),
         ("bare LF after the data", "5\r\nhello", "\n0\r\n\r\n"),
         ("no CRLF after the data", "5\r\nhello", "XX\r\n0\r\n\r\n"),

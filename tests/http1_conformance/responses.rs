@@ -114,6 +114,13 @@ fn a_bad_chunked_response_body_before_anything_was_sent_gets_502() {
     let cases: Vec<Vec<u8>> = vec![
         bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
         bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"),
+        // Chunk lines outside the RFC 9112 grammar: no extension name, a name that is not
+        // a token, whitespace after the size.
+        bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;\r\nhello\r\n0\r\n\r\n"),
+        bytes(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;bad[=x\r\nhello\r\n0\r\n\r\n",
+        ),
+        bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n"),
     ];
     let n = cases.len();
     let be = crafted(cases);
@@ -130,7 +137,7 @@ fn a_bad_chunked_response_body_before_anything_was_sent_gets_502() {
 
 /// A backend whose first connection sends `first`, waits for the test's go, then sends
 /// `then`; later connections serve `echo_path`.
-fn staged(first: Vec<u8>, then: Vec<u8>) -> (RawBackend, mpsc::Sender<()>) {
+pub(crate) fn staged(first: Vec<u8>, then: Vec<u8>) -> (RawBackend, mpsc::Sender<()>) {
     let (tx, rx) = mpsc::channel::<()>();
     let rx = Mutex::new(rx);
     let be = RawBackend::start(
@@ -316,7 +323,7 @@ fn an_http10_client_gets_a_chunked_body_as_plain_bytes_ended_by_the_close() {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\nX-A: 1\r\n\r\n\
              5;ext=\"a b\"\r\nhel",
         ),
-        bytes("lo\r\nA\r\n0123456789\r\n0\r\nX-Sum: 15\r\n\r\n"),
+        bytes("lo\r\n0000A ; q\r\n0123456789\r\n0\r\nX-Sum: 15\r\n\r\n"),
     );
     let mesh = Mesh::start(&[(WEB, be.addr())]);
     let mut c = mesh.client();
