@@ -100,17 +100,32 @@ enum Mode {
     Dechunk,
 }
 
+/// A chunked body on its way through the pipe.
+#[derive(Default)]
+struct Rechunk {
+    /// Canonical framing of the queued `runs`, from `frame_off` on; its
+    /// capacity outlives each message.
+    frame: Vec<u8>,
+    frame_off: usize,
+    runs: Runs,
+}
+
+impl Rechunk {
+    fn idle(&self) -> bool {
+        self.runs.len == 0
+    }
+}
+
 #[derive(Default)]
 pub struct Pipe {
     head: Vec<u8>,
     head_off: usize,
     body: Option<BodyDecoder>,
     mode: Mode,
-    /// Canonical framing of the queued `runs`, from `frame_off` on; its
-    /// capacity outlives each message.
-    frame: Vec<u8>,
-    frame_off: usize,
-    runs: Runs,
+    /// The state of a chunked body's re-framing: boxed, and made on the
+    /// first chunked body only, so a pipe that never sees one (most of them)
+    /// stays small; then kept with its buffer for the pipe's next messages.
+    chunked: Option<Box<Rechunk>>,
     /// Bytes at the front of the source that belong to a body forwarded as
     /// read.
     ready: usize,
@@ -236,7 +251,7 @@ impl Pipe {
         self.active
             && self.decoded
             && self.ready == 0
-            && self.runs.len == 0
+            && self.chunked.as_ref().is_none_or(|c| c.idle())
             && self.head_off >= self.head.len()
     }
 
@@ -271,14 +286,17 @@ impl Pipe {
     }
 
     fn clear_frame(&mut self) {
+        let Some(c) = self.chunked.as_mut() else {
+            return;
+        };
         // A large trailer section grew it: that memory goes back rather than
         // staying with an idle connection.
-        if self.frame.capacity() > MAX_SPARE_FRAME {
-            self.frame = Vec::new();
+        if c.frame.capacity() > MAX_SPARE_FRAME {
+            c.frame = Vec::new();
         }
-        self.frame.clear();
-        self.frame_off = 0;
-        self.runs.clear();
+        c.frame.clear();
+        c.frame_off = 0;
+        c.runs.clear();
     }
 
     /// The source hit EOF: a close-delimited body ends cleanly, any other
@@ -346,17 +364,30 @@ impl Pipe {
     /// [`Pipe::pump`] for a chunked body: decode runs, write them with the
     /// head, account for what went out.
     fn pump_chunked(&mut self, src: &mut Buffer, sink: &mut impl Write) -> Result<bool, PipeError> {
+        // Out of the pipe while it works (a pointer move), back at the end.
+        let mut ck = self.chunked.take().unwrap_or_default();
+        let r = self.pump_runs(&mut ck, src, sink);
+        self.chunked = Some(ck);
+        r
+    }
+
+    fn pump_runs(
+        &mut self,
+        ck: &mut Rechunk,
+        src: &mut Buffer,
+        sink: &mut impl Write,
+    ) -> Result<bool, PipeError> {
         let mut progress = false;
         loop {
-            progress |= self.decode_runs(src)?;
+            progress |= self.decode_runs(ck, src)?;
             let written = {
                 let mut slices = [IoSlice::new(&[]); 1 + 2 * MAX_RUNS];
                 slices[0] = IoSlice::new(&self.head[self.head_off..]);
                 let (mut count, mut total) = (1, slices[0].len());
-                let (mut f, mut d) = (self.frame_off, 0);
-                for run in self.runs.queued() {
+                let (mut f, mut d) = (ck.frame_off, 0);
+                for run in ck.runs.queued() {
                     d += run.skip;
-                    slices[count] = IoSlice::new(&self.frame[f..f + run.frame]);
+                    slices[count] = IoSlice::new(&ck.frame[f..f + run.frame]);
                     slices[count + 1] = IoSlice::new(&src.bytes()[d..d + run.data]);
                     count += 2;
                     total += run.frame + run.data;
@@ -377,70 +408,52 @@ impl Pipe {
             };
             progress = true;
             self.wrote = true;
-            self.written_runs(n, src);
+            self.written_runs(ck, n, src);
         }
     }
 
     /// Decodes what the source holds past the queued runs into more runs, up
     /// to [`MAX_RUNS`]. True if source bytes were dropped (room for more).
-    fn decode_runs(&mut self, src: &mut Buffer) -> Result<bool, PipeError> {
-        if self.runs.len == 0 && self.frame_off == self.frame.len() {
-            self.frame.clear();
-            self.frame_off = 0;
+    fn decode_runs(&mut self, ck: &mut Rechunk, src: &mut Buffer) -> Result<bool, PipeError> {
+        if ck.runs.len == 0 && ck.frame_off == ck.frame.len() {
+            ck.frame.clear();
+            ck.frame_off = 0;
         }
         let mut progress = false;
-        while !self.decoded && !self.runs.is_full() {
+        while !self.decoded && !ck.runs.is_full() {
             let Some(d) = &mut self.body else { break };
-            let input = &src.bytes()[self.runs.covered()..];
+            let input = &src.bytes()[ck.runs.covered()..];
             if input.is_empty() {
                 break;
             }
-            let before = self.frame.len();
+            let before = ck.frame.len();
             let p = match self.mode {
-                Mode::Rechunk => d.feed_canonical(input, &mut self.frame),
+                Mode::Rechunk => d.feed_canonical(input, &mut ck.frame),
                 _ => d.feed_payload(input),
             }
             .map_err(PipeError::Body)?;
             self.decoded = p.done;
             let run = Run {
                 skip: p.framing,
-                frame: self.frame.len() - before,
+                frame: ck.frame.len() - before,
                 data: p.payload,
             };
             if run == Run::default() {
                 break;
             }
-            self.runs.push(run);
-            progress |= self.settle(src);
+            ck.runs.push(run);
+            progress |= settle(ck, src);
         }
         // The tap takes a chunked body a run at a time: room for what has
         // been read, once, rather than a regrowth per chunk.
         if let Some(tap) = self.tap.as_mut().filter(|t| t.capacity() == 0) {
-            tap.reserve((self.frame.len() + src.len()).min(self.tap_limit));
+            tap.reserve((ck.frame.len() + src.len()).min(self.tap_limit));
         }
         Ok(progress)
     }
 
-    /// Drops the front run's skip from the source and the runs that are done;
-    /// true if source bytes were dropped.
-    fn settle(&mut self, src: &mut Buffer) -> bool {
-        let mut dropped = false;
-        while let Some(front) = self.runs.queue[..self.runs.len].first_mut() {
-            if front.skip > 0 {
-                src.consume(front.skip);
-                front.skip = 0;
-                dropped = true;
-            }
-            if front.frame > 0 || front.data > 0 {
-                break;
-            }
-            self.runs.pop_front();
-        }
-        dropped
-    }
-
     /// Accounts for `n` bytes written from the head and the queued runs.
-    fn written_runs(&mut self, n: usize, src: &mut Buffer) {
+    fn written_runs(&mut self, ck: &mut Rechunk, n: usize, src: &mut Buffer) {
         let from_head = n.min(self.head.len() - self.head_off);
         self.head_off += from_head;
         let mut n = n - from_head;
@@ -454,21 +467,39 @@ impl Pipe {
             self.tap = None;
         }
         while n > 0 {
-            let front = &mut self.runs.queue[0];
+            let front = &mut ck.runs.queue[0];
             let f = n.min(front.frame);
             let d = (n - f).min(front.data);
             front.frame -= f;
             front.data -= d;
             n -= f + d;
             if let Some(tap) = &mut self.tap {
-                tap.extend_from_slice(&self.frame[self.frame_off..self.frame_off + f]);
+                tap.extend_from_slice(&ck.frame[ck.frame_off..ck.frame_off + f]);
                 tap.extend_from_slice(&src.bytes()[..d]);
             }
-            self.frame_off += f;
+            ck.frame_off += f;
             src.consume(d);
-            self.settle(src);
+            settle(ck, src);
         }
     }
+}
+
+/// Drops the front run's skip from the source and the runs that are done;
+/// true if source bytes were dropped.
+fn settle(ck: &mut Rechunk, src: &mut Buffer) -> bool {
+    let mut dropped = false;
+    while let Some(front) = ck.runs.queue[..ck.runs.len].first_mut() {
+        if front.skip > 0 {
+            src.consume(front.skip);
+            front.skip = 0;
+            dropped = true;
+        }
+        if front.frame > 0 || front.data > 0 {
+            break;
+        }
+        ck.runs.pop_front();
+    }
+    dropped
 }
 
 #[cfg(test)]
