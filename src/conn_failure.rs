@@ -1,5 +1,5 @@
 //! Connection-level failures of an upstream attempt, and whether the request may go again
-//! to another endpoint (pure; used by the event loop's exchange, `proxy/exchange.rs`).
+//! to another endpoint (pure; used by the event loop's exchange, `proxy/exchange`).
 //!
 //! A failure here is one of the connection, not of the application: refused, unreachable,
 //! connect timeout, or a connection reset or closed before any byte of the response

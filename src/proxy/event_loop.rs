@@ -1,6 +1,6 @@
 //! The `event-loop` thread: one mio `Poll` over the outbound and admin
 //! listeners, every client and upstream socket, the discovery waker and the
-//! timer heap. Sessions (`session`) do the HTTP work; this file dispatches
+//! timer heap. Sessions (`conn`) do the HTTP work; this file dispatches
 //! events to them, accepts connections, swaps discovery snapshots between
 //! event batches (`destinations`), and runs housekeeping.
 //!
@@ -18,12 +18,12 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::admin::{AdminConn, AdminState};
+use super::conn::Session;
 use super::ctx::{Ctx, LoopConfig, Owner, Role, Step, TcpByDirection};
 use super::destinations::Destinations;
 use super::listen::Listener;
 use super::pool::Pool;
 use super::ready::Readiness;
-use super::session::Session;
 use super::timers::{Timer, Timers};
 use super::token;
 use super::transport::Transport;

@@ -1,9 +1,10 @@
 //! The data plane: the mio event loop (`event_loop`) and what it drives —
-//! client sessions (`session`), upstream pools (`pool`), the destination table
+//! client sessions (`conn`), upstream pools (`pool`), the destination table
 //! (`destinations`), the admin endpoints (`admin`), timers and buffers.
 
 pub mod admin;
 pub mod buffer;
+pub mod conn;
 pub mod ctx;
 pub mod destinations;
 pub mod event_loop;
@@ -12,8 +13,6 @@ pub mod listen;
 pub mod pipe;
 pub mod pool;
 pub mod ready;
-pub mod session;
 pub mod timers;
 pub mod token;
 pub mod transport;
-pub mod tunnel;

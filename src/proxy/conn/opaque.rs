@@ -1,5 +1,6 @@
-//! A byte tunnel between a client and an upstream after `101 Switching
-//! Protocols` (WebSocket and other upgrades), on the event-loop thread.
+//! The opaque stage of a session (event-loop thread): a byte tunnel between
+//! the client and an upstream, today after `101 Switching Protocols`
+//! (WebSocket and other upgrades) or a `CONNECT` 2xx.
 //!
 //! Bytes are copied both ways until each side has sent EOF, which is passed on
 //! as a write shutdown (so half-closes work); then the session closes. The
@@ -8,8 +9,8 @@
 
 use std::io::{self, Write};
 
-use super::buffer::{Buffer, Filled};
-use super::transport::Transport;
+use crate::proxy::buffer::{Buffer, Filled};
+use crate::proxy::transport::Transport;
 
 pub(super) struct Tunnel {
     pub(super) up: Transport,
