@@ -3,7 +3,7 @@
 //!
 //! Runs on the event-loop thread, called for every request; nothing here does I/O, blocks,
 //! logs per byte or allocates per byte. The connection state machine (which owns the read
-//! and write buffers and the sockets) lives in `conn.rs`; route matching in `router.rs`.
+//! and write buffers and the sockets) lives in `proxy/conn`; route matching in `router.rs`.
 //!
 //! Layout:
 //! - `head.rs`: what both heads share (owned bytes + header index, Content-Length and
@@ -117,8 +117,6 @@ pub enum HeadError {
     UnsupportedVersion,
     /// A transfer coding other than `chunked` in a request (501).
     UnsupportedTransferCoding,
-    /// `CONNECT`: spoke does not tunnel (501).
-    UnsupportedMethod,
 }
 
 impl HeadError {
@@ -128,7 +126,7 @@ impl HeadError {
             HeadError::TooLarge | HeadError::TooManyHeaders => 431,
             HeadError::Invalid(_) => 400,
             HeadError::UnsupportedVersion => 505,
-            HeadError::UnsupportedTransferCoding | HeadError::UnsupportedMethod => 501,
+            HeadError::UnsupportedTransferCoding => 501,
         }
     }
 
@@ -140,7 +138,6 @@ impl HeadError {
             HeadError::Invalid(why) => why,
             HeadError::UnsupportedVersion => "unsupported HTTP version",
             HeadError::UnsupportedTransferCoding => "unsupported transfer coding",
-            HeadError::UnsupportedMethod => "CONNECT is not supported",
         }
     }
 }
@@ -240,7 +237,6 @@ mod tests {
         assert_eq!(HeadError::Invalid("x").status(), 400);
         assert_eq!(HeadError::UnsupportedVersion.status(), 505);
         assert_eq!(HeadError::UnsupportedTransferCoding.status(), 501);
-        assert_eq!(HeadError::UnsupportedMethod.status(), 501);
         assert_eq!(HeadError::Invalid("bad host").to_string(), "bad host (400)");
     }
 
