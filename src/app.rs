@@ -21,7 +21,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
 use crate::config::{Config, ControlPlane};
-use crate::controller::embedded::{Controller, ControllerError};
+use crate::controller::embedded::{Controller, ControllerError, STOP_GRACE};
 use crate::discovery::control::{self, ControlConn, ControlThread};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::http1;
@@ -244,7 +244,9 @@ impl App {
         }
         drop(self.control.take());
         if let Some(c) = self.controller.take() {
-            c.shutdown();
+            // The discovery threads were joined with the loop, so no stream
+            // is open and this returns at once.
+            c.shutdown(STOP_GRACE);
         }
         result
     }

@@ -17,7 +17,7 @@ use signal_hook::iterator::Signals;
 
 use spoke::app::App;
 use spoke::config::{Config, ProcessEnv};
-use spoke::controller::embedded::Controller;
+use spoke::controller::embedded::{Controller, STOP_GRACE};
 
 const USAGE: &str = "usage:
   spoke                                         run the proxy (see README for the environment)
@@ -67,12 +67,6 @@ fn init_logging(filter: &str) {
         .parse_filters(filter)
         .format_timestamp_millis()
         .init();
-}
-
-/// Blocks until SIGTERM or SIGINT.
-fn wait_for_signal() -> Result<i32, std::io::Error> {
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
-    Ok(signals.forever().next().unwrap_or(SIGTERM))
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains it: requests in
@@ -181,6 +175,15 @@ fn controller(args: &[String]) -> ExitCode {
         eprintln!("spoke controller: --config FILE is required\n{USAGE}");
         return ExitCode::from(2);
     };
+    // Installed before the server starts, so a SIGTERM that comes as soon as
+    // the port is open still stops it gracefully rather than by default action.
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("spoke controller: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let env = Arc::new(
         grpcio::EnvBuilder::new()
             .cq_count(1)
@@ -199,10 +202,8 @@ fn controller(args: &[String]) -> ExitCode {
         config.display(),
         c.addr()
     );
-    match wait_for_signal() {
-        Ok(sig) => log::info!("received signal {sig}; shutting down"),
-        Err(e) => log::error!("cannot wait for signals ({e}); shutting down"),
-    }
-    c.shutdown();
+    let sig = signals.forever().next().unwrap_or(SIGTERM);
+    log::info!("received signal {sig}; ending open streams and stopping");
+    c.shutdown(STOP_GRACE);
     ExitCode::SUCCESS
 }

@@ -21,11 +21,18 @@ use grpcio::Environment;
 use protobuf::Message;
 
 use super::mesh::{self, LookupError, Mesh};
-use super::server::{invalid_argument, DestinationServer, Hub, Kind, Opening, Source, Streams};
+use super::server::{
+    invalid_argument, DestinationServer, Hub, Kind, Opening, Source, Stopped, Streams,
+};
 use crate::proto::destination::GetDestination;
 
 /// How often the file's metadata is checked for a change.
 const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a graceful stop waits for clients to take the end of their
+/// streams. Ending a stream is one trailers frame, so only a client that has
+/// stopped reading (its flow-control window full) is still open after this.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub enum ControllerError {
@@ -170,13 +177,24 @@ impl Controller {
         self.server.addr()
     }
 
-    /// Stops the watcher and the server, and joins the watcher thread.
-    pub fn shutdown(self) {
+    /// Stops the watcher and joins it, then stops the server gracefully: open
+    /// streams end with status OK, and those still open after `grace` (a
+    /// client that stopped reading) are cancelled.
+    pub fn shutdown(self, grace: Duration) -> Stopped {
         drop(self.stop);
         if self.watcher.join().is_err() {
             log::error!("controller-watch thread panicked");
         }
-        self.server.shutdown();
+        let stopped = self.server.shutdown(grace);
+        if stopped.cancelled_late {
+            log::warn!(
+                "controller: streams still open after {grace:?} were cancelled ({} were open)",
+                stopped.finished
+            );
+        } else {
+            log::info!("controller: {} open streams finished", stopped.finished);
+        }
+        stopped
     }
 }
 

@@ -8,13 +8,22 @@
 //! pre-encoded (`Raw`), so a test can also push bytes no encoder would produce.
 //! A stream ends when the hub fails or closes it, or when the client cancels it
 //! (noticed even while idle, so the hub's open-stream counts are exact).
+//!
+//! [`DestinationServer::shutdown`] stops gracefully: grpc core sends GOAWAY
+//! `NO_ERROR` and takes no new calls, every open stream is finished with status
+//! OK (a Linkerd client re-requests a stream that ends, so it simply moves on to
+//! the next controller), and only calls still open after the grace period are
+//! cancelled. [`DestinationServer::abort`] cancels everything at once, which is
+//! what a crash looks like to a client (`UNAVAILABLE "Cancelling all calls"`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::future::{poll_fn, select, Either};
@@ -99,6 +108,10 @@ pub struct Hub {
 #[derive(Default)]
 pub struct Streams {
     open: HashMap<(Kind, String), Vec<mpsc::UnboundedSender<Cmd>>>,
+    /// Set by a graceful stop: a call that still slips in (accepted by grpc
+    /// core just before the stop) ends at once, cleanly, instead of staying
+    /// open past it.
+    closing: bool,
 }
 
 impl Hub {
@@ -118,6 +131,10 @@ impl Hub {
     ) -> mpsc::UnboundedReceiver<Cmd> {
         let (tx, rx) = mpsc::unbounded();
         let mut streams = self.lock();
+        if streams.closing {
+            // Dropping `tx` ends the call with status OK.
+            return rx;
+        }
         match opening() {
             Opening::Send(msgs) => {
                 for m in msgs {
@@ -167,6 +184,21 @@ impl Streams {
         n
     }
 
+    /// Ends every open stream cleanly (status OK), and every stream opened
+    /// from now on, until a server starts on this hub again. Returns how many
+    /// were open.
+    pub fn close_all(&mut self) -> usize {
+        self.closing = true;
+        let n = self
+            .open
+            .values()
+            .flatten()
+            .filter(|tx| !tx.is_closed())
+            .count();
+        self.open.clear();
+        n
+    }
+
     /// Streams of `path` still open (cancelled ones are pruned first).
     pub fn count(&mut self, kind: Kind, path: &str) -> usize {
         self.each(kind, path, |_| true)
@@ -205,7 +237,18 @@ impl Streams {
 /// A running Destination server.
 pub struct DestinationServer {
     server: Server,
+    hub: Arc<Hub>,
     addr: SocketAddr,
+}
+
+/// How a graceful stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Streams that were open and were finished with status OK.
+    pub finished: usize,
+    /// Whether calls were still open when the grace period ran out, and so
+    /// were cancelled.
+    pub cancelled_late: bool,
 }
 
 impl DestinationServer {
@@ -227,13 +270,16 @@ impl DestinationServer {
                 &SERVE_GET_PROFILE,
                 handler(Kind::Profile, hub.clone(), source.clone()),
             )
-            .add_server_streaming_handler(&SERVE_GET, handler(Kind::Endpoints, hub, source))
+            .add_server_streaming_handler(&SERVE_GET, handler(Kind::Endpoints, hub.clone(), source))
             .build();
         let mut server = ServerBuilder::new(env).register_service(service).build()?;
         let port = server.add_listening_port(listen.to_string(), ServerCredentials::insecure())?;
+        // A hub outlives a stopped server when a test restarts one on it.
+        hub.lock().closing = false;
         server.start();
         Ok(DestinationServer {
             server,
+            hub,
             addr: SocketAddr::new(listen.ip(), port),
         })
     }
@@ -242,13 +288,73 @@ impl DestinationServer {
         self.addr
     }
 
-    /// Stops accepting, cancels open calls, and waits for the server to stop.
-    pub fn shutdown(mut self) {
+    /// Stops gracefully: no new calls (grpc core sends GOAWAY `NO_ERROR` on
+    /// every connection), every open stream finished with status OK, and a
+    /// wait of at most `grace` for those calls to complete; what is still open
+    /// then is cancelled.
+    pub fn shutdown(mut self, grace: Duration) -> Stopped {
+        // Stop taking calls first, so a client whose stream ends below does
+        // not re-request it on this server: its connection has had GOAWAY.
+        let mut done = self.server.shutdown();
+        let finished = self.hub.lock().close_all();
+        let cancelled_late = match block_until(&mut done, Instant::now() + grace) {
+            Some(result) => {
+                if let Err(e) = result {
+                    log::warn!("destination server shutdown: {e}");
+                }
+                false
+            }
+            None => {
+                self.server.cancel_all_calls();
+                if let Err(e) = futures::executor::block_on(done) {
+                    log::warn!("destination server shutdown: {e}");
+                }
+                true
+            }
+        };
+        Stopped {
+            finished,
+            cancelled_late,
+        }
+    }
+
+    /// Stops at once, cancelling every open call (clients see `UNAVAILABLE`):
+    /// what a crashed controller looks like, for tests.
+    pub fn abort(mut self) {
         let done = self.server.shutdown();
         self.server.cancel_all_calls();
         if let Err(e) = futures::executor::block_on(done) {
             log::warn!("destination server shutdown: {e}");
         }
+        // Streams of this server are gone; a restart on the hub starts afresh.
+        let mut streams = self.hub.lock();
+        streams.open.clear();
+    }
+}
+
+/// Wakes a thread parked in [`block_until`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `fut` on this thread until it completes or `deadline` passes.
+fn block_until<F: Future + Unpin>(fut: &mut F, deadline: Instant) -> Option<F::Output> {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = Pin::new(&mut *fut).poll(&mut cx) {
+            return Some(out);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        // A spurious or stale unpark only costs one more poll.
+        std::thread::park_timeout(deadline - now);
     }
 }
 
@@ -289,4 +395,80 @@ async fn serve(mut rx: mpsc::UnboundedReceiver<Cmd>, mut sink: ServerStreamingSi
 /// `InvalidArgument` with a message, for names a source cannot serve.
 pub fn invalid_argument(msg: impl Into<String>) -> RpcStatus {
     RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::oneshot;
+
+    fn next(rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Option<Option<Cmd>> {
+        // Some(None): the stream ended; None: nothing yet.
+        match rx.try_recv() {
+            Ok(cmd) => Some(Some(cmd)),
+            Err(mpsc::TryRecvError::Closed) => Some(None),
+            Err(mpsc::TryRecvError::Empty) => None,
+        }
+    }
+
+    #[test]
+    fn close_all_ends_open_streams_and_new_ones_until_restart() {
+        let hub = Hub::default();
+        let mut a = hub.subscribe(Kind::Profile, "a", || Opening::Nothing);
+        let mut b = hub.subscribe(Kind::Endpoints, "b", || Opening::Send(vec![vec![1]]));
+        assert!(next(&mut a).is_none(), "open and idle");
+        assert_eq!(hub.lock().close_all(), 2);
+        assert!(matches!(next(&mut a), Some(None)), "a ended cleanly");
+        // What was queued is still delivered, then the end.
+        assert!(matches!(next(&mut b), Some(Some(Cmd::Send(m))) if m == vec![1]));
+        assert!(matches!(next(&mut b), Some(None)));
+
+        let mut late = hub.subscribe(Kind::Profile, "a", || panic!("not consulted"));
+        assert!(
+            matches!(next(&mut late), Some(None)),
+            "a late call ends at once"
+        );
+        assert_eq!(hub.open_streams(Kind::Profile, "a"), 0);
+
+        hub.lock().closing = false;
+        let mut again = hub.subscribe(Kind::Profile, "a", || Opening::Nothing);
+        assert!(next(&mut again).is_none());
+        assert_eq!(hub.open_streams(Kind::Profile, "a"), 1);
+    }
+
+    #[test]
+    fn close_all_does_not_count_cancelled_streams() {
+        let hub = Hub::default();
+        let a = hub.subscribe(Kind::Profile, "a", || Opening::Nothing);
+        let _b = hub.subscribe(Kind::Profile, "a", || Opening::Nothing);
+        drop(a);
+        assert_eq!(hub.lock().close_all(), 1);
+    }
+
+    #[test]
+    fn block_until_returns_what_completes_and_gives_up_at_the_deadline() {
+        let mut ready = futures::future::ready(7);
+        assert_eq!(block_until(&mut ready, Instant::now()), Some(7));
+
+        let (_keep, mut never) = oneshot::channel::<u8>();
+        let start = Instant::now();
+        assert_eq!(
+            block_until(&mut never, start + Duration::from_millis(50)),
+            None
+        );
+        assert!(start.elapsed() >= Duration::from_millis(50));
+
+        // Completed from another thread: the waker unparks this one long
+        // before the deadline.
+        let (tx, mut rx) = oneshot::channel::<u8>();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = tx.send(3);
+        });
+        let start = Instant::now();
+        let got = block_until(&mut rx, start + Duration::from_secs(30));
+        assert_eq!(got, Some(Ok(3)));
+        assert!(start.elapsed() < Duration::from_secs(10));
+        t.join().unwrap();
+    }
 }

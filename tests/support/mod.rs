@@ -223,15 +223,11 @@ impl MockController {
         self.state.requests.lock().unwrap().clone()
     }
 
-    /// Stops the server (open streams fail at the proxy).
+    /// Stops the server as a crash would: open streams fail at the proxy
+    /// (`UNAVAILABLE`), and the hub forgets them.
     pub fn kill(&mut self) {
         if let Some(s) = self.server.take() {
-            s.shutdown();
-        }
-        // Streams of the old server are gone; forget them.
-        let mut streams = self.hub.lock();
-        for (kind, path) in streams.paths() {
-            streams.close(kind, &path);
+            s.abort();
         }
     }
 
