@@ -336,12 +336,10 @@ impl Pipe {
             if head.is_empty() && body.is_empty() {
                 return Ok(progress);
             }
-            let n = match sink.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
-                Ok(0) => return Err(PipeError::Write(io::ErrorKind::WriteZero.into())),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(PipeError::Write(e)),
+            let n = match written(sink.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]))? {
+                Written::Bytes(n) => n,
+                Written::Blocked => return Ok(progress),
+                Written::Again => continue,
             };
             progress = true;
             self.wrote = true;
@@ -380,7 +378,7 @@ impl Pipe {
         let mut progress = false;
         loop {
             progress |= self.decode_runs(ck, src)?;
-            let written = {
+            let result = {
                 let mut slices = [IoSlice::new(&[]); 1 + 2 * MAX_RUNS];
                 slices[0] = IoSlice::new(&self.head[self.head_off..]);
                 let (mut count, mut total) = (1, slices[0].len());
@@ -399,12 +397,10 @@ impl Pipe {
                 }
                 sink.write_vectored(&slices[..count])
             };
-            let n = match written {
-                Ok(0) => return Err(PipeError::Write(io::ErrorKind::WriteZero.into())),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(PipeError::Write(e)),
+            let n = match written(result)? {
+                Written::Bytes(n) => n,
+                Written::Blocked => return Ok(progress),
+                Written::Again => continue,
             };
             progress = true;
             self.wrote = true;
@@ -481,6 +477,25 @@ impl Pipe {
             src.consume(d);
             settle(ck, src);
         }
+    }
+}
+
+/// What one write to the sink did.
+enum Written {
+    Bytes(usize),
+    /// The sink would block: wait for its next writable event.
+    Blocked,
+    /// Interrupted: try again at once.
+    Again,
+}
+
+fn written(r: io::Result<usize>) -> Result<Written, PipeError> {
+    match r {
+        Ok(0) => Err(PipeError::Write(io::ErrorKind::WriteZero.into())),
+        Ok(n) => Ok(Written::Bytes(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Written::Blocked),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Written::Again),
+        Err(e) => Err(PipeError::Write(e)),
     }
 }
 
