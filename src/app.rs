@@ -29,6 +29,7 @@ use crate::metrics::{Direction, DiscoveryKind, MetricsError, ProxyMetrics, Regis
 use crate::proxy::ctx::LoopConfig;
 use crate::proxy::destinations::Destinations;
 use crate::proxy::event_loop::{EventLoop, Sockets};
+use crate::proxy::orig_dst::{Kernel, OrigDst};
 use crate::proxy::token;
 
 /// How often DNS-resolved endpoint sets are refreshed.
@@ -87,6 +88,12 @@ impl App {
     /// Binds the listeners and starts every thread. Returns once the loop
     /// is running, so the addresses are ready for traffic.
     pub fn start(cfg: &Config) -> Result<App, StartError> {
+        App::start_with(cfg, Box::new(Kernel))
+    }
+
+    /// [`App::start`] with the original destinations of accepted connections
+    /// told by `orig_dst` instead of the kernel (the tests' injection seam).
+    pub fn start_with(cfg: &Config, orig_dst: Box<dyn OrigDst>) -> Result<App, StartError> {
         let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
         let (controller, control_addr) = match &cfg.control_plane {
             ControlPlane::Remote(addr) => (None, addr.clone()),
@@ -128,6 +135,7 @@ impl App {
             .map_err(|e| StartError::Bind("admin", cfg.admin_listen, e))?;
         let outbound_addr = outbound.local_addr()?;
         let admin_addr = admin.local_addr()?;
+        let own = vec![outbound_addr, admin_addr, cfg.inbound_listen];
 
         // Ready once the listeners are bound (they are, by now) and the
         // control plane answers: the embedded one has started; a remote one
@@ -165,7 +173,12 @@ impl App {
                 let dsts = Destinations::new(discovery, loop_metrics.clone(), Direction::Outbound);
                 match EventLoop::new(
                     poll,
-                    Sockets { outbound, admin },
+                    Sockets {
+                        outbound,
+                        admin,
+                        own,
+                        orig_dst,
+                    },
                     dsts,
                     loop_cfg,
                     loop_metrics,

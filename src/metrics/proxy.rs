@@ -97,6 +97,7 @@ pub struct ProxyMetrics {
     discovery_reconnects: CounterFamily,
     discovery_swap_latency_ms: HistogramFamily,
     connect_retries: CounterFamily,
+    connections_refused: CounterFamily,
 }
 
 impl ProxyMetrics {
@@ -177,6 +178,11 @@ impl ProxyMetrics {
                  connection failed before a response, by the destination whose endpoint \
                  failed and how (refused, unreachable, connect_timeout, connect_error, \
                  reset, closed).",
+            )?,
+            connections_refused: r.counter_family(
+                "spoke_connections_refused_total",
+                "Accepted connections closed at once, by why (loop: redirected to one of \
+                 spoke's own listeners).",
             )?,
         })
     }
@@ -260,6 +266,16 @@ impl ProxyMetrics {
             family: self.connect_retries.clone(),
             seen: Vec::new(),
         }
+    }
+
+    /// The counter of accepted connections refused in `direction` for
+    /// `reason` (the series is made on first use; refusals are rare).
+    pub fn connection_refused(&self, direction: Direction, reason: &'static str) -> Counter {
+        self.connections_refused.series(
+            Labels::new()
+                .with("direction", direction.as_str())
+                .with("reason", reason),
+        )
     }
 
     /// Handle for discovery streams of `kind`. Each discovery thread (and the event loop,

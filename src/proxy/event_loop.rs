@@ -8,6 +8,7 @@
 //! (the metrics registry's mutex is taken only to render `/metrics`).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use super::conn::Session;
 use super::ctx::{Ctx, LoopConfig, Owner, Role, Step, TcpByDirection};
 use super::destinations::Destinations;
 use super::listen::Listener;
+use super::orig_dst::{self, OrigDst};
 use super::pool::Pool;
 use super::ready::Readiness;
 use super::timers::{Timer, Timers};
@@ -45,15 +47,22 @@ struct Parts {
     rng: fastrand::Rng,
 }
 
-/// The sockets the loop serves, bound by the caller.
+/// The sockets the loop serves, bound by the caller, and how it learns where
+/// a redirected connection was going.
 pub struct Sockets {
     pub outbound: TcpListener,
     pub admin: TcpListener,
+    /// Every address spoke listens on (or will): a connection redirected to
+    /// one of them is a loop.
+    pub own: Vec<SocketAddr>,
+    pub orig_dst: Box<dyn OrigDst>,
 }
 
 pub struct EventLoop {
     poll: Poll,
     listeners: Vec<Listener>,
+    own: Vec<SocketAddr>,
+    orig_dst: Box<dyn OrigDst>,
     /// Set when shutdown has begun.
     draining: bool,
     /// The last id given to a session (ids are never reused).
@@ -96,6 +105,8 @@ impl EventLoop {
         let Sockets {
             outbound,
             mut admin,
+            own,
+            orig_dst,
         } = sockets;
         let listeners = vec![Listener::new(
             outbound,
@@ -108,6 +119,8 @@ impl EventLoop {
         Ok(EventLoop {
             poll,
             listeners,
+            own,
+            orig_dst,
             draining: false,
             next_session_id: 0,
             admin,
@@ -268,9 +281,33 @@ impl EventLoop {
                 return;
             };
             log::trace!("accepted {peer} ({})", direction.as_str());
+            if self.is_loop(&stream, peer, direction) {
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             if let Some(key) = self.add_session(stream, direction) {
                 self.drive(key, now);
+            }
+        }
+    }
+
+    /// Whether the connection was redirected to one of spoke's own
+    /// listeners; such a connection is refused (dropped) and counted.
+    fn is_loop(&self, stream: &TcpStream, peer: SocketAddr, direction: Direction) -> bool {
+        match self.orig_dst.lookup(stream, peer) {
+            Ok(Some(orig)) if orig_dst::is_loop(orig, &self.own) => {
+                log::warn!(
+                    "{peer}: {} connection redirected to {orig}, one of spoke's own listeners: \
+                     refused (a loop)",
+                    direction.as_str()
+                );
+                self.metrics.connection_refused(direction, "loop").inc();
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                log::debug!("{peer}: no original destination: {e}");
+                false
             }
         }
     }

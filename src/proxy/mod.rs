@@ -10,6 +10,7 @@ pub mod destinations;
 pub mod event_loop;
 pub mod exchange;
 pub mod listen;
+pub mod orig_dst;
 pub mod pipe;
 pub mod pool;
 pub mod ready;

@@ -347,6 +347,18 @@ pub fn proxy(env: &MapEnv) -> App {
     App::start(&cfg).expect("proxy starts")
 }
 
+/// Starts the proxy from `env`, with `orig_dst` saying where accepted
+/// connections were going (instead of the kernel).
+#[track_caller]
+pub fn proxy_with_orig_dst(
+    env: &MapEnv,
+    orig_dst: Box<dyn spoke::proxy::orig_dst::OrigDst>,
+) -> App {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let cfg = Config::from_env(env).expect("valid test config");
+    App::start_with(&cfg, orig_dst).expect("proxy starts")
+}
+
 /// A backend answering 200 with its name as the body.
 pub fn backend(name: &str) -> Backend {
     let body = format!("{name}\n");

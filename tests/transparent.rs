@@ -1,0 +1,87 @@
+//! Transparent interception through the real proxy, with the original
+//! destination of each accepted connection injected (no iptables, no root):
+//! a connection redirected to one of spoke's own listeners is refused and
+//! counted (a loop); one redirected anywhere else is served as before.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use spoke::proxy::orig_dst::OrigDst;
+use support::*;
+
+const BOOKS: &str = "books.default.svc.cluster.local:7000";
+
+/// Says every accepted connection was going to what the test last set.
+#[derive(Clone, Default)]
+struct Injected(Arc<Mutex<Option<SocketAddr>>>);
+
+impl OrigDst for Injected {
+    fn lookup(
+        &self,
+        _stream: &mio::net::TcpStream,
+        _peer: SocketAddr,
+    ) -> std::io::Result<Option<SocketAddr>> {
+        Ok(*self.0.lock().expect("lock"))
+    }
+}
+
+impl Injected {
+    fn set(&self, orig: Option<SocketAddr>) {
+        *self.0.lock().expect("lock") = orig;
+    }
+}
+
+/// What a raw GET on a fresh connection gets back before the proxy closes it
+/// (or the wait runs out).
+fn raw_get(app: &spoke::app::App) -> Vec<u8> {
+    let mut s = TcpStream::connect(app.outbound_addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = format!("GET / HTTP/1.1\r\nhost: {BOOKS}\r\nconnection: close\r\n\r\n");
+    // The proxy may already have closed it; the write can then fail.
+    let _ = s.write_all(req.as_bytes());
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+fn loops(app: &spoke::app::App) -> f64 {
+    metric(
+        app,
+        "spoke_connections_refused_total",
+        &[("direction", "outbound"), ("reason", "loop")],
+    )
+}
+
+#[test]
+fn a_connection_redirected_to_spokes_own_listener_is_refused_and_counted() {
+    let ctl = MockController::start();
+    let be = backend("books");
+    ctl.endpoints(BOOKS, &[be.addr()]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let orig = Injected::default();
+    let app = proxy_with_orig_dst(&config(ctl.addr()), Box::new(orig.clone()));
+
+    // Not redirected (the application connected to the listener): served.
+    assert!(raw_get(&app).starts_with(b"HTTP/1.1 200"));
+    // Redirected to another address: served as before (routed by Host).
+    orig.set(Some("10.0.0.1:80".parse().expect("addr")));
+    assert!(raw_get(&app).starts_with(b"HTTP/1.1 200"));
+    assert_eq!(loops(&app), 0.0);
+
+    // Redirected to spoke's own outbound listener, then to its admin
+    // listener: closed without an answer, and counted.
+    for own in [app.outbound_addr(), app.admin_addr()] {
+        orig.set(Some(own));
+        assert_eq!(raw_get(&app), b"", "answered a loop to {own}");
+    }
+    orig.set(None);
+    assert_eq!(loops(&app), 2.0);
+    assert_eq!(be.hits(), 2, "a loop never reaches the backend");
+    // Everything else is still served.
+    assert_eq!(get(&app, BOOKS, "/").status, 200);
+}
