@@ -123,6 +123,7 @@ impl App {
                 backoff: cfg.backoff,
                 profile_suffixes: cfg.profile_suffixes.clone(),
                 get_suffixes: cfg.get_suffixes.clone(),
+                profile_networks: cfg.profile_networks.clone(),
                 dns_refresh: DNS_REFRESH,
             },
             waker.clone(),

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration;
+use crate::networks::Networks;
 
 /// Where configuration values come from: the process environment in production,
 /// a map in tests.
@@ -73,6 +74,7 @@ pub const IDLE_TIMEOUT: &str = "SPOKE_HTTP_IDLE_TIMEOUT";
 pub const MAX_HEAD_BYTES: &str = "SPOKE_HTTP_MAX_HEAD_BYTES";
 pub const MAX_HEADERS: &str = "SPOKE_HTTP_MAX_HEADERS";
 pub const MAX_CONNECTIONS: &str = "SPOKE_MAX_CONNECTIONS";
+pub const PROFILE_NETWORKS: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS";
 
 /// A bad setting: names the variable and the value, so the operator can fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +166,9 @@ pub struct Config {
     pub context_token: String,
     pub profile_suffixes: Suffixes,
     pub get_suffixes: Suffixes,
+    /// IP addresses in these networks get a `GetProfile` lookup when a
+    /// request names them.
+    pub profile_networks: Networks,
     pub outbound_listen: SocketAddr,
     pub inbound_listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -237,6 +242,14 @@ impl Config {
             control_plane,
             context_token: env.get(DESTINATION_CONTEXT).unwrap_or_default(),
             profile_suffixes: suffixes(env, PROFILE_SUFFIXES)?,
+            profile_networks: {
+                let value = env.get(PROFILE_NETWORKS).unwrap_or_default();
+                Networks::parse(&value).map_err(|reason| ConfigError {
+                    var: PROFILE_NETWORKS,
+                    value,
+                    reason,
+                })?
+            },
             get_suffixes: suffixes(env, GET_SUFFIXES)?,
             outbound_listen: addr(env, OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")?,
             inbound_listen: addr(env, INBOUND_LISTEN_ADDR, "0.0.0.0:4143")?,

@@ -127,6 +127,9 @@ pub enum Source {
     /// Built by the endpoints thread from DNS, after the controller said the
     /// name does not exist (or for names outside the Get suffixes).
     Dns,
+    /// One address, with no discovery: a request named an IP, or the
+    /// connection was redirected to one.
+    Fixed,
 }
 
 /// A full snapshot of the endpoints of one destination.

@@ -42,6 +42,7 @@ pub mod duration;
 pub mod endpoints;
 pub mod http1;
 pub mod metrics;
+pub mod networks;
 pub mod profile;
 pub mod proto;
 pub mod proxy;

@@ -317,13 +317,15 @@ fn names_outside_the_get_suffixes_resolve_by_dns() {
 fn unknown_names_fall_back_to_dns() {
     let ctl = MockController::start();
     let be = backend("local");
-    // A cluster-looking name the controller does not know, which DNS can
-    // still resolve: an IP literal under the Get suffixes is not possible, so
-    // widen the suffixes to everything and use 127.0.0.1.
+    // A name the controller does not know, which DNS can still resolve:
+    // widen the Get suffixes to everything and use localhost. (An IP literal
+    // is no name: it goes to that address without discovery.) localhost may
+    // resolve to ::1 as well, where nothing listens: the refused connect
+    // moves the request to 127.0.0.1.
     let env = config(ctl.addr())
         .set(config::GET_SUFFIXES, ".")
         .set(config::PROFILE_SUFFIXES, "");
-    let dst = format!("127.0.0.1:{}", be.addr().port());
+    let dst = format!("localhost:{}", be.addr().port());
     ctl.no_endpoints(&dst, false);
     let app = proxy(&env);
     assert_eq!(get(&app, &dst, "/").status, 200);

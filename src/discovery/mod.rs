@@ -23,6 +23,7 @@ pub mod wait;
 pub mod watch;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use self::watch::{is_terminal, Flow, Handler, Watcher};
 use crate::config::{BackoffConfig, Suffixes};
 use crate::endpoints::{Applied, EndpointSet, EndpointState};
 use crate::metrics::DiscoveryMetrics;
+use crate::networks::Networks;
 use crate::profile::{PathPatterns, Profile};
 use crate::proto::destination::{DestinationProfile, Update};
 use crate::proto::{METHOD_GET, METHOD_GET_PROFILE};
@@ -52,6 +54,8 @@ pub struct DiscoveryConfig {
     pub backoff: BackoffConfig,
     pub profile_suffixes: Suffixes,
     pub get_suffixes: Suffixes,
+    /// IP addresses in these networks get a `GetProfile` lookup.
+    pub profile_networks: Networks,
     /// How often DNS-resolved endpoint sets are refreshed.
     pub dns_refresh: Duration,
 }
@@ -116,6 +120,38 @@ impl Discovery {
     }
 
     /// Starts the threads for `name:port`.
+    /// The watch of a destination that is one address (a request naming an
+    /// IP, or the original destination of a redirected connection): no
+    /// endpoint discovery, since the address is the endpoint; a profile
+    /// stream on `ip:port` when the IP is in the profile networks.
+    pub fn watch_fixed(&self, addr: SocketAddr) -> io::Result<Watch> {
+        let shared = &self.shared;
+        let mut hangups = Vec::new();
+        let mut threads = Vec::new();
+        let profile = if shared.cfg.profile_networks.contains(addr.ip()) {
+            let dst = addr.to_string();
+            let (tx, rx) = updates::channel(shared.waker.clone());
+            let (hangup_tx, hangup) = oneshot::channel();
+            let this = shared.clone();
+            let d = dst.clone();
+            threads.push(spawn(format!("profile:{dst}"), move || {
+                this.run_profile(d, tx, hangup)
+            })?);
+            hangups.push(hangup_tx);
+            Some(rx)
+        } else {
+            None
+        };
+        // Nothing will ever be sent: the set is the address, fixed.
+        let (_, endpoints) = updates::channel(shared.waker.clone());
+        Ok(Watch {
+            profile,
+            endpoints,
+            hangups,
+            threads,
+        })
+    }
+
     pub fn watch(&self, name: &str, port: u16) -> io::Result<Watch> {
         let shared = &self.shared;
         let dst = format!("{name}:{port}");

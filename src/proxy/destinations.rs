@@ -8,6 +8,7 @@
 //! hangs up their discovery threads; the threads are joined once they finish.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,7 +18,7 @@ use crossbeam_channel::TryRecvError;
 
 use crate::balance::{Balancer, Pick};
 use crate::discovery::{Discovery, Watch};
-use crate::endpoints::EndpointSet;
+use crate::endpoints::{Endpoint, EndpointSet, Source};
 use crate::metrics::{
     AuthorityMetrics, ConnectRetryMetrics, Direction, DiscoveryKind, DiscoveryMetrics,
     ProxyMetrics, RouteMetrics,
@@ -172,6 +173,67 @@ impl Destinations {
         }
     }
 
+    /// The destination that is the one address `addr` (key `dst`, its text):
+    /// its endpoint set is that address, with no discovery; its profile is
+    /// looked up when the address is in the profile networks.
+    pub fn get_or_start_fixed(
+        &mut self,
+        dst: &str,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Result<&mut Destination, StartFailed> {
+        if !self.table.contains_key(dst) {
+            let watch = self.discovery.watch_fixed(addr).map_err(StartFailed)?;
+            let set = EndpointSet::new(vec![Endpoint::from_addr(addr)], Source::Fixed);
+            self.insert(dst, watch, Some(Arc::new(set)), now);
+        }
+        let d = self.table.get_mut(dst).expect("inserted above");
+        d.last_used = now;
+        Ok(d)
+    }
+
+    /// A new entry for `dst`: the default router unless a profile is watched.
+    fn insert(
+        &mut self,
+        dst: &str,
+        watch: Watch,
+        endpoints: Option<Arc<EndpointSet>>,
+        now: Instant,
+    ) {
+        let key: Arc<str> = Arc::from(dst);
+        let router = match watch.profile {
+            Some(_) => None,
+            None => Some(Rc::new(Router::new(
+                Arc::new(RoutedProfile::new(Profile::default())),
+                dst,
+                self.direction,
+                &self.metrics,
+                now,
+            ))),
+        };
+        let mut balancer = Balancer::new(fastrand::Rng::new());
+        if let Some(set) = &endpoints {
+            let addrs: Vec<_> = set.endpoints.iter().map(|e| e.addr).collect();
+            balancer.update_set(&addrs, now);
+        }
+        log::debug!("{dst}: new destination");
+        self.table.insert(
+            key.clone(),
+            Box::new(Destination {
+                authority: self.metrics.authority(self.direction, dst),
+                name: key,
+                router,
+                endpoints,
+                waiters: Vec::new(),
+                active: 0,
+                last_used: now,
+                balancer,
+                connect_retries: self.metrics.connect_retries(self.direction),
+                watch,
+            }),
+        );
+    }
+
     /// The destination for `name:port`, starting its discovery if it is new.
     pub fn get_or_start(
         &mut self,
@@ -182,33 +244,7 @@ impl Destinations {
     ) -> Result<&mut Destination, StartFailed> {
         if !self.table.contains_key(dst) {
             let watch = self.discovery.watch(name, port).map_err(StartFailed)?;
-            let key: Arc<str> = Arc::from(dst);
-            let router = match watch.profile {
-                Some(_) => None,
-                None => Some(Rc::new(Router::new(
-                    Arc::new(RoutedProfile::new(Profile::default())),
-                    dst,
-                    self.direction,
-                    &self.metrics,
-                    now,
-                ))),
-            };
-            log::debug!("{dst}: new destination");
-            self.table.insert(
-                key.clone(),
-                Box::new(Destination {
-                    authority: self.metrics.authority(self.direction, dst),
-                    name: key,
-                    router,
-                    endpoints: None,
-                    waiters: Vec::new(),
-                    active: 0,
-                    last_used: now,
-                    balancer: Balancer::new(fastrand::Rng::new()),
-                    connect_retries: self.metrics.connect_retries(self.direction),
-                    watch,
-                }),
-            );
+            self.insert(dst, watch, None, now);
         }
         let d = self.table.get_mut(dst).expect("inserted above");
         d.last_used = now;

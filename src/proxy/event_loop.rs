@@ -281,19 +281,25 @@ impl EventLoop {
                 return;
             };
             log::trace!("accepted {peer} ({})", direction.as_str());
-            if self.is_loop(&stream, peer, direction) {
+            let Some(orig_dst) = self.orig_dst(&stream, peer, direction) else {
                 continue;
-            }
+            };
             let _ = stream.set_nodelay(true);
-            if let Some(key) = self.add_session(stream, direction) {
+            if let Some(key) = self.add_session(stream, direction, orig_dst) {
                 self.drive(key, now);
             }
         }
     }
 
-    /// Whether the connection was redirected to one of spoke's own
-    /// listeners; such a connection is refused (dropped) and counted.
-    fn is_loop(&self, stream: &TcpStream, peer: SocketAddr, direction: Direction) -> bool {
+    /// Where the connection was going before it was redirected (`Some(None)`:
+    /// it was not). `None` when it was redirected to one of spoke's own
+    /// listeners: such a connection is refused (dropped) and counted.
+    fn orig_dst(
+        &self,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        direction: Direction,
+    ) -> Option<Option<SocketAddr>> {
         match self.orig_dst.lookup(stream, peer) {
             Ok(Some(orig)) if orig_dst::is_loop(orig, &self.own) => {
                 log::warn!(
@@ -302,17 +308,22 @@ impl EventLoop {
                     direction.as_str()
                 );
                 self.metrics.connection_refused(direction, "loop").inc();
-                true
+                None
             }
-            Ok(_) => false,
+            Ok(orig) => Some(orig),
             Err(e) => {
                 log::debug!("{peer}: no original destination: {e}");
-                false
+                Some(None)
             }
         }
     }
 
-    fn add_session(&mut self, mut stream: TcpStream, direction: Direction) -> Option<usize> {
+    fn add_session(
+        &mut self,
+        mut stream: TcpStream,
+        direction: Direction,
+        orig_dst: Option<SocketAddr>,
+    ) -> Option<usize> {
         let key = self.sessions.vacant_key();
         let sock = self.parts.socks.insert(Owner::Conn {
             session: key,
@@ -331,7 +342,7 @@ impl EventLoop {
         self.next_session_id += 1;
         let client = Transport::accepted(stream);
         let id = self.next_session_id;
-        let s = Session::new(key, id, direction, client, sock, &self.parts.cfg);
+        let s = Session::new(key, id, direction, orig_dst, client, sock, &self.parts.cfg);
         self.sessions.insert(s);
         Some(key)
     }

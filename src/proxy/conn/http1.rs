@@ -4,6 +4,7 @@
 //! a tunnel, or closing. The exchange itself (policy and upstream wire) is
 //! `proxy/exchange`; the connection's loop and stages are `mod.rs`.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -61,7 +62,17 @@ impl Session {
         };
         let key = DstKey::new(host, port);
         let (dst, name) = (key.key(), key.name());
-        let wait_on = match ctx.dsts.get_or_start(dst, name, port, ctx.now) {
+        let found = match ip_target(host, port, self.orig_dst) {
+            // An IP names no destination: the target is where the connection
+            // was going (or that IP), one fixed endpoint.
+            Some(addr) => {
+                let mut text = [0u8; 64];
+                let fixed = fixed_key(addr, &mut text);
+                ctx.dsts.get_or_start_fixed(fixed, addr, ctx.now)
+            }
+            None => ctx.dsts.get_or_start(dst, name, port, ctx.now),
+        };
+        let wait_on = match found {
             Err(e) => {
                 log::error!("{dst}: cannot start discovery: {}", e.0);
                 self.synthetic(503, "discovery unavailable", has_body(&head));
@@ -192,6 +203,30 @@ impl Session {
     }
 }
 
+/// The target of a request whose authority is an IP literal: the original
+/// destination of its connection when it was redirected, else that IP and
+/// port. `None` for a name (the first byte tells most of them apart, so a
+/// name costs one comparison).
+fn ip_target(host: &str, port: u16, orig_dst: Option<SocketAddr>) -> Option<SocketAddr> {
+    let first = *host.as_bytes().first()?;
+    if !(first.is_ascii_digit() || first == b'[') {
+        return None;
+    }
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = literal.parse().ok()?;
+    Some(orig_dst.unwrap_or(SocketAddr::new(ip, port)))
+}
+
+/// `addr` as a destination key, written into `buf` (no allocation; the
+/// longest socket address is 47 bytes).
+fn fixed_key(addr: SocketAddr, buf: &mut [u8; 64]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{addr}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
 /// With a traffic split, a request waits only until any one backend has
 /// endpoints; this starts the backends' discovery and names one still missing.
 fn waiting_for_backend(router: &Router, ctx: &mut Ctx<'_>) -> Option<Arc<str>> {
@@ -267,7 +302,24 @@ impl DstKey {
 
 #[cfg(test)]
 mod tests {
-    use super::{DstKey, DST_KEY_INLINE};
+    use super::{fixed_key, ip_target, DstKey, DST_KEY_INLINE};
+    use std::net::SocketAddr;
+
+    #[test]
+    fn ip_literals_target_the_original_destination_or_themselves() {
+        let sa = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let orig = Some(sa("10.0.0.9:8080"));
+        assert_eq!(ip_target("10.1.2.3", 80, None), Some(sa("10.1.2.3:80")));
+        assert_eq!(ip_target("10.1.2.3", 80, orig), orig);
+        assert_eq!(ip_target("[::1]", 7000, None), Some(sa("[::1]:7000")));
+        assert_eq!(ip_target("books.default.svc", 80, orig), None);
+        assert_eq!(ip_target("1password.com", 443, None), None);
+        assert_eq!(ip_target("", 80, orig), None);
+        let mut buf = [0u8; 64];
+        let long = sa("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535");
+        assert_eq!(fixed_key(long, &mut buf), long.to_string());
+        assert_eq!(fixed_key(sa("127.0.0.1:80"), &mut buf), "127.0.0.1:80");
+    }
 
     #[test]
     pub(super) fn dst_keys() {

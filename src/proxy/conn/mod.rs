@@ -24,6 +24,7 @@
 mod http1;
 mod opaque;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,9 @@ pub struct Session {
     key: usize,
     /// The listener it came from: inbound or outbound.
     direction: Direction,
+    /// Where the client was connecting before iptables redirected it to
+    /// spoke (`None`: it connected to the listener itself).
+    orig_dst: Option<SocketAddr>,
     client: Transport,
     sock: usize,
     inbuf: Buffer,
@@ -87,6 +91,7 @@ impl Session {
         key: usize,
         id: u64,
         direction: Direction,
+        orig_dst: Option<SocketAddr>,
         client: Transport,
         sock: usize,
         cfg: &LoopConfig,
@@ -94,6 +99,7 @@ impl Session {
         Session {
             key,
             direction,
+            orig_dst,
             client,
             sock,
             inbuf: Buffer::new(cfg.buffer_limit.max(cfg.limits.max_head_bytes + 1)),
