@@ -10,8 +10,11 @@ command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
-# The soak test (tests/soak.rs) drives the proxy with bench/soak.py.
+# The soak test (tests/soak.rs) drives the proxy with bench/soak.py; the
+# network-namespace test (tests/netns.rs) needs ip, iptables and python3.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=""

@@ -41,6 +41,7 @@ pub mod discovery;
 pub mod duration;
 pub mod endpoints;
 pub mod http1;
+pub mod init;
 pub mod metrics;
 pub mod networks;
 pub mod profile;

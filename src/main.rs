@@ -5,6 +5,7 @@
 //! spoke                                  run the proxy (configured by LINKERD2_PROXY_* / SPOKE_*)
 //! spoke demo [--requests N]              embedded controller + proxy + two backends, traffic, report
 //! spoke controller --config FILE --listen ADDR   run the embedded controller alone
+//! spoke init [--proxy-uid UID] ... [--dry-run]   install the pod's iptables rules
 //! ```
 
 use std::net::SocketAddr;
@@ -23,6 +24,10 @@ const USAGE: &str = "usage:
   spoke                                         run the proxy (see README for the environment)
   spoke demo [--requests N]                     run the demo: controller, proxy, backends, traffic
   spoke controller --config FILE [--listen ADDR]  serve a ServiceProfile file over the Destination API
+  spoke init [--proxy-uid UID] [--inbound-port P] [--outbound-port P]
+             [--inbound-ports-to-ignore P,P-P] [--outbound-ports-to-ignore P,P-P]
+             [--subnets-to-ignore CIDR,CIDR] [--dry-run]
+                                                install the iptables rules that redirect a pod's traffic
   spoke --version";
 
 /// Rust's allocations go to dlmalloc: one heap behind one lock, with no
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         None | Some("run") => run(cfg),
         Some("demo") => demo(cfg, &args[1..]),
         Some("controller") => controller(&args[1..]),
+        Some("init") => init(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("spoke {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -146,6 +152,26 @@ fn demo(cfg: Config, args: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("spoke demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init(args: &[String]) -> ExitCode {
+    let options = match spoke::init::parse_args(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("spoke init: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match spoke::init::run(&options) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spoke init: {e}");
             ExitCode::FAILURE
         }
     }
