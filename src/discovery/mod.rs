@@ -129,16 +129,7 @@ impl Discovery {
         let mut hangups = Vec::new();
         let mut threads = Vec::new();
         let profile = if shared.cfg.profile_networks.contains(addr.ip()) {
-            let dst = addr.to_string();
-            let (tx, rx) = updates::channel(shared.waker.clone());
-            let (hangup_tx, hangup) = oneshot::channel();
-            let this = shared.clone();
-            let d = dst.clone();
-            threads.push(spawn(format!("profile:{dst}"), move || {
-                this.run_profile(d, tx, hangup)
-            })?);
-            hangups.push(hangup_tx);
-            Some(rx)
+            Some(self.spawn_profile(addr.to_string(), &mut threads, &mut hangups)?)
         } else {
             None
         };
@@ -152,6 +143,23 @@ impl Discovery {
         })
     }
 
+    /// Starts the `profile:<dst>` thread; its handle and hang-up go into
+    /// `threads` and `hangups`.
+    fn spawn_profile(
+        &self,
+        dst: String,
+        threads: &mut Vec<JoinHandle<()>>,
+        hangups: &mut Vec<oneshot::Sender<()>>,
+    ) -> io::Result<ProfileRx> {
+        let (tx, rx) = updates::channel(self.shared.waker.clone());
+        let (hangup_tx, hangup) = oneshot::channel();
+        let this = self.shared.clone();
+        let name = format!("profile:{dst}");
+        threads.push(spawn(name, move || this.run_profile(dst, tx, hangup))?);
+        hangups.push(hangup_tx);
+        Ok(rx)
+    }
+
     pub fn watch(&self, name: &str, port: u16) -> io::Result<Watch> {
         let shared = &self.shared;
         let dst = format!("{name}:{port}");
@@ -159,15 +167,7 @@ impl Discovery {
         let mut threads = Vec::with_capacity(2);
 
         let profile = if shared.cfg.profile_suffixes.matches(name) {
-            let (tx, rx) = updates::channel(shared.waker.clone());
-            let (hangup_tx, hangup) = oneshot::channel();
-            let this = shared.clone();
-            let d = dst.clone();
-            threads.push(spawn(format!("profile:{dst}"), move || {
-                this.run_profile(d, tx, hangup)
-            })?);
-            hangups.push(hangup_tx);
-            Some(rx)
+            Some(self.spawn_profile(dst.clone(), &mut threads, &mut hangups)?)
         } else {
             None
         };
