@@ -180,57 +180,44 @@ pub fn plan(o: &InitOptions) -> Vec<Vec<String>> {
         }
     };
 
+    let new_chain = |name: &str| ["-t", "nat", "-N", name].map(String::from).to_vec();
+    let redirect = |chain: &str, port: u16, comment: &str| {
+        let port = port.to_string();
+        rule(
+            chain,
+            &["-p", "tcp", "-j", "REDIRECT", "--to-port", &port],
+            comment,
+        )
+    };
+
     // Inbound: from PREROUTING.
-    cmds.push(
-        ["-t", "nat", "-N", REDIRECT_CHAIN]
-            .map(String::from)
-            .to_vec(),
-    );
+    cmds.push(new_chain(REDIRECT_CHAIN));
     ignore_ports(&mut cmds, REDIRECT_CHAIN, &o.inbound_ports_to_ignore);
     for subnet in &o.subnets_to_ignore {
         let args = ["-p", "all", "-s", subnet.as_str(), "-j", "RETURN"];
-        cmds.push(rule(
-            REDIRECT_CHAIN,
-            &args,
-            &format!("ignore-subnet-{subnet}"),
-        ));
+        let comment = format!("ignore-subnet-{subnet}");
+        cmds.push(rule(REDIRECT_CHAIN, &args, &comment));
     }
-    let inbound = o.inbound_port.to_string();
-    let args = ["-p", "tcp", "-j", "REDIRECT", "--to-port", &inbound];
-    cmds.push(rule(
-        REDIRECT_CHAIN,
-        &args,
-        "redirect-all-incoming-to-proxy-port",
-    ));
-    let args = ["-j", REDIRECT_CHAIN];
-    cmds.push(rule("PREROUTING", &args, "install-proxy-init-prerouting"));
+    let comment = "redirect-all-incoming-to-proxy-port";
+    cmds.push(redirect(REDIRECT_CHAIN, o.inbound_port, comment));
+    let comment = "install-proxy-init-prerouting";
+    cmds.push(rule("PREROUTING", &["-j", REDIRECT_CHAIN], comment));
 
     // Outbound: from OUTPUT.
-    cmds.push(["-t", "nat", "-N", OUTPUT_CHAIN].map(String::from).to_vec());
+    cmds.push(new_chain(OUTPUT_CHAIN));
     if let Some(uid) = o.proxy_uid {
         let uid = uid.to_string();
         let args = ["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"];
         cmds.push(rule(OUTPUT_CHAIN, &args, "ignore-proxy-user-id"));
     }
     // Loopback, which carries the pod's traffic to its own addresses too.
-    cmds.push(rule(
-        OUTPUT_CHAIN,
-        &["-o", "lo", "-j", "RETURN"],
-        "ignore-loopback",
-    ));
+    let args = ["-o", "lo", "-j", "RETURN"];
+    cmds.push(rule(OUTPUT_CHAIN, &args, "ignore-loopback"));
     ignore_ports(&mut cmds, OUTPUT_CHAIN, &o.outbound_ports_to_ignore);
-    let outbound = o.outbound_port.to_string();
-    let args = ["-p", "tcp", "-j", "REDIRECT", "--to-port", &outbound];
-    cmds.push(rule(
-        OUTPUT_CHAIN,
-        &args,
-        "redirect-all-outgoing-to-proxy-port",
-    ));
-    cmds.push(rule(
-        "OUTPUT",
-        &["-j", OUTPUT_CHAIN],
-        "install-proxy-init-output",
-    ));
+    let comment = "redirect-all-outgoing-to-proxy-port";
+    cmds.push(redirect(OUTPUT_CHAIN, o.outbound_port, comment));
+    let comment = "install-proxy-init-output";
+    cmds.push(rule("OUTPUT", &["-j", OUTPUT_CHAIN], comment));
     cmds
 }
 

@@ -141,13 +141,6 @@ fn serve(mut conn: TcpStream, behaviour: Behaviour) {
     }
 }
 
-/// A port with nothing listening on it.
-fn dead_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
-}
-
 /// A listener whose accept queue is full and that never accepts: a connect to it gets
 /// no answer (the kernel drops its SYNs). Returns the socket and the connections that
 /// filled the queue; both must stay alive for the test.

@@ -10,8 +10,11 @@
 //! address is inside the namespaces it creates; every process it starts is
 //! killed by PID, and the namespaces are deleted, when it ends.
 
+mod support;
+
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+
+use support::eventually_some;
 
 const PROXY_UID: &str = "2102";
 const POD_IP: &str = "10.201.7.1";
@@ -106,17 +109,6 @@ fn http_get_as(ns: &str, url: &str, host: Option<&str>) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn eventually_some<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -248,10 +248,7 @@ fn p2c_sends_a_slow_endpoint_less_traffic() {
 fn a_refused_endpoint_stops_receiving_requests() {
     let ctl = MockController::start();
     let live = backend("live");
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = dead_port();
     ctl.endpoints(BOOKS, &[live.addr(), dead]);
     ctl.profile(BOOKS, &profile(vec![]));
     let app = proxy(&config(ctl.addr()));

@@ -247,11 +247,7 @@ fn malformed_request_gets_400_and_never_reaches_the_backend() {
 #[test]
 fn refused_upstream_gets_502_and_empty_endpoint_set_gets_503() {
     let ctl = MockController::start();
-    // A port nothing listens on: bind, note it, close.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = dead_port();
     ctl.endpoints(BOOKS, &[dead]);
     ctl.profile(BOOKS, &profile(vec![]));
     let empty = "empty.default.svc.cluster.local:80";

@@ -783,19 +783,26 @@ mod tests {
         sink.0.out
     }
 
+    /// A tapped pipe sending `head` and the 6-byte body `abcdef`, which its
+    /// source buffer holds.
+    fn tapped_post(head: &[u8]) -> (Pipe, Buffer) {
+        let mut pipe = Pipe::default();
+        let body = BodyDecoder::new(BodyFraming::ContentLength(6));
+        pipe.start(head.to_vec(), Some(body));
+        pipe.tap(64);
+        let mut src = Buffer::new(64);
+        src.fill_from(&mut Cursor::new(&b"abcdef"[..]))
+            .expect("in memory");
+        (pipe, src)
+    }
+
     #[test]
     fn rewind_queues_again_exactly_what_was_written() {
         let head = b"POST / HTTP/1.1\r\ncontent-length: 6\r\n\r\n";
         let whole = [&head[..], b"abcdef"].concat();
         // Cut after part of the head, after the head, and inside the body.
         for cut in [5, head.len(), head.len() + 2] {
-            let mut pipe = Pipe::default();
-            let body = BodyDecoder::new(BodyFraming::ContentLength(6));
-            pipe.start(head.to_vec(), Some(body));
-            pipe.tap(64);
-            let mut src = Buffer::new(64);
-            src.fill_from(&mut Cursor::new(&b"abcdef"[..]))
-                .expect("in memory");
+            let (mut pipe, mut src) = tapped_post(head);
             let first = send(&mut pipe, &mut src, cut);
             assert_eq!(first, &whole[..cut]);
             // The connection died: everything goes again, twice over.
@@ -815,13 +822,7 @@ mod tests {
             (head.len(), false),
             (head.len() + 1, true),
         ] {
-            let mut pipe = Pipe::default();
-            let body = BodyDecoder::new(BodyFraming::ContentLength(6));
-            pipe.start(head.to_vec(), Some(body));
-            pipe.tap(64);
-            let mut src = Buffer::new(64);
-            src.fill_from(&mut Cursor::new(&b"abcdef"[..]))
-                .expect("in memory");
+            let (mut pipe, mut src) = tapped_post(head);
             send(&mut pipe, &mut src, cut);
             assert_eq!(pipe.wrote_any(), cut > 0, "cut at {cut}");
             assert_eq!(pipe.body_sent(), sent, "cut at {cut}");

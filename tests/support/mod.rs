@@ -359,6 +359,13 @@ pub fn proxy_with_orig_dst(
     App::start_with(&cfg, orig_dst).expect("proxy starts")
 }
 
+/// A loopback port with nothing listening on it (bound, noted, closed).
+pub fn dead_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+}
+
 /// A backend answering 200 with its name as the body.
 pub fn backend(name: &str) -> Backend {
     let body = format!("{name}\n");

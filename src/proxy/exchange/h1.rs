@@ -167,16 +167,15 @@ impl Exchange {
                 // The client's body framing broke: nothing more can be sent
                 // on either connection.
                 log::debug!("invalid request body: {e}");
-                if !cl.resp.wrote_any() {
-                    self.abandon(cl, ctx);
-                    return ExNext::Respond {
-                        status: 400,
-                        reason: "invalid request body",
-                        close: true,
-                    };
-                }
                 self.abandon(cl, ctx);
-                return ExNext::Close;
+                if cl.resp.wrote_any() {
+                    return ExNext::Close;
+                }
+                return ExNext::Respond {
+                    status: 400,
+                    reason: "invalid request body",
+                    close: true,
+                };
             }
             Err(PipeError::Write(e)) => {
                 log::debug!("upstream write failed: {e}");
