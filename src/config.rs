@@ -459,6 +459,13 @@ mod tests {
         assert_eq!(err.var, MAX_CONNECTIONS);
         let err = Config::from_env(&MapEnv::new().set(DISCOVERY_IDLE_TIMEOUT, "0s")).unwrap_err();
         assert_eq!(err.var, DISCOVERY_IDLE_TIMEOUT);
+        let env = MapEnv::new().set(PROFILE_NETWORKS, "10.0.0.0/8,10.0.0.0/99");
+        let err = Config::from_env(&env).unwrap_err();
+        assert_eq!(err.var, PROFILE_NETWORKS);
+        assert!(err.to_string().contains("10.0.0.0/99"), "{err}");
+        let env = MapEnv::new().set(PROFILE_NETWORKS, "10.0.0.0/8 fd00::/8");
+        let c = Config::from_env(&env).expect("valid networks");
+        assert!(c.profile_networks.contains("10.9.9.9".parse().unwrap()));
     }
 
     #[test]
