@@ -271,7 +271,9 @@ done
 echo "# no documents: opaque IP targets need no discovery" >"$RUN/mesh.yaml"
 chmod 644 "$RUN/mesh.yaml"
 
-record "{\"kind\":\"opaque-meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"runs\":$RUNS,\
+BUSY=$(busy_pct) # anything else on the CPUs (a cargo build) makes every number here noisy
+[ "$BUSY" -le 5 ] || log "warning: the machine is ${BUSY}% busy before the opaque runs: numbers will be noisy"
+record "{\"kind\":\"opaque-meta\",\"busy_before_pct\":$BUSY,\"date\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"runs\":$RUNS,\
 \"duration_s\":$DURATION,\"pp_conns\":$PP_CONNS,\"bulk_conns\":$BULK_CONNS,\
 \"quiet_samples\":$QUIET_SAMPLES,\"quiet_low\":\"$QUIET_LOW\",\"spoke_bin\":\"$SPOKE_BIN\",\
 \"nginx\":\"$(nginx -v 2>&1 | sed 's/.*\///')\",\"haproxy\":\"$(haproxy -v | awk 'NR==1{print $3}')\",\

@@ -113,10 +113,13 @@ def render(recs):
         "ports of their own; spoke gets the connections an iptables REDIRECT takes from the "
         "backend's address to its outbound listener, and forwards them to the original "
         "destination as opaque TCP (the bytes are not HTTP). %s runs of %s s per case, the "
-        "targets in turn; medians. Kernel %s.\n"
+        "targets in turn; medians. Kernel %s; CPU busy before the opaque runs: %s%%.\n"
         % (meta.get("haproxy"), meta.get("nginx"), meta.get("runs"), meta.get("duration_s"),
-           meta.get("kernel"))
+           meta.get("kernel"), meta.get("busy_before_pct"))
     )
+    if (meta.get("busy_before_pct") or 0) > 5:
+        out.append("**Warning:** the machine was %s%% busy before the opaque runs started; "
+                   "these numbers are not trustworthy.\n" % meta.get("busy_before_pct"))
     for skip in (r for r in recs if r["kind"] == "opaque-skip"):
         out.append("**%s skipped**: %s.\n" % (skip["target"], skip["reason"]))
 
