@@ -340,6 +340,8 @@ one() {
     [ "$pid" != - ] || return 0
     taskset -a -p -c 0 "$pid" >/dev/null
   fi
+  alive backend "$BACKEND_PID"
+  [ "$pid" = - ] || alive "$target" "$pid"
   s0=$(steal)
   b0=$(ticks "$BACKEND_PID")
   [ "$pid" = - ] || p0=$(ticks "$pid")
