@@ -162,6 +162,7 @@ impl App {
             buffer_limit: BUFFER_LIMIT,
             http: cfg.http,
             shutdown_grace: cfg.shutdown_grace,
+            detect: cfg.detect.clone(),
         };
         let (started_tx, started) = mpsc::channel();
         let loop_metrics = metrics.clone();

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::duration;
 use crate::networks::Networks;
+use crate::ports::PortSet;
 
 /// Where configuration values come from: the process environment in production,
 /// a map in tests.
@@ -58,6 +59,11 @@ pub const GET_SUFFIXES: &str = "LINKERD2_PROXY_DESTINATION_GET_SUFFIXES";
 pub const OUTBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR";
 pub const INBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_INBOUND_LISTEN_ADDR";
 pub const ADMIN_LISTEN_ADDR: &str = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR";
+pub const INBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT";
+pub const OUTBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT";
+pub const DETECT_QUIET_TIMEOUT: &str = "SPOKE_DETECT_QUIET_TIMEOUT";
+pub const INBOUND_OPAQUE_PORTS: &str = "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
+pub const OPAQUE_IDLE_TIMEOUT: &str = "SPOKE_OPAQUE_IDLE_TIMEOUT";
 pub const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
 pub const OUTBOUND_CONNECT_KEEPALIVE: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE";
 pub const BACKOFF_MIN: &str = "LINKERD2_PROXY_CONTROL_EXP_BACKOFF_MIN";
@@ -186,7 +192,26 @@ pub struct Config {
     pub pool_idle_timeout: Duration,
     /// HTTP/1.1 limits and client-side deadlines (DESIGN: "Limits").
     pub http: HttpLimits,
+    /// Protocol detection and opaque TCP.
+    pub detect: DetectConfig,
     pub log_filter: String,
+}
+
+/// How connections are classified, and how opaque ones are carried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetectConfig {
+    /// How long detection waits for a first message that has begun, per
+    /// direction (Linkerd: 10s each).
+    pub inbound_timeout: Duration,
+    pub outbound_timeout: Duration,
+    /// A redirected client silent this long gets its target connected, and
+    /// whichever side speaks first decides (server-speaks-first protocols).
+    pub quiet_timeout: Duration,
+    /// Inbound ports carried as opaque TCP without reading a byte.
+    pub inbound_opaque_ports: PortSet,
+    /// An opaque connection with no byte either way for this long is closed
+    /// (`None`: never).
+    pub opaque_idle_timeout: Option<Duration>,
 }
 
 /// Limits on what a client may send and how slowly.
@@ -268,6 +293,21 @@ impl Config {
                 max_head_bytes: count(env, MAX_HEAD_BYTES, 64 * 1024, 1024..=1024 * 1024)?,
                 max_headers: count(env, MAX_HEADERS, 100, 1..=1000)?,
                 max_connections: count(env, MAX_CONNECTIONS, 10_000, 1..=1_000_000)?,
+            },
+            detect: DetectConfig {
+                inbound_timeout: positive(env, INBOUND_DETECT_TIMEOUT, "10s")?,
+                outbound_timeout: positive(env, OUTBOUND_DETECT_TIMEOUT, "10s")?,
+                quiet_timeout: positive(env, DETECT_QUIET_TIMEOUT, "300ms")?,
+                inbound_opaque_ports: {
+                    let value = env.get(INBOUND_OPAQUE_PORTS).unwrap_or_default();
+                    PortSet::parse(&value).map_err(|reason| ConfigError {
+                        var: INBOUND_OPAQUE_PORTS,
+                        value,
+                        reason,
+                    })?
+                },
+                opaque_idle_timeout: Some(dur(env, OPAQUE_IDLE_TIMEOUT, "1h")?)
+                    .filter(|d| !d.is_zero()),
             },
             log_filter: nonempty(env, LOG)
                 .or_else(|| nonempty(env, "RUST_LOG"))
@@ -414,6 +454,14 @@ mod tests {
         assert_eq!(c.http.max_head_bytes, 65536);
         assert_eq!(c.http.max_headers, 100);
         assert_eq!(c.http.max_connections, 10_000);
+        assert_eq!(c.detect.inbound_timeout, Duration::from_secs(10));
+        assert_eq!(c.detect.outbound_timeout, Duration::from_secs(10));
+        assert_eq!(c.detect.quiet_timeout, Duration::from_millis(300));
+        assert!(c.detect.inbound_opaque_ports.is_empty());
+        assert_eq!(
+            c.detect.opaque_idle_timeout,
+            Some(Duration::from_secs(3600))
+        );
         assert!(c
             .profile_suffixes
             .matches("books.default.svc.cluster.local"));
@@ -466,6 +514,30 @@ mod tests {
         let env = MapEnv::new().set(PROFILE_NETWORKS, "10.0.0.0/8 fd00::/8");
         let c = Config::from_env(&env).expect("valid networks");
         assert!(c.profile_networks.contains("10.9.9.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn detection_settings() {
+        let env = MapEnv::new()
+            .set(INBOUND_OPAQUE_PORTS, "25,3306,4000-4010")
+            .set(DETECT_QUIET_TIMEOUT, "50ms")
+            .set(OPAQUE_IDLE_TIMEOUT, "0");
+        let c = Config::from_env(&env).expect("valid");
+        assert!(c.detect.inbound_opaque_ports.contains(4005));
+        assert_eq!(c.detect.quiet_timeout, Duration::from_millis(50));
+        assert_eq!(c.detect.opaque_idle_timeout, None);
+        let err =
+            Config::from_env(&MapEnv::new().set(INBOUND_OPAQUE_PORTS, "25,smtp")).unwrap_err();
+        assert_eq!(err.var, INBOUND_OPAQUE_PORTS);
+        assert!(err.to_string().contains("smtp"), "{err}");
+        for var in [
+            INBOUND_DETECT_TIMEOUT,
+            OUTBOUND_DETECT_TIMEOUT,
+            DETECT_QUIET_TIMEOUT,
+        ] {
+            let err = Config::from_env(&MapEnv::new().set(var, "0s")).unwrap_err();
+            assert_eq!(err.var, var);
+        }
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub struct ProxyMetrics {
     tcp_open_total: CounterFamily,
     tcp_close_total: CounterFamily,
     tcp_open_connections: GaugeFamily,
+    tcp_read_bytes: CounterFamily,
+    tcp_write_bytes: CounterFamily,
     discovery_streams_opened: CounterFamily,
     discovery_messages: CounterFamily,
     discovery_errors: CounterFamily,
@@ -98,6 +100,7 @@ pub struct ProxyMetrics {
     discovery_swap_latency_ms: HistogramFamily,
     connect_retries: CounterFamily,
     connections_refused: CounterFamily,
+    detect: CounterFamily,
 }
 
 impl ProxyMetrics {
@@ -151,6 +154,14 @@ impl ProxyMetrics {
                 .counter_family("tcp_close_total", "Total TCP connections closed.")?,
             tcp_open_connections: r
                 .gauge_family("tcp_open_connections", "TCP connections currently open.")?,
+            tcp_read_bytes: r.counter_family(
+                "tcp_read_bytes_total",
+                "Total bytes read from TCP connections.",
+            )?,
+            tcp_write_bytes: r.counter_family(
+                "tcp_write_bytes_total",
+                "Total bytes written to TCP connections.",
+            )?,
             discovery_streams_opened: r.counter_family(
                 "spoke_discovery_streams_opened_total",
                 "Discovery streams opened to the control plane.",
@@ -183,6 +194,12 @@ impl ProxyMetrics {
                 "spoke_connections_refused_total",
                 "Accepted connections closed at once, by why (loop: redirected to one of \
                  spoke's own listeners).",
+            )?,
+            detect: r.counter_family(
+                "spoke_detect_total",
+                "Accepted connections by the protocol detection settled on and why \
+                 (detected: from the first bytes; quiet_server_first: the client was silent \
+                 and the server spoke first; timeout; eof; opaque_port; opaque_profile).",
             )?,
         })
     }
@@ -253,8 +270,26 @@ impl ProxyMetrics {
         TcpMetrics {
             opened: self.tcp_open_total.series(labels.clone()),
             closed: self.tcp_close_total.series(labels.clone()),
-            open: self.tcp_open_connections.series(labels),
+            open: self.tcp_open_connections.series(labels.clone()),
+            read_bytes: self.tcp_read_bytes.series(labels.clone()),
+            write_bytes: self.tcp_write_bytes.series(labels),
         }
+    }
+
+    /// The counter of connections in `direction` that detection classified
+    /// as `protocol` for `reason` (made on first use: once per connection).
+    pub fn detected(
+        &self,
+        direction: Direction,
+        protocol: &'static str,
+        reason: &'static str,
+    ) -> Counter {
+        self.detect.series(
+            Labels::new()
+                .with("direction", direction.as_str())
+                .with("protocol", protocol)
+                .with("reason", reason),
+        )
     }
 
     /// Handle for the connection retries of one destination in `direction`. It
@@ -485,6 +520,8 @@ pub struct TcpMetrics {
     opened: Counter,
     closed: Counter,
     open: Gauge,
+    read_bytes: Counter,
+    write_bytes: Counter,
 }
 
 impl TcpMetrics {
@@ -498,6 +535,17 @@ impl TcpMetrics {
     pub fn close(&self) {
         self.closed.inc();
         self.open.dec();
+    }
+
+    /// Bytes a connection read and wrote since they were last counted.
+    #[inline]
+    pub fn bytes(&self, (read, written): (u64, u64)) {
+        if read > 0 {
+            self.read_bytes.add(read);
+        }
+        if written > 0 {
+            self.write_bytes.add(written);
+        }
     }
 }
 
@@ -779,6 +827,9 @@ mod tests {
         src.open();
         src.close();
         dst.open();
+        src.bytes((10, 0));
+        dst.bytes((5, 7));
+        dst.bytes((1, 0));
         let expected = "\
             # HELP tcp_open_total Total TCP connections opened.\n\
             # TYPE tcp_open_total counter\n\
@@ -791,7 +842,15 @@ mod tests {
             # HELP tcp_open_connections TCP connections currently open.\n\
             # TYPE tcp_open_connections gauge\n\
             tcp_open_connections{direction=\"inbound\",peer=\"src\"} 1\n\
-            tcp_open_connections{direction=\"outbound\",peer=\"dst\"} 1\n";
+            tcp_open_connections{direction=\"outbound\",peer=\"dst\"} 1\n\
+            # HELP tcp_read_bytes_total Total bytes read from TCP connections.\n\
+            # TYPE tcp_read_bytes_total counter\n\
+            tcp_read_bytes_total{direction=\"inbound\",peer=\"src\"} 10\n\
+            tcp_read_bytes_total{direction=\"outbound\",peer=\"dst\"} 6\n\
+            # HELP tcp_write_bytes_total Total bytes written to TCP connections.\n\
+            # TYPE tcp_write_bytes_total counter\n\
+            tcp_write_bytes_total{direction=\"inbound\",peer=\"src\"} 0\n\
+            tcp_write_bytes_total{direction=\"outbound\",peer=\"dst\"} 7\n";
         assert_eq!(m.registry().render_to_string(), expected);
     }
 

@@ -1,20 +1,27 @@
 //! The event loop's shared state as a session sees it (event-loop thread):
 //! who owns each socket token ([`Owner`]), the loop's settings
 //! ([`LoopConfig`]), the parts of the loop a session may touch while it runs
-//! ([`Ctx`]), and what a session tells the loop after a step ([`Step`]).
-//! Sessions (`session`, `exchange`) and the loop (`event_loop`) both import
-//! this; it imports neither.
+//! ([`Ctx`], with [`Ctx::dial`] for new upstream connections), the metric
+//! handles the loop keeps for sessions ([`TcpByDirection`],
+//! [`DetectMetrics`]), and what a session tells the loop after a step
+//! ([`Step`]). Sessions (`conn`, `exchange`) and the loop (`event_loop`) both
+//! import this; it imports neither.
 
+use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::Registry;
+use mio::net::TcpStream;
+use mio::{Interest, Registry};
 use slab::Slab;
 
 use super::destinations::Destinations;
 use super::pool::Pool;
 use super::timers::Timers;
+use super::token;
+use super::transport::Transport;
 use crate::http1;
-use crate::metrics::{Direction, Peer, ProxyMetrics, TcpMetrics};
+use crate::metrics::{Counter, Direction, Peer, ProxyMetrics, TcpMetrics};
 
 /// Who owns a socket token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +60,8 @@ pub struct LoopConfig {
     pub http: crate::config::HttpLimits,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Protocol detection and opaque TCP.
+    pub detect: crate::config::DetectConfig,
 }
 
 /// The loop state a session may touch while it runs.
@@ -65,10 +74,44 @@ pub struct Ctx<'a> {
     pub cfg: &'a LoopConfig,
     /// The direction of the session being driven.
     pub direction: Direction,
-    /// Its `tcp_*` handle for upstream connections.
+    /// Its `tcp_*` handles for the client connection and for upstream ones.
+    pub tcp_src: &'a TcpMetrics,
     pub tcp_dst: &'a TcpMetrics,
     pub rng: &'a mut fastrand::Rng,
+    /// `spoke_detect_total`.
+    pub detect: &'a mut DetectMetrics,
     pub now: Instant,
+}
+
+/// Why [`Ctx::dial`] failed.
+pub enum DialError {
+    /// The connect itself failed at once (no route, no descriptors, ...).
+    Connect(io::Error),
+    /// The socket could not be registered with the loop.
+    Register(io::Error),
+}
+
+impl Ctx<'_> {
+    /// Starts a non-blocking connect to `addr`, registered for `owner` and
+    /// counted open (`tcp_dst`); the writable edge will say how it went.
+    pub fn dial(
+        &mut self,
+        addr: SocketAddr,
+        owner: Owner,
+    ) -> Result<(Transport, usize), DialError> {
+        let mut stream = TcpStream::connect(addr).map_err(DialError::Connect)?;
+        let sock = self.socks.insert(owner);
+        if let Err(e) = self.registry.register(
+            &mut stream,
+            token::socket(sock),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.socks.remove(sock);
+            return Err(DialError::Register(e));
+        }
+        self.tcp_dst.open();
+        Ok((Transport::connecting(stream), sock))
+    }
 }
 
 /// What the loop should do with a session after `drive`.
@@ -102,5 +145,31 @@ impl TcpByDirection {
             Peer::Src => 0,
             Peer::Dst => 1,
         }]
+    }
+}
+
+/// `spoke_detect_total`'s series, made on first use and kept (event loop).
+pub struct DetectMetrics {
+    metrics: ProxyMetrics,
+    seen: Vec<((Direction, &'static str, &'static str), Counter)>,
+}
+
+impl DetectMetrics {
+    pub fn new(metrics: ProxyMetrics) -> DetectMetrics {
+        DetectMetrics {
+            metrics,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn count(&mut self, direction: Direction, protocol: &'static str, reason: &'static str) {
+        let key = (direction, protocol, reason);
+        if let Some((_, c)) = self.seen.iter().find(|(k, _)| *k == key) {
+            c.inc();
+            return;
+        }
+        let c = self.metrics.detected(direction, protocol, reason);
+        c.inc();
+        self.seen.push((key, c));
     }
 }

@@ -20,7 +20,7 @@ use slab::Slab;
 
 use super::admin::{AdminConn, AdminState};
 use super::conn::Session;
-use super::ctx::{Ctx, LoopConfig, Owner, Role, Step, TcpByDirection};
+use super::ctx::{Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpByDirection};
 use super::destinations::Destinations;
 use super::listen::Listener;
 use super::orig_dst::{self, OrigDst};
@@ -45,6 +45,7 @@ struct Parts {
     tcp: TcpByDirection,
     /// Randomness for traffic splits.
     rng: fastrand::Rng,
+    detect: DetectMetrics,
 }
 
 /// The sockets the loop serves, bound by the caller, and how it learns where
@@ -133,6 +134,7 @@ impl EventLoop {
                 timers: Timers::default(),
                 tcp: TcpByDirection::new(&metrics),
                 rng: fastrand::Rng::new(),
+                detect: DetectMetrics::new(metrics.clone()),
                 cfg,
             },
             metrics,
@@ -262,8 +264,10 @@ impl EventLoop {
             timers: &mut parts.timers,
             cfg: &parts.cfg,
             direction,
+            tcp_src: parts.tcp.get(direction, Peer::Src),
             tcp_dst: parts.tcp.get(direction, Peer::Dst),
             rng: &mut parts.rng,
+            detect: &mut parts.detect,
             now,
         }
     }
@@ -469,6 +473,9 @@ impl EventLoop {
     }
 
     fn maintenance(&mut self, now: Instant) {
+        for (_, session) in self.sessions.iter_mut() {
+            session.trim();
+        }
         let idle = self.parts.cfg.discovery_idle_timeout;
         self.parts.dsts.evict_idle(now, idle);
         let ttl = self.parts.cfg.pool_idle_timeout;

@@ -31,6 +31,10 @@ pub struct Tracked<S> {
     writable: bool,
     /// The peer's FIN has been announced by an event.
     read_closed: bool,
+    /// Bytes read and written since [`Tracked::take_bytes`] last ran (for
+    /// `tcp_read_bytes_total` / `tcp_write_bytes_total`).
+    read_bytes: u64,
+    written_bytes: u64,
 }
 
 /// What an event said about a socket.
@@ -64,7 +68,18 @@ impl<S> Tracked<S> {
             readable,
             writable,
             read_closed: false,
+            read_bytes: 0,
+            written_bytes: 0,
         }
+    }
+
+    /// Bytes read and written since the last call.
+    #[inline]
+    pub fn take_bytes(&mut self) -> (u64, u64) {
+        let counts = (self.read_bytes, self.written_bytes);
+        self.read_bytes = 0;
+        self.written_bytes = 0;
+        counts
     }
 
     pub fn get_ref(&self) -> &S {
@@ -88,7 +103,12 @@ impl<S> Tracked<S> {
 
     fn wrote(&mut self, asked: usize, r: io::Result<usize>) -> io::Result<usize> {
         match &r {
-            Ok(n) if *n < asked => self.writable = false,
+            Ok(n) => {
+                self.written_bytes += *n as u64;
+                if *n < asked {
+                    self.writable = false;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
             _ => {}
         }
@@ -107,7 +127,12 @@ impl<S: Read> Read for Tracked<S> {
         }
         let r = self.io.read(buf);
         match &r {
-            Ok(n) if *n > 0 && *n < buf.len() && !self.read_closed => self.readable = false,
+            Ok(n) => {
+                self.read_bytes += *n as u64;
+                if *n > 0 && *n < buf.len() && !self.read_closed {
+                    self.readable = false;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
             _ => {}
         }

@@ -32,9 +32,13 @@ pub enum SessionTimer {
     Body,
     /// A request waits for an endpoint to come back into rotation.
     Reconnect,
+    /// Detection: the client has been silent for the quiet period.
+    Quiet,
+    /// Detection ran out of time.
+    Detect,
 }
 
-const KINDS: [SessionTimer; 7] = [
+const KINDS: [SessionTimer; 9] = [
     SessionTimer::Failfast,
     SessionTimer::Connect,
     SessionTimer::Route,
@@ -42,6 +46,8 @@ const KINDS: [SessionTimer; 7] = [
     SessionTimer::Head,
     SessionTimer::Body,
     SessionTimer::Reconnect,
+    SessionTimer::Quiet,
+    SessionTimer::Detect,
 ];
 
 /// What a deadline is for.

@@ -157,6 +157,7 @@ impl Session {
         };
         let done = exchange.finish(&mut cl, ctx);
         self.ex = None;
+        ctx.tcp_src.bytes(self.client.take_bytes());
         self.spare_head = done.spare_head;
         self.resp.reset();
         if let Some((stream, sock, buf)) = done.tunnel {
@@ -219,7 +220,7 @@ fn ip_target(host: &str, port: u16, orig_dst: Option<SocketAddr>) -> Option<Sock
 
 /// `addr` as a destination key, written into `buf` (no allocation; the
 /// longest socket address is 47 bytes).
-fn fixed_key(addr: SocketAddr, buf: &mut [u8; 64]) -> &str {
+pub(super) fn fixed_key(addr: SocketAddr, buf: &mut [u8; 64]) -> &str {
     use std::io::Write;
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     let _ = write!(cursor, "{addr}");
@@ -252,7 +253,7 @@ pub(super) fn has_body(head: &RequestHead) -> bool {
 /// Built by hand into a buffer on the stack (a heap string for names longer
 /// than any DNS name): this runs for every request, and `format!` plus two
 /// strings cost about a tenth of a request's instructions on the loop.
-struct DstKey {
+pub(super) struct DstKey {
     buf: [u8; DST_KEY_INLINE],
     len: usize,
     name_len: usize,

@@ -1,11 +1,15 @@
 //! One accepted client connection, a *session* (event-loop thread): its
 //! transport, read buffer and response pipe, its deadlines, and the stage it
-//! is in. Each stage has its file: the HTTP/1 phases in `http1.rs` (requests
+//! is in. Each stage has its file: detection in `detect.rs` (what a
+//! redirected connection speaks), the HTTP/1 phases in `http1.rs` (requests
 //! one at a time, each an exchange of `proxy/exchange`), and the opaque stage
-//! in `opaque.rs` (bytes both ways as they are, after an upgrade or
-//! `CONNECT`).
+//! in `opaque.rs` (bytes both ways as they are: not HTTP, or after an upgrade
+//! or `CONNECT`).
 //!
 //! ```text
+//!  Accepted --> Detect --> Opaque (not HTTP/1; see detect.rs)
+//!     |            | HTTP/1
+//!     v            v
 //!  ReadHead --head--> (destination not ready) Parked --ready/timeout--+
 //!     ^                      |                                      |
 //!     |                      +------ ready --> Exchanging <---------+
@@ -21,6 +25,7 @@
 //! drain (that is the backpressure). Each request resolves its route once and
 //! keeps that router (`Rc<Router>`) to the end, whatever swaps happen meanwhile.
 
+mod detect;
 mod http1;
 mod opaque;
 
@@ -43,6 +48,11 @@ use opaque::{Tunnel, TunnelStep};
 
 /// Where a session is in its life.
 enum Stage {
+    /// Just accepted: the first step picks the stage (`detect.rs`).
+    Accepted,
+    /// Reading the first bytes to tell the protocol; with a connection to
+    /// the target once the client was silent for the quiet period.
+    Detect(Option<Box<Tunnel>>),
     /// HTTP/1: waiting for (the rest of) a request head.
     ReadHead,
     /// HTTP/1: waiting for discovery answers from this destination (or split
@@ -52,8 +62,8 @@ enum Stage {
     Exchanging,
     /// Flush what is queued for the client, then close.
     Closing,
-    /// Bytes flow both ways as they are (after `101 Switching Protocols` or
-    /// a `CONNECT` 2xx).
+    /// Bytes flow both ways as they are (not HTTP, or after `101 Switching
+    /// Protocols` or a `CONNECT` 2xx).
     Opaque(Box<Tunnel>),
 }
 
@@ -105,7 +115,7 @@ impl Session {
             inbuf: Buffer::new(cfg.buffer_limit.max(cfg.limits.max_head_bytes + 1)),
             resp: Pipe::default(),
             empty: Buffer::new(0),
-            stage: Stage::ReadHead,
+            stage: Stage::Accepted,
             id,
             deadlines: Deadlines::default(),
             parked: None,
@@ -135,8 +145,10 @@ impl Session {
                 if self.ex.as_mut().is_some_and(|ex| ex.upstream_ready(r)) {
                     return;
                 }
-                if let Stage::Opaque(t) = &mut self.stage {
-                    t.up.ready(r);
+                match &mut self.stage {
+                    Stage::Opaque(t) => t.up.ready(r),
+                    Stage::Detect(Some(t)) => t.up.ready(r),
+                    _ => {}
                 }
             }
         }
@@ -145,9 +157,24 @@ impl Session {
     /// Sockets this session holds besides the client's (for cleanup).
     pub fn release(mut self, ctx: &mut Ctx<'_>) {
         self.abandon_exchange(ctx);
-        if let Stage::Opaque(t) = &self.stage {
-            ctx.socks.remove(t.sock);
-            ctx.tcp_dst.close();
+        ctx.tcp_src.bytes(self.client.take_bytes());
+        match std::mem::replace(&mut self.stage, Stage::Closing) {
+            Stage::Opaque(t) | Stage::Detect(Some(t)) => t.close(ctx),
+            _ => {}
+        }
+    }
+
+    /// Housekeeping: an idle connection gives back its empty read buffers.
+    pub fn trim(&mut self) {
+        match &mut self.stage {
+            Stage::Opaque(t) => {
+                self.inbuf.shrink_if_empty();
+                t.trim();
+            }
+            Stage::ReadHead if self.ex.is_none() && !self.resp.is_active() => {
+                self.inbuf.shrink_if_empty();
+            }
+            _ => {}
         }
     }
 
@@ -169,7 +196,21 @@ impl Session {
         }
         for kind in due {
             log::trace!("deadline {kind:?} is due");
+            if matches!(self.stage, Stage::Detect(_)) {
+                if self.detect_timer(kind, ctx).is_err() {
+                    return Step::Close;
+                }
+                continue;
+            }
             match (&self.stage, kind) {
+                (Stage::Opaque(t), SessionTimer::Connect) if !t.is_connected() => {
+                    log::info!("opaque connection: connect timed out");
+                    return Step::Close;
+                }
+                (Stage::Opaque(_), SessionTimer::Idle) => {
+                    log::debug!("closing an idle opaque connection");
+                    return Step::Close;
+                }
                 (Stage::Parked(waited), SessionTimer::Failfast) => {
                     log::info!("{waited}: no discovery answer in time; failing the request");
                     let waited = waited.clone();
@@ -235,6 +276,16 @@ impl Session {
             }
 
             match self.stage {
+                Stage::Accepted => {
+                    if self.first_stage(ctx).is_err() {
+                        return Step::Close;
+                    }
+                    progress = true;
+                }
+                Stage::Detect(_) => match self.detect_step(ctx) {
+                    Ok(p) => progress |= p,
+                    Err(()) => return Step::Close,
+                },
                 Stage::ReadHead if !self.resp.is_active() => {
                     if self.draining && self.inbuf.is_empty() {
                         return Step::Close;
@@ -252,8 +303,14 @@ impl Session {
                     progress |= self.exchange(ctx, |ex, cl, ctx| ex.step(cl, ctx));
                 }
                 Stage::Opaque(ref mut t) => {
-                    match t.step(&mut self.client, &mut self.inbuf, self.client_eof) {
-                        TunnelStep::Progress(p) => progress |= p,
+                    match t.step(&mut self.client, &mut self.inbuf, self.client_eof, ctx) {
+                        TunnelStep::Progress(true) => {
+                            progress = true;
+                            if let Some(idle) = ctx.cfg.detect.opaque_idle_timeout {
+                                self.set_deadline(SessionTimer::Idle, idle, ctx);
+                            }
+                        }
+                        TunnelStep::Progress(false) => {}
                         TunnelStep::Done => return Step::Close,
                     }
                 }
@@ -310,7 +367,7 @@ impl Session {
             return false;
         }
         match &self.stage {
-            Stage::ReadHead | Stage::Opaque(_) => true,
+            Stage::ReadHead | Stage::Opaque(_) | Stage::Detect(_) => true,
             Stage::Exchanging => self.ex.as_ref().is_some_and(|ex| !ex.body_read()),
             _ => false,
         }
@@ -324,7 +381,8 @@ impl Session {
             Stage::Parked(_) => false,
             // Half-close after a complete request still gets its response.
             Stage::Exchanging => self.ex.as_ref().is_some_and(|ex| ex.body_read()),
-            Stage::Closing | Stage::Opaque(_) => true,
+            // Detection decides on what it has; a tunnel passes it on.
+            Stage::Accepted | Stage::Detect(_) | Stage::Closing | Stage::Opaque(_) => true,
         }
     }
 
@@ -332,8 +390,10 @@ impl Session {
     /// its request and then closes.
     pub fn start_draining(&mut self) -> bool {
         self.draining = true;
-        let idle = matches!(self.stage, Stage::ReadHead)
-            && self.inbuf.is_empty()
+        let idle = matches!(
+            self.stage,
+            Stage::ReadHead | Stage::Accepted | Stage::Detect(None)
+        ) && self.inbuf.is_empty()
             && !self.resp.is_active();
         if !idle {
             if let Some(ex) = self.ex.as_mut() {
@@ -397,6 +457,15 @@ impl Session {
             },
         };
         (&mut self.ex, cl)
+    }
+
+    /// The session's deadlines with what arming them takes.
+    fn session_deadlines(&mut self) -> SessionDeadlines<'_> {
+        SessionDeadlines {
+            deadlines: &mut self.deadlines,
+            key: self.key,
+            id: self.id,
+        }
     }
 
     /// Sets a deadline `after` from now, pushing a heap entry only when no

@@ -1,22 +1,38 @@
 //! The opaque stage of a session (event-loop thread): a byte tunnel between
-//! the client and an upstream, today after `101 Switching Protocols`
-//! (WebSocket and other upgrades) or a `CONNECT` 2xx.
+//! the client and an upstream. It carries connections detection found not to
+//! be HTTP (or that skip detection: opaque ports and profiles), and HTTP/1
+//! connections after `101 Switching Protocols` or a `CONNECT` 2xx.
 //!
-//! Bytes are copied both ways until each side has sent EOF, which is passed on
-//! as a write shutdown (so half-closes work); then the session closes. The
-//! client's read buffer is `Session::inbuf` (whatever followed the upgrade
-//! request is already tunnel data); the upstream's is kept here.
+//! Bytes are copied both ways until each side has sent EOF, which is passed
+//! on as a write shutdown (so half-closes work); then the session closes. A
+//! side is read only while the buffer toward the other side has room, which
+//! is the backpressure. The client's read buffer is `Session::inbuf`
+//! (whatever detection or the upgrade request left there goes first); the
+//! upstream's is kept here.
+//!
+//! A tunnel the session opened itself starts with a non-blocking connect
+//! ([`Tunnel::connect`]); until it finishes nothing is written upstream, and
+//! a failed connect ends the session. During detection's quiet period a
+//! tunnel also serves as a *probe*: the session reads only the server's side
+//! ([`Tunnel::listen`]) to learn whether it speaks first.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 
 use crate::proxy::buffer::{Buffer, Filled};
-use crate::proxy::transport::Transport;
+use crate::proxy::ctx::{Ctx, DialError, Owner, Role};
+use crate::proxy::timers::{SessionDeadlines, SessionTimer};
+use crate::proxy::transport::{Connect, Transport};
 
 pub(super) struct Tunnel {
     pub(super) up: Transport,
     pub(super) sock: usize,
+    addr: Option<SocketAddr>,
     up_buf: Buffer,
     up_eof: bool,
+    /// The connect has finished (always, for a tunnel taken over from an
+    /// exchange).
+    connected: bool,
     /// EOF passed on to the upstream / the client.
     shut_up: bool,
     shut_client: bool,
@@ -31,14 +47,122 @@ pub(super) enum TunnelStep {
 }
 
 impl Tunnel {
+    /// A tunnel over an upstream connection an exchange already holds.
     pub(super) fn new(up: Transport, sock: usize, up_buf: Buffer) -> Tunnel {
         Tunnel {
             up,
             sock,
+            addr: None,
             up_buf,
             up_eof: false,
+            connected: true,
             shut_up: false,
             shut_client: false,
+        }
+    }
+
+    /// Starts connecting to `addr` for session `session`, with the
+    /// direction's connect timeout as a session deadline. `Err` when the
+    /// connect failed at once.
+    pub(super) fn connect(
+        addr: SocketAddr,
+        session: usize,
+        deadlines: &mut SessionDeadlines<'_>,
+        ctx: &mut Ctx<'_>,
+    ) -> io::Result<Tunnel> {
+        let owner = Owner::Conn {
+            session,
+            role: Role::Upstream,
+        };
+        let (up, sock) = ctx.dial(addr, owner).map_err(|e| match e {
+            DialError::Connect(e) | DialError::Register(e) => e,
+        })?;
+        let timeout = ctx.cfg.connect_timeout;
+        deadlines.set(SessionTimer::Connect, timeout, ctx.now, ctx.timers);
+        Ok(Tunnel {
+            up,
+            sock,
+            addr: Some(addr),
+            up_buf: Buffer::new(ctx.cfg.buffer_limit),
+            up_eof: false,
+            connected: false,
+            shut_up: false,
+            shut_client: false,
+        })
+    }
+
+    pub(super) fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Whether the upstream has said anything (a byte or EOF) yet.
+    pub(super) fn server_spoke(&self) -> bool {
+        !self.up_buf.is_empty() || self.up_eof
+    }
+
+    /// Releases the upstream buffer's memory while it is empty (the loop's
+    /// housekeeping calls this, so an idle tunnel, a database pool's say,
+    /// keeps no buffer).
+    pub(super) fn trim(&mut self) {
+        self.up_buf.shrink_if_empty();
+    }
+
+    /// Gives the socket back to the loop (the session is closing or the
+    /// probe is dropped), counting its bytes and its close.
+    pub(super) fn close(mut self, ctx: &mut Ctx<'_>) {
+        ctx.tcp_dst.bytes(self.up.take_bytes());
+        ctx.socks.remove(self.sock);
+        ctx.tcp_dst.close();
+    }
+
+    /// Finishes a pending connect. `Err` when it failed.
+    fn finish_connect(&mut self, ctx: &Ctx<'_>) -> Result<bool, ()> {
+        if self.connected {
+            return Ok(false);
+        }
+        if !self.up.is_writable() {
+            return Ok(false);
+        }
+        match self.up.connect_status() {
+            Connect::Pending => Ok(false),
+            Connect::Done => {
+                self.up.connected(ctx.cfg.connect_keepalive);
+                self.connected = true;
+                Ok(true)
+            }
+            Connect::Failed(e) => {
+                log::info!("opaque connection to {:?} failed: {e}", self.addr);
+                Err(())
+            }
+        }
+    }
+
+    /// A probe's step: finish the connect and read what the server sends,
+    /// without relaying anything yet. `Err` when the connect or the read
+    /// failed.
+    pub(super) fn listen(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
+        let mut progress = self.finish_connect(ctx)?;
+        if self.connected {
+            progress |= self.read_up()?;
+        }
+        Ok(progress)
+    }
+
+    fn read_up(&mut self) -> Result<bool, ()> {
+        if self.up_eof || self.up_buf.is_full() {
+            return Ok(false);
+        }
+        match self.up_buf.fill_from(&mut self.up) {
+            Ok(Filled::Some(_)) => Ok(true),
+            Ok(Filled::Nothing) => Ok(false),
+            Ok(Filled::Eof) => {
+                self.up_eof = true;
+                Ok(true)
+            }
+            Err(e) => {
+                log::debug!("opaque upstream read failed: {e}");
+                Err(())
+            }
         }
     }
 
@@ -49,12 +173,22 @@ impl Tunnel {
         client: &mut Transport,
         client_buf: &mut Buffer,
         client_eof: bool,
+        ctx: &mut Ctx<'_>,
     ) -> TunnelStep {
-        let mut progress = false;
+        let mut progress = match self.finish_connect(ctx) {
+            Ok(p) => p,
+            Err(()) => return TunnelStep::Done,
+        };
+        if !self.connected {
+            return TunnelStep::Progress(progress);
+        }
         // Client to upstream.
         match drain(client_buf, &mut self.up) {
             Ok(p) => progress |= p,
-            Err(_) => return TunnelStep::Done,
+            Err(e) => {
+                log::debug!("opaque upstream write failed: {e}");
+                return TunnelStep::Done;
+            }
         }
         if client_eof && client_buf.is_empty() && !self.shut_up {
             let _ = self.up.shutdown_write();
@@ -62,20 +196,16 @@ impl Tunnel {
             progress = true;
         }
         // Upstream to client.
-        if !self.up_eof && !self.up_buf.is_full() {
-            match self.up_buf.fill_from(&mut self.up) {
-                Ok(Filled::Some(_)) => progress = true,
-                Ok(Filled::Nothing) => {}
-                Ok(Filled::Eof) => {
-                    self.up_eof = true;
-                    progress = true;
-                }
-                Err(_) => return TunnelStep::Done,
-            }
+        match self.read_up() {
+            Ok(p) => progress |= p,
+            Err(()) => return TunnelStep::Done,
         }
         match drain(&mut self.up_buf, client) {
             Ok(p) => progress |= p,
-            Err(_) => return TunnelStep::Done,
+            Err(e) => {
+                log::debug!("opaque client write failed: {e}");
+                return TunnelStep::Done;
+            }
         }
         if self.up_eof && self.up_buf.is_empty() && !self.shut_client {
             let _ = client.shutdown_write();
@@ -84,6 +214,10 @@ impl Tunnel {
         }
         if self.shut_up && self.shut_client {
             return TunnelStep::Done;
+        }
+        if progress {
+            ctx.tcp_dst.bytes(self.up.take_bytes());
+            ctx.tcp_src.bytes(client.take_bytes());
         }
         TunnelStep::Progress(progress)
     }

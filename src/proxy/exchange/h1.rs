@@ -7,19 +7,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mio::net::TcpStream;
-use mio::Interest;
-
 use super::{ClientSide, ExNext, Exchange, Resp, UpstreamError};
 use crate::conn_failure::ConnFailure;
 use crate::http1::{self, AfterResponse, BodyDecoder, BodyFraming};
 use crate::profile::{self, Classification};
 use crate::proxy::buffer::{Buffer, Filled};
-use crate::proxy::ctx::{Ctx, Owner, Role};
+use crate::proxy::ctx::{Ctx, DialError, Owner, Role};
 use crate::proxy::pipe::PipeError;
 use crate::proxy::pool::{IdleConn, UpstreamKey};
 use crate::proxy::timers::SessionTimer;
-use crate::proxy::token;
 use crate::proxy::transport::{Connect, Transport};
 
 /// A connect near the end of the fail-fast window still gets this long.
@@ -71,26 +67,19 @@ impl Exchange {
             });
             return Ok(());
         }
-        let mut stream = match TcpStream::connect(addr) {
-            Ok(stream) => stream,
-            Err(e) => {
+        let (stream, sock) = match ctx.dial(addr, owner) {
+            Ok(dialed) => dialed,
+            Err(DialError::Connect(e)) => {
                 log::debug!("connect to {addr} failed: {e}");
                 return Err(self.conn_failed_at_once(addr, ConnFailure::of_connect(&e), ctx));
             }
+            Err(DialError::Register(e)) => {
+                log::warn!("cannot register upstream socket: {e}");
+                return Err(self.conn_failed_at_once(addr, ConnFailure::ConnectError, ctx));
+            }
         };
-        let sock = ctx.socks.insert(owner);
-        if let Err(e) = ctx.registry.register(
-            &mut stream,
-            token::socket(sock),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::warn!("cannot register upstream socket: {e}");
-            ctx.socks.remove(sock);
-            return Err(self.conn_failed_at_once(addr, ConnFailure::ConnectError, ctx));
-        }
-        ctx.tcp_dst.open();
         self.upstream = Some(Upstream {
-            stream: Transport::connecting(stream),
+            stream,
             sock,
             addr,
             key,
@@ -320,7 +309,8 @@ impl Exchange {
 }
 
 /// Back to the pool, under the key it was made for.
-pub(super) fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
+pub(super) fn pool_upstream(mut up: Upstream, ctx: &mut Ctx<'_>) {
+    ctx.tcp_dst.bytes(up.stream.take_bytes());
     let idle = IdleConn {
         stream: up.stream,
         direction: ctx.direction,
@@ -337,7 +327,8 @@ pub(super) fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
     }
 }
 
-pub(super) fn drop_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
+pub(super) fn drop_upstream(mut up: Upstream, ctx: &mut Ctx<'_>) {
+    ctx.tcp_dst.bytes(up.stream.take_bytes());
     ctx.socks.remove(up.sock);
     ctx.tcp_dst.close();
 }

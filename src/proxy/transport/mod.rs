@@ -78,6 +78,14 @@ impl Transport {
         }
     }
 
+    /// Bytes read and written on the socket since the last call.
+    #[inline]
+    pub fn take_bytes(&mut self) -> (u64, u64) {
+        match self {
+            Transport::Plain(t) => t.take_bytes(),
+        }
+    }
+
     /// Half-close: no more bytes will be written.
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {

@@ -1,0 +1,257 @@
+//! The first stage of a session (event-loop thread): what the connection
+//! speaks, and so which stage carries it.
+//!
+//! ```text
+//!  Accepted --not redirected (outbound)-----------------------------> ReadHead
+//!     |-------opaque port (inbound) / opaque profile (outbound)-----> Opaque
+//!     +--> Detect: bytes read into `inbuf`, `crate::detect::classify`
+//!            HTTP/1 request line ------------------------------------> ReadHead
+//!            anything else (H2 preface and TLS too, for now) --------> Opaque
+//!            client silent for the quiet period: connect the target
+//!              (a probe), read only its side; it speaks first ------> Opaque
+//!            detect timeout, EOF, or a full buffer: `on_timeout` ----> either
+//! ```
+//!
+//! The probe is what lets server-speaks-first protocols (SMTP, MySQL, ...)
+//! work on any port with no configuration and a delay of only the quiet
+//! period: Linkerd waits for the detect timeout (10 s) there. A client that
+//! speaks after all is detected as usual; if it turns out to be HTTP/1, the
+//! probe is closed (HTTP routes by its own target) without a byte sent on it.
+//!
+//! Detection reads into the session's own buffer, so the next stage parses
+//! or forwards the same bytes: nothing is peeked or replayed.
+
+use std::net::SocketAddr;
+
+use super::http1::{fixed_key, DstKey};
+use super::opaque::Tunnel;
+use super::{Session, Stage};
+use crate::balance::Pick;
+use crate::detect::{self, Detected};
+use crate::endpoints::ProtocolHint;
+use crate::metrics::Direction;
+use crate::proxy::ctx::Ctx;
+use crate::proxy::timers::SessionTimer;
+
+impl Session {
+    /// The stage a new connection starts in.
+    pub(super) fn first_stage(&mut self, ctx: &mut Ctx<'_>) -> Result<(), ()> {
+        let Some(orig) = self.orig_dst else {
+            // Sent to the outbound listener on purpose: HTTP/1 (an explicit
+            // proxy), as it always was.
+            self.stage = Stage::ReadHead;
+            return Ok(());
+        };
+        let opaque = match self.direction {
+            Direction::Inbound => ctx
+                .cfg
+                .detect
+                .inbound_opaque_ports
+                .contains(orig.port())
+                .then_some("opaque_port"),
+            Direction::Outbound => profile_says_opaque(orig, ctx).then_some("opaque_profile"),
+        };
+        if let Some(reason) = opaque {
+            return self.go_opaque("opaque", reason, ctx);
+        }
+        let timeout = match self.direction {
+            Direction::Inbound => ctx.cfg.detect.inbound_timeout,
+            Direction::Outbound => ctx.cfg.detect.outbound_timeout,
+        };
+        self.stage = Stage::Detect(None);
+        self.set_deadline(SessionTimer::Detect, timeout, ctx);
+        self.set_deadline(SessionTimer::Quiet, ctx.cfg.detect.quiet_timeout, ctx);
+        Ok(())
+    }
+
+    /// One detection step: the probe's side, then the client's bytes.
+    /// `Err` means close the session.
+    pub(super) fn detect_step(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
+        let mut progress = false;
+        if let Stage::Detect(Some(probe)) = &mut self.stage {
+            match probe.listen(ctx) {
+                Ok(p) => progress |= p,
+                Err(()) => {
+                    // The target is not there (yet); the client may still
+                    // speak, and then be carried as it says.
+                    self.drop_probe(ctx);
+                    progress = true;
+                }
+            }
+        }
+        if let Stage::Detect(Some(probe)) = &self.stage {
+            if probe.server_spoke() {
+                self.go_opaque("opaque", "quiet_server_first", ctx)?;
+                return Ok(true);
+            }
+        }
+        let bytes = self.inbuf.bytes();
+        let settle = self.client_eof || self.inbuf.is_full();
+        let found = if settle {
+            detect::on_timeout(bytes)
+        } else {
+            detect::classify(bytes)
+        };
+        let reason = if self.client_eof { "eof" } else { "detected" };
+        match found {
+            Detected::NeedMore => Ok(progress),
+            Detected::Http1 => {
+                self.go_http1(reason, ctx);
+                Ok(true)
+            }
+            _ if self.inbuf.is_empty() && !matches!(self.stage, Stage::Detect(Some(_))) => {
+                // Connected and closed without a byte either way.
+                ctx.detect.count(self.direction, "none", "eof");
+                Err(())
+            }
+            d => {
+                self.go_opaque(d.as_str(), reason, ctx)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A detection deadline is due. `Err` means close the session.
+    pub(super) fn detect_timer(&mut self, kind: SessionTimer, ctx: &mut Ctx<'_>) -> Result<(), ()> {
+        match kind {
+            SessionTimer::Quiet if self.inbuf.is_empty() => {
+                let Some(target) = self.opaque_target(ctx) else {
+                    return Ok(());
+                };
+                let (key, mut deadlines) = (self.key, self.session_deadlines());
+                match Tunnel::connect(target, key, &mut deadlines, ctx) {
+                    Ok(probe) => {
+                        log::debug!(
+                            "client silent: probing {target} for a server that speaks first"
+                        );
+                        self.stage = Stage::Detect(Some(Box::new(probe)));
+                    }
+                    Err(e) => log::debug!("cannot probe {target}: {e}"),
+                }
+                Ok(())
+            }
+            SessionTimer::Detect => match detect::on_timeout(self.inbuf.bytes()) {
+                Detected::Http1 => {
+                    self.go_http1("timeout", ctx);
+                    Ok(())
+                }
+                d => self.go_opaque(d.as_str(), "timeout", ctx),
+            },
+            SessionTimer::Connect => {
+                // The probe's connect took too long: detection goes on.
+                if matches!(&self.stage, Stage::Detect(Some(p)) if !p.is_connected()) {
+                    log::debug!("probe connect timed out");
+                    self.drop_probe(ctx);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn go_http1(&mut self, reason: &'static str, ctx: &mut Ctx<'_>) {
+        ctx.detect.count(self.direction, "http1", reason);
+        self.drop_probe(ctx);
+        self.end_detection();
+        self.stage = Stage::ReadHead;
+    }
+
+    /// Carries the connection as opaque TCP from here: over the probe when
+    /// there is one, else over a new connection to the target.
+    fn go_opaque(
+        &mut self,
+        protocol: &'static str,
+        reason: &'static str,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), ()> {
+        ctx.detect.count(self.direction, protocol, reason);
+        self.end_detection();
+        let tunnel = match std::mem::replace(&mut self.stage, Stage::Closing) {
+            Stage::Detect(Some(probe)) => probe,
+            _ => {
+                let Some(target) = self.opaque_target(ctx) else {
+                    log::debug!("an opaque connection with no target: closing it");
+                    return Err(());
+                };
+                let (key, mut deadlines) = (self.key, self.session_deadlines());
+                match Tunnel::connect(target, key, &mut deadlines, ctx) {
+                    Ok(t) => Box::new(t),
+                    Err(e) => {
+                        log::info!("opaque connection to {target} failed: {e}");
+                        return Err(());
+                    }
+                }
+            }
+        };
+        log::trace!("opaque ({protocol}, {reason})");
+        self.stage = Stage::Opaque(tunnel);
+        if let Some(idle) = ctx.cfg.detect.opaque_idle_timeout {
+            self.set_deadline(SessionTimer::Idle, idle, ctx);
+        }
+        Ok(())
+    }
+
+    fn end_detection(&mut self) {
+        self.clear_deadline(SessionTimer::Quiet);
+        self.clear_deadline(SessionTimer::Detect);
+    }
+
+    fn drop_probe(&mut self, ctx: &mut Ctx<'_>) {
+        if let Stage::Detect(probe) = &mut self.stage {
+            if let Some(p) = probe.take() {
+                p.close(ctx);
+            }
+        }
+        self.clear_deadline(SessionTimer::Connect);
+    }
+
+    /// Where an opaque connection goes: the original destination; outbound,
+    /// when the profile of that address names a service whose endpoints are
+    /// known, one of them, picked by the balancer (else the original
+    /// destination, a service address the kernel balances).
+    fn opaque_target(&mut self, ctx: &mut Ctx<'_>) -> Option<SocketAddr> {
+        let orig = self.orig_dst?;
+        if self.direction == Direction::Inbound {
+            return Some(orig);
+        }
+        let mut text = [0u8; 64];
+        let key = fixed_key(orig, &mut text);
+        let name = match ctx.dsts.get_or_start_fixed(key, orig, ctx.now) {
+            Ok(d) => d
+                .router
+                .as_ref()
+                .and_then(|r| r.profile.fully_qualified_name.clone()),
+            Err(_) => None,
+        };
+        let Some(name) = name else {
+            return Some(orig);
+        };
+        let dst = DstKey::new(&name, orig.port());
+        match ctx
+            .dsts
+            .get_or_start(dst.key(), dst.name(), orig.port(), ctx.now)
+        {
+            Ok(d) => match d.pick_endpoint(ctx.now, &[]) {
+                Pick::Ready(addr) => Some(addr),
+                _ => Some(orig),
+            },
+            Err(_) => Some(orig),
+        }
+    }
+}
+
+/// The profile of `orig` (when it has been fetched) marks it opaque.
+fn profile_says_opaque(orig: SocketAddr, ctx: &mut Ctx<'_>) -> bool {
+    let mut text = [0u8; 64];
+    let key = fixed_key(orig, &mut text);
+    let Ok(d) = ctx.dsts.get_or_start_fixed(key, orig, ctx.now) else {
+        return false;
+    };
+    d.router.as_ref().is_some_and(|r| {
+        r.profile.opaque_protocol
+            || r.profile
+                .endpoint
+                .as_ref()
+                .is_some_and(|e| e.protocol_hint == ProtocolHint::Opaque)
+    })
+}
