@@ -269,6 +269,50 @@ mod tests {
         assert_eq!(classify(b"\r\n\r\n"), Detected::NeedMore);
     }
 
+    /// Once a prefix decides, every longer input decides the same way, and
+    /// a timeout never contradicts a decision: detection may stop reading at
+    /// the first answer without changing it.
+    #[test]
+    fn an_answer_never_changes_as_bytes_arrive() {
+        let seeds: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            H2_PREFACE,
+            &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x03, 0x03],
+            b"\r\nPOST /x HTTP/1.0\n",
+            b"*1\r\n$4\r\nPING\r\n",
+            b"PRI * HTTP/1.1\r\n",
+        ];
+        let mut rng = fastrand::Rng::with_seed(12);
+        for round in 0..20_000 {
+            let mut input = seeds[round % seeds.len()].to_vec();
+            for _ in 0..rng.usize(0..3) {
+                let i = rng.usize(0..input.len());
+                match rng.u8(0..3) {
+                    0 => input[i] = rng.u8(..),
+                    1 => input.insert(i, b" \r\n/H1.P"[rng.usize(0..8)]),
+                    _ => {
+                        input.remove(i);
+                    }
+                }
+                if input.is_empty() {
+                    input.push(b'G');
+                }
+            }
+            let mut decided = None;
+            for n in 0..=input.len() {
+                let d = classify(&input[..n]);
+                match decided {
+                    None if d != Detected::NeedMore => decided = Some(d),
+                    None => {}
+                    Some(first) => assert_eq!(d, first, "{:?} at {n}", input),
+                }
+                if let Some(first) = decided {
+                    assert_eq!(on_timeout(&input[..n]), first, "{:?} at {n}", input);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_timeout_settles_partial_requests_as_http1_and_the_rest_as_opaque() {
         assert_eq!(on_timeout(b"GET /very-long-pa"), Detected::Http1);

@@ -10,6 +10,7 @@
 //!                                                                    v
 //!  [event-loop] thread: mio Poll over listeners, sockets, waker, timers
 //!     destination table: name:port -> Rc<Router>, Arc<EndpointSet>, waiters
+//!     accept -> original destination -> detect -> HTTP/1 | opaque tunnel
 //!     HTTP/1.1 head -> target -> route -> endpoint -> upstream pool
 //!     admin endpoints: /metrics /ready /live
 //! ```
@@ -22,7 +23,8 @@
 //!
 //! Module map: `config` (environment), `discovery` (threads, conversion,
 //! backoff), `updates` (snapshot channels), `profile`/`router`/`endpoints`
-//! (domain types, pure), `http1` (sans-IO HTTP/1.1), `proxy` (event loop),
+//! (domain types, pure), `detect` (what first bytes say, pure), `ports` and
+//! `networks` (port and CIDR sets), `http1` (sans-IO HTTP/1.1), `proxy` (event loop),
 //! `metrics`, `controller` (embedded Destination server), `app` (wiring),
 //! `devtools` (backends and a client for the demo and tests), `demo`.
 

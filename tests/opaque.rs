@@ -382,3 +382,35 @@ fn a_profile_that_marks_the_target_opaque_skips_detection() {
     });
     assert!(detected(&app, "opaque", "opaque_profile") >= 1.0);
 }
+
+#[test]
+fn an_opaque_connection_to_a_service_address_is_balanced_over_its_endpoints() {
+    let ctl = MockController::start();
+    let server = TcpServer::start(echo);
+    // The original destination is a service address with nothing behind it
+    // (as a ClusterIP is, to spoke): its profile names the service, whose
+    // endpoint is the echo server.
+    let service_ip = dead_port();
+    let name = "echo.default.svc.cluster.local";
+    let mut p = profile(vec![]);
+    p.fully_qualified_name = name.to_string();
+    ctl.profile(&service_ip.to_string(), &p);
+    ctl.endpoints(&format!("{name}:{}", service_ip.port()), &[server.addr]);
+    let env = config(ctl.addr()).set(config::PROFILE_NETWORKS, "127.0.0.0/8");
+    let app = proxy_to(service_ip, env);
+
+    // Until both answers are in, connections go to the service address
+    // itself and are refused; then they reach the endpoint.
+    eventually(
+        "an opaque connection reaches the service's endpoint",
+        || {
+            let mut s = connect(&app);
+            if s.write_all(b"\x00ping").is_err() || s.shutdown(Shutdown::Write).is_err() {
+                return false;
+            }
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            got == b"\x00ping"
+        },
+    );
+}
