@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh: helpers that bench/run.sh and bench/opaque.sh share (sourced, not run).
 #
 # Owns: the log format, the Debian install of missing tools (with service starts refused),

@@ -277,7 +277,8 @@ record "{\"kind\":\"opaque-meta\",\"busy_before_pct\":$BUSY,\"date\":\"$(date -u
 \"duration_s\":$DURATION,\"pp_conns\":$PP_CONNS,\"bulk_conns\":$BULK_CONNS,\
 \"quiet_samples\":$QUIET_SAMPLES,\"quiet_low\":\"$QUIET_LOW\",\"spoke_bin\":\"$SPOKE_BIN\",\
 \"nginx\":\"$(nginx -v 2>&1 | sed 's/.*\///')\",\"haproxy\":\"$(haproxy -v | awk 'NR==1{print $3}')\",\
-\"kernel\":\"$(uname -r)\",\"nproc\":$(nproc)}"
+\"kernel\":\"$(uname -r)\",\"nproc\":$(nproc),\
+\"cpu\":\"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)\"}"
 
 start backend 0 "$TB" serve --sink "$SINK" --echo "$ECHO" --banner "$BANNER"
 BACKEND_PID=$STARTED

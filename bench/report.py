@@ -126,7 +126,8 @@ def render(recs):
     else:
         meta = next((r for r in recs if r.get("kind") == "opaque-meta"), {})
         out = ["# spoke benchmark: opaque TCP, %s\n" % meta.get("date", "?"),
-               "Machine: %s CPUs, kernel %s.\n" % (meta.get("nproc"), meta.get("kernel"))]
+               "Machine: %s CPUs, %s, kernel %s.\n"
+               % (meta.get("nproc"), meta.get("cpu", "?"), meta.get("kernel"))]
     out += report_opaque.render(recs)
     out.append("<details><summary>raw measurements</summary>\n\n```")
     out += [json.dumps(r) for r in recs]
