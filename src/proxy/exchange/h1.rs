@@ -94,7 +94,7 @@ impl Exchange {
         let give_up_in = self.give_up_at(ctx.cfg).saturating_duration_since(ctx.now);
         let timeout = ctx
             .cfg
-            .connect_timeout
+            .connect_timeout(ctx.direction)
             .min(give_up_in.max(MIN_CONNECT_WINDOW));
         cl.deadlines
             .set(SessionTimer::Connect, timeout, ctx.now, ctx.timers);
@@ -319,7 +319,7 @@ pub(super) fn pool_upstream(mut up: Upstream, ctx: &mut Ctx<'_>) {
         buf: up.inbuf,
     };
     match ctx.pool.put(&up.key, idle) {
-        Ok(bucket) => ctx.socks[up.sock] = Owner::Idle(bucket),
+        Ok(bucket) => ctx.socks[up.sock] = Owner::Idle(ctx.direction, bucket),
         Err(idle) => {
             ctx.socks.remove(idle.sock);
             ctx.tcp_dst.close();
