@@ -4,7 +4,9 @@
 //! spoke binary running there as the proxy uid, and an application in the
 //! pod. Outbound: the application connects to the peer's address by IP; the
 //! connection must go through spoke (its original destination read from the
-//! kernel) and reach the peer. Inbound: the peer connects to the
+//! kernel) and reach the peer, over HTTP and to a peer service that speaks
+//! first (a banner, carried as opaque TCP after the quiet period). Inbound:
+//! the peer connects to the
 //! application's address; PREROUTING sends it to spoke's inbound listener,
 //! which forwards it to that original destination. Both are counted.
 //!
@@ -23,6 +25,8 @@ const PROXY_UID: &str = "2102";
 const POD_IP: &str = "10.201.7.1";
 const PEER_IP: &str = "10.201.7.2";
 const PEER_PORT: u16 = 8080;
+/// A peer service that speaks first (a banner, as SMTP does), then echoes.
+const BANNER_PORT: u16 = 2525;
 /// The application's port in the pod.
 const APP_PORT: u16 = 9090;
 
@@ -198,6 +202,24 @@ fn traffic_both_ways_goes_through_spoke_in_a_pod_set_up_by_spoke_init() {
         .spawn()
         .expect("backend");
     lab.children.push(child);
+    let banner = format!(
+        "import socketserver\n\
+         class H(socketserver.BaseRequestHandler):\n\
+         \x20   def handle(self):\n\
+         \x20       self.request.sendall(b'220 peer ready\\r\\n')\n\
+         \x20       while True:\n\
+         \x20           b = self.request.recv(4096)\n\
+         \x20           if not b: break\n\
+         \x20           self.request.sendall(b)\n\
+         socketserver.TCPServer.allow_reuse_address = True\n\
+         socketserver.ThreadingTCPServer(('{PEER_IP}', {BANNER_PORT}), H).serve_forever()"
+    );
+    let child = Command::new("ip")
+        .args(["netns", "exec", &peer, "python3", "-c", &banner])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("banner server");
+    lab.children.push(child);
 
     // The application in the pod: says where its connection arrived and
     // what client identity it was told.
@@ -283,6 +305,27 @@ fn traffic_both_ways_goes_through_spoke_in_a_pod_set_up_by_spoke_init() {
     let body = http_get_as(&pod, &url, Some("10.201.7.99:8080")).expect("answer");
     assert_eq!(body, "peer saw /orig-dst");
 
+    // Opaque, server first: the application connects to a peer service
+    // that sends a banner before reading anything. spoke hears it after the
+    // quiet period, and carries the rest as bytes.
+    let smtp = format!(
+        "import socket,sys\n\
+         s = socket.create_connection(('{PEER_IP}', {BANNER_PORT}), timeout=5)\n\
+         b = b''\n\
+         while not b.endswith(b'\\n'): b += s.recv(100)\n\
+         s.sendall(b'QUIT\\r\\n')\n\
+         e = b''\n\
+         while len(e) < 6: e += s.recv(100)\n\
+         sys.stdout.write((b + e).decode())"
+    );
+    let body = eventually_some("the banner and the echo", || {
+        let out = py(&pod, &smtp);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(body, "220 peer ready\r\nQUIT\r\n");
+
     // Inbound: the peer connects to the application's address; the
     // application gets the connection on that address (the original
     // destination), through spoke, without the identity the peer claimed.
@@ -322,6 +365,14 @@ fn traffic_both_ways_goes_through_spoke_in_a_pod_set_up_by_spoke_init() {
     for (family, labels, value) in [
         ("request_total", &outbound, "2"),
         ("request_total", &inbound, "1"),
+        (
+            "spoke_detect_total",
+            &[
+                dir_is("outbound"),
+                "reason=\"quiet_server_first\"".to_string(),
+            ],
+            "1",
+        ),
         (
             "tcp_open_total",
             &[dir_is("inbound"), "peer=\"src\"".to_string()],
