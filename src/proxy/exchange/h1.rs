@@ -51,7 +51,7 @@ impl Exchange {
         };
         if let Some(IdleConn {
             stream, sock, buf, ..
-        }) = ctx.pool.take(&key)
+        }) = self.take_pooled(&key, ctx)
         {
             ctx.socks[sock] = owner;
             self.upstream = Some(Upstream {
@@ -99,6 +99,24 @@ impl Exchange {
         cl.deadlines
             .set(SessionTimer::Connect, timeout, ctx.now, ctx.timers);
         Ok(())
+    }
+
+    /// An idle connection made for `key`. A request that may not be sent
+    /// twice (not idempotent) first checks that its connection is still
+    /// open: a pooled connection whose upstream closed it a moment ago, with
+    /// the event not handled yet, would otherwise take the request and fail
+    /// it with 502, where an idempotent one is simply sent again. That check
+    /// is one `peek`, for those requests only.
+    fn take_pooled(&self, key: &UpstreamKey, ctx: &mut Ctx<'_>) -> Option<IdleConn> {
+        loop {
+            let idle = ctx.pool.take(key)?;
+            if self.idempotent || idle.stream.is_idle_and_open() {
+                return Some(idle);
+            }
+            log::debug!("{}: a pooled connection was closed; not using it", key.addr);
+            ctx.socks.remove(idle.sock);
+            ctx.tcp_dst.close();
+        }
     }
 
     /// A connect that failed before a socket was registered: the endpoint
