@@ -38,6 +38,11 @@ BACKENDS = 4
 # What a failure says when the proxy lost the upstream connection after sending the request.
 LOST_AFTER_SEND = ("connection reset before response", "connection closed before response")
 UNAVOIDABLE = "unavoidable: POST in flight on a backend killed with SIGKILL (not safe to repeat)"
+# A response whose head spoke had already passed on when its backend was killed: nothing can
+# resend a response that has begun (the backend writes its head and body apart, so a kill can
+# fall between them).
+UNAVOIDABLE_CUT = ("unavoidable: response cut mid-body by a backend SIGKILL "
+                   "(its head was already on its way to the client)")
 
 
 def log(msg):
@@ -583,6 +588,8 @@ def classify(f, crashes):
     if (f["method"] == "POST" and f["status"] == 502 and reason in LOST_AFTER_SEND
             and in_flight_at_crash):
         return UNAVOIDABLE
+    if in_flight_at_crash and (f["error"] or "").startswith("IncompleteRead"):
+        return UNAVOIDABLE_CUT
     what = f["error"] or "%s %s" % (f["status"], reason or "(no l5d-proxy-error)")
     where = " (in flight at a backend SIGKILL)" if in_flight_at_crash else ""
     return "avoidable: %s %s: %s%s" % (f["kind"], f["method"], what, where)
@@ -702,6 +709,13 @@ def cmd_selftest(_args):
                     crash).startswith("avoidable")
     assert classify(fail("POST", 99.9, 100.2, status=None, reason=None,
                          error="timeout: timed out"), crash).startswith("avoidable")
+    # A body cut by the kill after its head went out, for any method: unavoidable; the same
+    # cut with no kill around it: avoidable.
+    cut = "IncompleteRead: IncompleteRead(0 bytes read, 3 more expected)"
+    assert classify(fail("GET", 99.9, 100.2, status=None, reason=None, error=cut),
+                    crash) == UNAVOIDABLE_CUT
+    assert classify(fail("GET", 98.0, 98.2, status=None, reason=None, error=cut),
+                    crash).startswith("avoidable")
     assert metric_sum('a_total{kind="x"} 2\na_total{kind="y"} 3\nab 9\n', "a_total") == 5
     assert metric_sum('a_total{kind="x"} 2\na_total{kind="y"} 3\n', "a_total", kind="y") == 3
     print("soak.py selftest: ok")

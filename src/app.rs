@@ -26,7 +26,7 @@ use crate::discovery::control::{self, ControlConn, ControlThread};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::http1;
 use crate::metrics::{Direction, DiscoveryKind, MetricsError, ProxyMetrics, Registry};
-use crate::proxy::ctx::LoopConfig;
+use crate::proxy::ctx::{ByDirection, LoopConfig};
 use crate::proxy::destinations::Destinations;
 use crate::proxy::event_loop::{EventLoop, Sockets};
 use crate::proxy::orig_dst::{Kernel, OrigDst};
@@ -71,6 +71,7 @@ impl From<std::io::Error> for StartError {
 /// A running proxy.
 pub struct App {
     outbound_addr: SocketAddr,
+    inbound_addr: SocketAddr,
     admin_addr: SocketAddr,
     control_addr: String,
     event_loop: Option<JoinHandle<()>>,
@@ -132,11 +133,14 @@ impl App {
         );
         let outbound = TcpListener::bind(cfg.outbound_listen)
             .map_err(|e| StartError::Bind("outbound", cfg.outbound_listen, e))?;
+        let inbound = TcpListener::bind(cfg.inbound_listen)
+            .map_err(|e| StartError::Bind("inbound", cfg.inbound_listen, e))?;
         let admin = TcpListener::bind(cfg.admin_listen)
             .map_err(|e| StartError::Bind("admin", cfg.admin_listen, e))?;
         let outbound_addr = outbound.local_addr()?;
+        let inbound_addr = inbound.local_addr()?;
         let admin_addr = admin.local_addr()?;
-        let own = vec![outbound_addr, admin_addr, cfg.inbound_listen];
+        let own = vec![outbound_addr, admin_addr, inbound_addr];
 
         // Ready once the listeners are bound (they are, by now) and the
         // control plane answers: the embedded one has started; a remote one
@@ -151,6 +155,7 @@ impl App {
         };
         let loop_cfg = LoopConfig {
             connect_timeout: cfg.connect_timeout,
+            inbound_connect_timeout: cfg.inbound_connect_timeout,
             connect_keepalive: cfg.connect_keepalive,
             failfast_timeout: cfg.failfast_timeout,
             pool_idle_timeout: cfg.pool_idle_timeout,
@@ -167,19 +172,33 @@ impl App {
         let (started_tx, started) = mpsc::channel();
         let loop_metrics = metrics.clone();
         let loop_stop = stop.clone();
+        let inbound_ips = cfg.inbound_ips.clone();
         // The loop's state holds single-threaded routers (`Rc`), so it is
         // built on its own thread.
         let event_loop = std::thread::Builder::new()
             .name("event-loop".into())
             .spawn(move || {
-                let dsts = Destinations::new(discovery, loop_metrics.clone(), Direction::Outbound);
+                let dsts = ByDirection {
+                    inbound: Destinations::new(
+                        discovery.clone(),
+                        loop_metrics.clone(),
+                        Direction::Inbound,
+                    ),
+                    outbound: Destinations::new(
+                        discovery,
+                        loop_metrics.clone(),
+                        Direction::Outbound,
+                    ),
+                };
                 match EventLoop::new(
                     poll,
                     Sockets {
                         outbound,
+                        inbound,
                         admin,
                         own,
                         orig_dst,
+                        inbound_ips,
                     },
                     dsts,
                     loop_cfg,
@@ -209,9 +228,13 @@ impl App {
                 )));
             }
         }
-        log::info!("outbound proxy listening on {outbound_addr}; admin on {admin_addr}; control plane {control_addr}");
+        log::info!(
+            "outbound proxy listening on {outbound_addr}; inbound on {inbound_addr}; \
+             admin on {admin_addr}; control plane {control_addr}"
+        );
         Ok(App {
             outbound_addr,
+            inbound_addr,
             admin_addr,
             control_addr,
             event_loop: Some(event_loop),
@@ -226,6 +249,11 @@ impl App {
 
     pub fn outbound_addr(&self) -> SocketAddr {
         self.outbound_addr
+    }
+
+    /// The inbound listener's bound address.
+    pub fn inbound_addr(&self) -> SocketAddr {
+        self.inbound_addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -65,6 +65,8 @@ pub const DETECT_QUIET_TIMEOUT: &str = "SPOKE_DETECT_QUIET_TIMEOUT";
 pub const INBOUND_OPAQUE_PORTS: &str = "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
 pub const OPAQUE_IDLE_TIMEOUT: &str = "SPOKE_OPAQUE_IDLE_TIMEOUT";
 pub const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
+pub const INBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT";
+pub const INBOUND_IPS: &str = "LINKERD2_PROXY_INBOUND_IPS";
 pub const OUTBOUND_CONNECT_KEEPALIVE: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE";
 pub const BACKOFF_MIN: &str = "LINKERD2_PROXY_CONTROL_EXP_BACKOFF_MIN";
 pub const BACKOFF_MAX: &str = "LINKERD2_PROXY_CONTROL_EXP_BACKOFF_MAX";
@@ -179,6 +181,11 @@ pub struct Config {
     pub inbound_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub connect_timeout: Duration,
+    /// Connect timeout towards the local application (inbound).
+    pub inbound_connect_timeout: Duration,
+    /// When set, inbound connections are served only when their original
+    /// destination's IP is one of these (the pod's own addresses).
+    pub inbound_ips: Option<Vec<IpAddr>>,
     /// TCP keepalive on upstream connections: the idle time before the first
     /// probe and between probes. `None` (set to `0`) leaves keepalive off.
     pub connect_keepalive: Option<Duration>,
@@ -280,6 +287,8 @@ impl Config {
             inbound_listen: addr(env, INBOUND_LISTEN_ADDR, "0.0.0.0:4143")?,
             admin_listen: addr(env, ADMIN_LISTEN_ADDR, "127.0.0.1:4191")?,
             connect_timeout: positive(env, OUTBOUND_CONNECT_TIMEOUT, "1s")?,
+            inbound_connect_timeout: positive(env, INBOUND_CONNECT_TIMEOUT, "300ms")?,
+            inbound_ips: ips(env, INBOUND_IPS)?,
             connect_keepalive: keepalive(env, OUTBOUND_CONNECT_KEEPALIVE, "10s")?,
             backoff,
             discovery_idle_timeout: positive(env, DISCOVERY_IDLE_TIMEOUT, "5s")?,
@@ -408,6 +417,23 @@ fn addr(env: &dyn Env, var: &'static str, default: &str) -> Result<SocketAddr, C
     })
 }
 
+/// A comma-separated list of IP addresses; unset or empty means no list.
+fn ips(env: &dyn Env, var: &'static str) -> Result<Option<Vec<IpAddr>>, ConfigError> {
+    let Some(value) = nonempty(env, var) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let ip = item.parse::<IpAddr>().map_err(|_| ConfigError {
+            var,
+            value: value.clone(),
+            reason: format!("{item:?} is not an IP address (expected e.g. 10.1.2.3,fd00::3)"),
+        })?;
+        out.push(ip);
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
 fn suffixes(env: &dyn Env, var: &'static str) -> Result<Suffixes, ConfigError> {
     // Unset means Linkerd's default; set-but-empty means "none".
     let value = env.get(var).unwrap_or_else(|| "svc.cluster.local.".into());
@@ -442,6 +468,8 @@ mod tests {
         assert_eq!(c.inbound_listen, "0.0.0.0:4143".parse().unwrap());
         assert_eq!(c.admin_listen, "127.0.0.1:4191".parse().unwrap());
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.inbound_connect_timeout, Duration::from_millis(300));
+        assert_eq!(c.inbound_ips, None);
         assert_eq!(c.connect_keepalive, Some(Duration::from_secs(10)));
         assert_eq!(c.backoff.min, Duration::from_millis(100));
         assert_eq!(c.backoff.max, Duration::from_secs(60));
@@ -538,6 +566,31 @@ mod tests {
             let err = Config::from_env(&MapEnv::new().set(var, "0s")).unwrap_err();
             assert_eq!(err.var, var);
         }
+    }
+
+    #[test]
+    fn inbound_ips_are_a_list_of_addresses() {
+        let ips =
+            |v: &str| Config::from_env(&MapEnv::new().set(INBOUND_IPS, v)).map(|c| c.inbound_ips);
+        let want: Vec<IpAddr> = vec!["10.1.2.3".parse().unwrap(), "fd00::3".parse().unwrap()];
+        assert_eq!(ips("10.1.2.3,fd00::3"), Ok(Some(want.clone())));
+        assert_eq!(ips(" 10.1.2.3 , fd00::3 ,"), Ok(Some(want)));
+        assert_eq!(ips(""), Ok(None));
+        assert_eq!(ips(" , "), Ok(None));
+        for bad in ["10.1.2", "10.1.2.3:80", "10.0.0.0/8", "pod"] {
+            let err = ips(&format!("10.9.9.9,{bad}")).unwrap_err();
+            assert_eq!(err.var, INBOUND_IPS, "{bad}");
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        let err = Config::from_env(&MapEnv::new().set(INBOUND_CONNECT_TIMEOUT, "0ms")).unwrap_err();
+        assert_eq!(err.var, INBOUND_CONNECT_TIMEOUT);
+        let c = Config::from_env(&MapEnv::new().set(INBOUND_CONNECT_TIMEOUT, "50ms")).unwrap();
+        assert_eq!(c.inbound_connect_timeout, Duration::from_millis(50));
+        assert_eq!(
+            c.connect_timeout,
+            Duration::from_secs(1),
+            "outbound keeps its own"
+        );
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub fn run(base: &Config, requests: usize) -> Result<String, String> {
     cfg.control_plane = ControlPlane::Embedded(config_path.clone());
     cfg.outbound_listen = "127.0.0.1:0".parse().expect("literal address");
     cfg.admin_listen = "127.0.0.1:0".parse().expect("literal address");
+    cfg.inbound_listen = "127.0.0.1:0".parse().expect("literal address");
     // The controller watches the file for the life of the demo.
     let _cleanup = RemoveOnDrop(config_path.clone());
     let app = App::start(&cfg).map_err(|e| e.to_string())?;

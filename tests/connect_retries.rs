@@ -141,29 +141,6 @@ fn serve(mut conn: TcpStream, behaviour: Behaviour) {
     }
 }
 
-/// A listener whose accept queue is full and that never accepts: a connect to it gets
-/// no answer (the kernel drops its SYNs). Returns the socket and the connections that
-/// filled the queue; both must stay alive for the test.
-fn never_accepting() -> (socket2::Socket, Vec<socket2::Socket>) {
-    use socket2::{Domain, Socket, Type};
-    let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    l.listen(0).expect("listen");
-    let addr = l.local_addr().expect("addr");
-    let mut fillers = Vec::new();
-    // The queue takes backlog + 1 connections; the first that cannot complete shows
-    // it is full.
-    for _ in 0..8 {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        match s.connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(()) => fillers.push(s),
-            Err(_) => return (l, fillers),
-        }
-    }
-    panic!("the accept queue never filled");
-}
-
 fn retries(app: &spoke::app::App, reason: &str) -> f64 {
     metric(
         app,

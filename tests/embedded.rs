@@ -52,6 +52,7 @@ fn serves_a_service_profile_file_and_pushes_edits() {
     let env = MapEnv::new()
         .set(config::CONTROLLER_CONFIG, path.display().to_string())
         .set(config::OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
+        .set(config::INBOUND_LISTEN_ADDR, "127.0.0.1:0")
         .set(config::ADMIN_LISTEN_ADDR, "127.0.0.1:0");
     let app = proxy(&env);
     assert_eq!(

@@ -180,7 +180,7 @@ fn running_out_of_descriptors_sheds_load_without_spinning_or_crashing() {
         ),
     )
     .unwrap();
-    let (out, admin) = (free_port(), free_port());
+    let (out, admin, inbound) = (free_port(), free_port(), free_port());
     let mut child = Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 64 && exec \"$0\"")
@@ -188,6 +188,7 @@ fn running_out_of_descriptors_sheds_load_without_spinning_or_crashing() {
         .env(config::CONTROLLER_CONFIG, &yaml)
         .env(config::OUTBOUND_LISTEN_ADDR, out.to_string())
         .env(config::ADMIN_LISTEN_ADDR, admin.to_string())
+        .env(config::INBOUND_LISTEN_ADDR, inbound.to_string())
         .env(config::LOG, "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,9 +1,14 @@
-//! Transparent outbound interception with the kernel doing the redirect: two
+//! Transparent interception both ways with the kernel doing the redirect: two
 //! network namespaces this test creates (a pod and a peer, joined by a veth
 //! pair), `spoke init` installing the iptables rules in the pod, the real
-//! spoke binary running there as the proxy uid, and an application in the pod
-//! that connects to the peer's address by IP. The connection must go through
-//! spoke (its original destination read from the kernel) and reach the peer.
+//! spoke binary running there as the proxy uid, and an application in the
+//! pod. Outbound: the application connects to the peer's address by IP; the
+//! connection must go through spoke (its original destination read from the
+//! kernel) and reach the peer, over HTTP and to a peer service that speaks
+//! first (a banner, carried as opaque TCP after the quiet period). Inbound:
+//! the peer connects to the
+//! application's address; PREROUTING sends it to spoke's inbound listener,
+//! which forwards it to that original destination. Both are counted.
 //!
 //! Needs root, `ip` (iproute2), `iptables`, `setpriv` and python3. Without
 //! them it says so and passes, except under `CI=true`, where it fails. Every
@@ -20,6 +25,10 @@ const PROXY_UID: &str = "2102";
 const POD_IP: &str = "10.201.7.1";
 const PEER_IP: &str = "10.201.7.2";
 const PEER_PORT: u16 = 8080;
+/// A peer service that speaks first (a banner, as SMTP does), then echoes.
+const BANNER_PORT: u16 = 2525;
+/// The application's port in the pod.
+const APP_PORT: u16 = 9090;
 
 /// The namespaces and processes of one run, removed on drop.
 struct Lab {
@@ -99,7 +108,17 @@ fn http_get(ns: &str, url: &str) -> Option<String> {
 
 /// A GET of `url` from namespace `ns`, with `host` as the Host header if given.
 fn http_get_as(ns: &str, url: &str, host: Option<&str>) -> Option<String> {
-    let headers = host.map_or(String::new(), |h| format!("'Host': '{h}'"));
+    let headers: Vec<(&str, &str)> = host.map(|h| ("Host", h)).into_iter().collect();
+    http_get_with(ns, url, &headers)
+}
+
+/// A GET of `url` from namespace `ns` with these extra headers.
+fn http_get_with(ns: &str, url: &str, headers: &[(&str, &str)]) -> Option<String> {
+    let headers: Vec<String> = headers
+        .iter()
+        .map(|(n, v)| format!("'{n}': '{v}'"))
+        .collect();
+    let headers = headers.join(", ");
     let code = format!(
         "import urllib.request,sys\n\
          r = urllib.request.Request('{url}', headers={{{headers}}})\n\
@@ -112,7 +131,7 @@ fn http_get_as(ns: &str, url: &str, host: Option<&str>) -> Option<String> {
 }
 
 #[test]
-fn an_application_in_the_pod_reaches_a_peer_by_ip_through_spoke() {
+fn traffic_both_ways_goes_through_spoke_in_a_pod_set_up_by_spoke_init() {
     if let Some(why) = missing() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("the network-namespace test cannot run under CI: {why}");
@@ -183,6 +202,45 @@ fn an_application_in_the_pod_reaches_a_peer_by_ip_through_spoke() {
         .spawn()
         .expect("backend");
     lab.children.push(child);
+    let banner = format!(
+        "import socketserver\n\
+         class H(socketserver.BaseRequestHandler):\n\
+         \x20   def handle(self):\n\
+         \x20       self.request.sendall(b'220 peer ready\\r\\n')\n\
+         \x20       while True:\n\
+         \x20           b = self.request.recv(4096)\n\
+         \x20           if not b: break\n\
+         \x20           self.request.sendall(b)\n\
+         socketserver.TCPServer.allow_reuse_address = True\n\
+         socketserver.ThreadingTCPServer(('{PEER_IP}', {BANNER_PORT}), H).serve_forever()"
+    );
+    let child = Command::new("ip")
+        .args(["netns", "exec", &peer, "python3", "-c", &banner])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("banner server");
+    lab.children.push(child);
+
+    // The application in the pod: says where its connection arrived and
+    // what client identity it was told.
+    let app = format!(
+        "import http.server\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       me = '%s:%d' % self.connection.getsockname()[:2]\n\
+         \x20       cid = self.headers.get('l5d-client-id', 'none')\n\
+         \x20       b = ('app saw %s on %s, client id %s' % (self.path, me, cid)).encode()\n\
+         \x20       self.send_response(200); self.send_header('content-length', str(len(b)))\n\
+         \x20       self.end_headers(); self.wfile.write(b)\n\
+         \x20   def log_message(self, *a): pass\n\
+         http.server.HTTPServer(('{POD_IP}', {APP_PORT}), H).serve_forever()"
+    );
+    let child = Command::new("ip")
+        .args(["netns", "exec", &pod, "python3", "-c", &app])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("application");
+    lab.children.push(child);
 
     // The pod: the rules, twice (the second run changes nothing), then spoke
     // as the proxy uid.
@@ -224,6 +282,7 @@ fn an_application_in_the_pod_reaches_a_peer_by_ip_through_spoke() {
         .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:4140")
         .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "0.0.0.0:4143")
         .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:4191")
+        .env("LINKERD2_PROXY_INBOUND_IPS", POD_IP)
         .env("LINKERD2_PROXY_LOG", "warn,spoke=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::from(
@@ -246,18 +305,88 @@ fn an_application_in_the_pod_reaches_a_peer_by_ip_through_spoke() {
     let body = http_get_as(&pod, &url, Some("10.201.7.99:8080")).expect("answer");
     assert_eq!(body, "peer saw /orig-dst");
 
-    // It went through spoke: counted under the peer's address, outbound.
-    let metrics = http_get(&pod, "http://127.0.0.1:4191/metrics").expect("metrics");
-    let authority = format!("authority=\"{PEER_IP}:{PEER_PORT}\"");
-    let counted = metrics.lines().any(|l| {
-        l.starts_with("request_total{")
-            && l.contains("direction=\"outbound\"")
-            && l.contains(&authority)
-            && l.ends_with(" 2")
-    });
-    let log = std::fs::read_to_string(dir.join("spoke.log")).unwrap_or_default();
-    assert!(
-        counted,
-        "not counted by spoke:\n{metrics}\nspoke's log:\n{log}"
+    // Opaque, server first: the application connects to a peer service
+    // that sends a banner before reading anything. spoke hears it after the
+    // quiet period, and carries the rest as bytes.
+    let smtp = format!(
+        "import socket,sys\n\
+         s = socket.create_connection(('{PEER_IP}', {BANNER_PORT}), timeout=5)\n\
+         b = b''\n\
+         while not b.endswith(b'\\n'): b += s.recv(100)\n\
+         s.sendall(b'QUIT\\r\\n')\n\
+         e = b''\n\
+         while len(e) < 6: e += s.recv(100)\n\
+         sys.stdout.write((b + e).decode())"
     );
+    let body = eventually_some("the banner and the echo", || {
+        let out = py(&pod, &smtp);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(body, "220 peer ready\r\nQUIT\r\n");
+
+    // Inbound: the peer connects to the application's address; the
+    // application gets the connection on that address (the original
+    // destination), through spoke, without the identity the peer claimed.
+    // Up first (asked from the pod itself, which `-o lo` keeps direct).
+    let up = format!("http://{POD_IP}:{APP_PORT}/up");
+    eventually_some("the application up", || http_get(&pod, &up));
+    let url = format!("http://{POD_IP}:{APP_PORT}/inbound");
+    let claim = [("l5d-client-id", "admin.default.serviceaccount.identity")];
+    let body = eventually_some("the application's answer", || {
+        http_get_with(&peer, &url, &claim)
+    });
+    assert_eq!(
+        body,
+        format!("app saw /inbound on {POD_IP}:{APP_PORT}, client id none")
+    );
+
+    // Both went through spoke: counted under the address each went to,
+    // outbound and inbound.
+    let metrics = http_get(&pod, "http://127.0.0.1:4191/metrics").expect("metrics");
+    let counted = |family: &str, labels: &[String], value: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with(&format!("{family}{{"))
+                && labels.iter().all(|want| l.contains(want.as_str()))
+                && l.ends_with(&format!(" {value}"))
+        })
+    };
+    let log = std::fs::read_to_string(dir.join("spoke.log")).unwrap_or_default();
+    let dir_is = |d: &str| format!("direction=\"{d}\"");
+    let outbound = [
+        dir_is("outbound"),
+        format!("authority=\"{PEER_IP}:{PEER_PORT}\""),
+    ];
+    let inbound = [
+        dir_is("inbound"),
+        format!("authority=\"{POD_IP}:{APP_PORT}\""),
+    ];
+    for (family, labels, value) in [
+        ("request_total", &outbound, "2"),
+        ("request_total", &inbound, "1"),
+        (
+            "spoke_detect_total",
+            &[
+                dir_is("outbound"),
+                "reason=\"quiet_server_first\"".to_string(),
+            ],
+            "1",
+        ),
+        (
+            "tcp_open_total",
+            &[dir_is("inbound"), "peer=\"src\"".to_string()],
+            "1",
+        ),
+        (
+            "tcp_open_total",
+            &[dir_is("inbound"), "peer=\"dst\"".to_string()],
+            "1",
+        ),
+    ] {
+        assert!(
+            counted(family, labels, value),
+            "{family} {labels:?} is not {value}:\n{metrics}\nspoke's log:\n{log}"
+        );
+    }
 }

@@ -414,3 +414,59 @@ fn an_opaque_connection_to_a_service_address_is_balanced_over_its_endpoints() {
         },
     );
 }
+
+#[test]
+fn inbound_connections_are_detected_too_and_opaque_ports_skip_detection() {
+    let ctl = MockController::start();
+    let server = TcpServer::start(echo);
+    let banner_server = TcpServer::start(banner);
+    let env = config(ctl.addr())
+        .set(config::INBOUND_OPAQUE_PORTS, server.addr.port().to_string())
+        .set(config::DETECT_QUIET_TIMEOUT, "50ms");
+    let orig = Injected::default();
+    let app = proxy_with_orig_dst(&env, Box::new(orig.clone()));
+    let inbound = || {
+        let s = TcpStream::connect(app.inbound_addr()).expect("connect");
+        s.set_read_timeout(Some(patience())).expect("timeout");
+        s
+    };
+    let counted = |protocol: &str, reason: &str| {
+        metric(
+            &app,
+            "spoke_detect_total",
+            &[
+                ("direction", "inbound"),
+                ("protocol", protocol),
+                ("reason", reason),
+            ],
+        )
+    };
+
+    // An opaque port: even an HTTP request is carried as bytes.
+    *orig.0.lock().expect("lock") = Some(server.addr);
+    let req = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut s = inbound();
+    s.write_all(req).expect("write");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("echo");
+    assert_eq!(got, req);
+    assert_eq!(counted("opaque", "opaque_port"), 1.0);
+
+    // Another port: a server that speaks first is heard after the quiet
+    // period, on the inbound side as on the outbound one.
+    *orig.0.lock().expect("lock") = Some(banner_server.addr);
+    let mut s = inbound();
+    let mut got = [0u8; 11];
+    s.read_exact(&mut got).expect("banner");
+    assert_eq!(&got, b"220 ready\r\n");
+    drop(s);
+    eventually("counted inbound, bytes too", || {
+        counted("opaque", "quiet_server_first") == 1.0
+            && metric(
+                &app,
+                "tcp_write_bytes_total",
+                &[("direction", "inbound"), ("peer", "src")],
+            ) >= (req.len() + 11) as f64
+    });
+}

@@ -119,19 +119,31 @@ impl Discovery {
         }
     }
 
-    /// Starts the threads for `name:port`.
     /// The watch of a destination that is one address (a request naming an
     /// IP, or the original destination of a redirected connection): no
     /// endpoint discovery, since the address is the endpoint; a profile
     /// stream on `ip:port` when the IP is in the profile networks.
     pub fn watch_fixed(&self, addr: SocketAddr) -> io::Result<Watch> {
+        let profiled = self.shared.cfg.profile_networks.contains(addr.ip());
+        self.watch_fixed_profile(profiled.then(|| addr.to_string()))
+    }
+
+    /// Whether `name` (no port) is under the profile suffixes: it gets a
+    /// `GetProfile` stream.
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.shared.cfg.profile_suffixes.matches(name)
+    }
+
+    /// The watch of a destination whose endpoint is fixed (no endpoint
+    /// discovery), with the profile of `profile` (`name:port` or `ip:port`)
+    /// when given, else the default one.
+    pub fn watch_fixed_profile(&self, profile: Option<String>) -> io::Result<Watch> {
         let shared = &self.shared;
         let mut hangups = Vec::new();
         let mut threads = Vec::new();
-        let profile = if shared.cfg.profile_networks.contains(addr.ip()) {
-            Some(self.spawn_profile(addr.to_string(), &mut threads, &mut hangups)?)
-        } else {
-            None
+        let profile = match profile {
+            Some(dst) => Some(self.spawn_profile(dst, &mut threads, &mut hangups)?),
+            None => None,
         };
         // Nothing will ever be sent: the set is the address, fixed.
         let (_, endpoints) = updates::channel(shared.waker.clone());
@@ -160,6 +172,7 @@ impl Discovery {
         Ok(rx)
     }
 
+    /// Starts the threads for `name:port`.
     pub fn watch(&self, name: &str, port: u16) -> io::Result<Watch> {
         let shared = &self.shared;
         let dst = format!("{name}:{port}");

@@ -18,6 +18,24 @@ pub enum AfterResponse {
     Close,
 }
 
+/// Request headers a listener drops when forwarding, besides the hop-by-hop ones: a
+/// fixed list of lowercase names, matched ignoring case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropHeaders(&'static [&'static str]);
+
+impl DropHeaders {
+    pub const fn new(names: &'static [&'static str]) -> DropHeaders {
+        DropHeaders(names)
+    }
+
+    /// Whether header `name` is one of them.
+    pub fn contains(self, name: &[u8]) -> bool {
+        self.0
+            .iter()
+            .any(|n| n.len() == name.len() && n.as_bytes().eq_ignore_ascii_case(name))
+    }
+}
+
 impl RequestHead {
     /// Appends the head to send upstream:
     ///
@@ -36,6 +54,28 @@ impl RequestHead {
     /// `Expect` is kept, so a `100 Continue` comes from upstream. The request line is
     /// always HTTP/1.1 (the upstream connection is spoke's own).
     pub fn write_upstream(&self, out: &mut Vec<u8>, authority_header: &str) {
+        // Nothing more to drop: the check compiles away.
+        self.write_upstream_with(out, authority_header, |_| false);
+    }
+
+    /// [`RequestHead::write_upstream`], also dropping the headers in `drop`
+    /// (the inbound side's: what a client must not tell the application).
+    pub fn write_upstream_dropping(
+        &self,
+        out: &mut Vec<u8>,
+        authority_header: &str,
+        drop: DropHeaders,
+    ) {
+        self.write_upstream_with(out, authority_header, |name| drop.contains(name));
+    }
+
+    #[inline]
+    fn write_upstream_with(
+        &self,
+        out: &mut Vec<u8>,
+        authority_header: &str,
+        also_drop: impl Fn(&[u8]) -> bool,
+    ) {
         let fields = &self.fields;
         out.reserve(fields.raw.len() + authority_header.len() + 48);
         out.extend_from_slice(self.method().as_bytes());
@@ -47,8 +87,10 @@ impl RequestHead {
         out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         push_sanitized(out, authority_header.as_bytes());
         out.extend_from_slice(b"\r\n");
-        write_end_to_end(out, fields, |kind| {
-            matches!(kind, Kind::Host | Kind::DstOverride) || is_hop_or_framing(kind)
+        write_end_to_end(out, fields, |kind, name| {
+            matches!(kind, Kind::Host | Kind::DstOverride)
+                || is_hop_or_framing(kind)
+                || (kind == Kind::Other && also_drop(name))
         });
         if self.upgrade() {
             // The one hop-by-hop exchange passed on: the upstream decides
@@ -100,7 +142,7 @@ impl ResponseHead {
         out.push(b' ');
         push_sanitized(out, self.reason().as_bytes());
         out.extend_from_slice(b"\r\n");
-        write_end_to_end(out, fields, is_hop_or_framing);
+        write_end_to_end(out, fields, |kind, _| is_hop_or_framing(kind));
 
         if self.is_interim() {
             out.extend_from_slice(b"\r\n");
@@ -166,12 +208,12 @@ fn is_hop_or_framing(kind: Kind) -> bool {
     )
 }
 
-/// Copies every header line whose kind `skip` does not reject and that `Connection` does
-/// not name, normalizing the separator to `": "` and the line end to CRLF.
-fn write_end_to_end(out: &mut Vec<u8>, fields: &Fields, skip: impl Fn(Kind) -> bool) {
+/// Copies every header line that `skip` (given its kind and name) does not reject and that
+/// `Connection` does not name, normalizing the separator to `": "` and the line end to CRLF.
+fn write_end_to_end(out: &mut Vec<u8>, fields: &Fields, skip: impl Fn(Kind, &[u8]) -> bool) {
     for h in &fields.headers {
         let name = fields.bytes_of(h.name);
-        if skip(h.kind) || fields.named_by_connection(name) {
+        if skip(h.kind, name) || fields.named_by_connection(name) {
             continue;
         }
         out.extend_from_slice(name);
@@ -191,7 +233,7 @@ impl ResponseHead {
         out.push(b' ');
         push_sanitized(out, self.reason().as_bytes());
         out.extend_from_slice(b"\r\n");
-        write_end_to_end(out, &self.fields, is_hop_or_framing);
+        write_end_to_end(out, &self.fields, |kind, _| is_hop_or_framing(kind));
         out.extend_from_slice(b"\r\n");
     }
 }
@@ -288,6 +330,24 @@ mod tests {
             upstream(&head),
             "GET / HTTP/1.1\r\nhost: web\r\nX-Keep: yes\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn upstream_drops_the_listed_headers_in_any_case() {
+        let head = req(
+            b"GET / HTTP/1.1\r\nHost: web\r\nL5D-Client-Id: evil.ns.sa\r\n\
+              x-keep: 1\r\nl5d-client-id: again\r\nl5d-client-idx: kept\r\n\r\n",
+        );
+        let drop = DropHeaders::new(&["l5d-client-id"]);
+        let mut out = Vec::new();
+        head.write_upstream_dropping(&mut out, head.upstream_host(), drop);
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "GET / HTTP/1.1\r\nhost: web\r\nx-keep: 1\r\nl5d-client-idx: kept\r\n\r\n"
+        );
+        // Without a list, the header goes on.
+        assert!(upstream(&head).contains("L5D-Client-Id: evil.ns.sa\r\n"));
+        assert!(drop.contains(b"L5D-CLIENT-ID") && !drop.contains(b"l5d-client"));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   request-target form, routing authority);
 //! - `response.rs`: [`parse_response`] into an owned [`ResponseHead`] (RFC 9112 §6.3);
 //! - `authority.rs`: `uri-host [":" port]` for Host, absolute URIs and `l5d-dst-override`;
-//! - `forward.rs`: `write_upstream` / `write_downstream`, hop-by-hop header removal;
+//! - `forward.rs`: `write_upstream` / `write_downstream`, hop-by-hop header removal, and
+//!   [`DropHeaders`], what a listener drops on top (`write_upstream_dropping`);
 //! - `body.rs`: [`BodyDecoder`], which finds where a pass-through body ends, and
 //!   `body/chunked.rs`, the chunked grammar and the canonical framing written instead;
 //! - `respond.rs`: [`error_response`] and [`status_reason`];
@@ -48,7 +49,7 @@ mod respond;
 mod response;
 
 pub use body::{BodyDecoder, BodyError, Progress, MAX_CHUNK_LINE_BYTES, MAX_TRAILER_BYTES};
-pub use forward::AfterResponse;
+pub use forward::{AfterResponse, DropHeaders};
 pub use request::{parse_request, AuthoritySource, RequestHead};
 pub use respond::{error_response, status_reason};
 pub use response::{parse_response, ResponseHead};

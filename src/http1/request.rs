@@ -282,6 +282,15 @@ impl RequestHead {
         Some((self.fields.str_of(routing.host), routing.port))
     }
 
+    /// The authority the client addressed, ignoring `l5d-dst-override` (an outbound
+    /// routing instruction): the absolute-form authority, else `Host`; as written (not
+    /// lowercased), without a trailing dot, port 80 when none is given. The inbound side
+    /// labels a request by it. Parsed again on each call.
+    pub fn host_authority(&self) -> Option<(&str, u16)> {
+        let (start, end, port) = parse_authority(self.fields.bytes_of(self.upstream_host))?;
+        Some((self.fields.str_of(self.upstream_host.sub(start, end)), port))
+    }
+
     /// Where [`RequestHead::authority`] came from.
     pub fn authority_source(&self) -> Option<AuthoritySource> {
         self.routing.map(|r| r.source)
@@ -865,6 +874,19 @@ mod tests {
             err(b"GET / HTTP/1.1\r\nHost: h\r\nl5d-dst-override: a\r\nl5d-dst-override: b\r\n\r\n"),
             HeadError::Invalid("multiple l5d-dst-override headers")
         );
+    }
+
+    #[test]
+    fn host_authority_ignores_the_override() {
+        let head =
+            ok(b"GET http://Abs.:81/ HTTP/1.1\r\nHost: host:82\r\nl5d-dst-override: o:83\r\n\r\n");
+        assert_eq!(head.host_authority(), Some(("Abs", 81)));
+        let head = ok(b"GET / HTTP/1.1\r\nl5d-dst-override: o:83\r\nHost: Web.NS.svc.\r\n\r\n");
+        assert_eq!(head.host_authority(), Some(("Web.NS.svc", 80)));
+        let head = ok(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n");
+        assert_eq!(head.host_authority(), Some(("[::1]", 8080)));
+        let head = ok(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(head.host_authority(), None);
     }
 
     #[test]

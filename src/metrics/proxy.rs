@@ -193,7 +193,9 @@ impl ProxyMetrics {
             connections_refused: r.counter_family(
                 "spoke_connections_refused_total",
                 "Accepted connections closed at once, by why (loop: redirected to one of \
-                 spoke's own listeners).",
+                 spoke's own listeners; no_orig_dst: an inbound connection that was not \
+                 redirected, so has no target; not_inbound_ip: an inbound connection whose \
+                 target IP is not one of LINKERD2_PROXY_INBOUND_IPS).",
             )?,
             detect: r.counter_family(
                 "spoke_detect_total",

@@ -31,8 +31,9 @@ pub enum Owner {
         session: usize,
         role: Role,
     },
-    /// An idle upstream connection in the pool, in this bucket.
-    Idle(usize),
+    /// An idle upstream connection in the pool of this direction, in this
+    /// bucket.
+    Idle(Direction, usize),
     Admin(usize),
 }
 
@@ -47,7 +48,10 @@ pub enum Role {
 
 /// Event-loop settings a session needs.
 pub struct LoopConfig {
+    /// Upstream connect timeout of outbound requests.
     pub connect_timeout: Duration,
+    /// Upstream connect timeout of inbound requests (to the local application).
+    pub inbound_connect_timeout: Duration,
     /// TCP keepalive idle time and probe interval on upstream connections.
     pub connect_keepalive: Option<Duration>,
     pub failfast_timeout: Duration,
@@ -68,7 +72,9 @@ pub struct LoopConfig {
 pub struct Ctx<'a> {
     pub registry: &'a Registry,
     pub socks: &'a mut Slab<Owner>,
+    /// The idle upstream connections of the session's direction.
     pub pool: &'a mut Pool,
+    /// The destination table of the session's direction.
     pub dsts: &'a mut Destinations,
     pub timers: &'a mut Timers,
     pub cfg: &'a LoopConfig,
@@ -114,11 +120,42 @@ impl Ctx<'_> {
     }
 }
 
+impl LoopConfig {
+    /// The upstream connect timeout of requests going `direction`.
+    pub fn connect_timeout(&self, direction: Direction) -> Duration {
+        match direction {
+            Direction::Inbound => self.inbound_connect_timeout,
+            Direction::Outbound => self.connect_timeout,
+        }
+    }
+}
+
 /// What the loop should do with a session after `drive`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     Open,
     Close,
+}
+
+/// One of something per direction (the loop's destination tables and
+/// pools): inbound and outbound never share one.
+pub struct ByDirection<T> {
+    pub inbound: T,
+    pub outbound: T,
+}
+
+impl<T> ByDirection<T> {
+    pub fn get_mut(&mut self, direction: Direction) -> &mut T {
+        match direction {
+            Direction::Inbound => &mut self.inbound,
+            Direction::Outbound => &mut self.outbound,
+        }
+    }
+
+    /// Both, inbound first.
+    pub fn both_mut(&mut self) -> [&mut T; 2] {
+        [&mut self.inbound, &mut self.outbound]
+    }
 }
 
 /// The `tcp_*` handles of both directions and both peers, built once.

@@ -1,5 +1,7 @@
 //! The event loop's destination table: for each `name:port` in use, the router
 //! and endpoint set in force, the discovery receivers, and who is waiting.
+//! The loop has one table per direction; the inbound one holds destinations
+//! whose one endpoint is a connection's original destination.
 //!
 //! Event-loop thread only. Snapshots arrive from discovery threads
 //! (`discovery`), and [`Destinations::drain`] swaps them in between event
@@ -28,6 +30,8 @@ use crate::retry_budget::TpsBudget;
 use crate::router::RoutedProfile;
 use crate::split::Split;
 use crate::FastMap;
+
+use super::inbound::{self, InboundDst};
 
 /// A profile snapshot with the metric handles of its routes, built once per
 /// swap so requests never allocate label sets.
@@ -63,9 +67,14 @@ impl Router {
             .iter()
             .map(|r| RefCell::new(metrics.route(direction, dst, &r.labels)))
             .collect();
+        // Retries and traffic splits are the client side's business (Linkerd
+        // applies them outbound only): an inbound request is never retried
+        // and always goes to its one target.
+        let outbound = direction == Direction::Outbound;
         let budget = profile
             .retry_budget
             .as_ref()
+            .filter(|_| outbound)
             .and_then(|b| match TpsBudget::new(b, now) {
                 Ok(b) => Some(RefCell::new(b)),
                 Err(e) => {
@@ -73,7 +82,7 @@ impl Router {
                     None
                 }
             });
-        let (split, backends) = if profile.dst_overrides.is_empty() {
+        let (split, backends) = if !outbound || profile.dst_overrides.is_empty() {
             (None, Vec::new())
         } else {
             (
@@ -109,7 +118,11 @@ impl Router {
 }
 
 pub struct Destination {
+    /// Its key in the table.
     pub name: Arc<str>,
+    /// Its `authority` and `dst` label: the key, except for inbound
+    /// destinations keyed by name and target (see `inbound`).
+    label: Arc<str>,
     /// `None` until the first profile answer (or immediately the default when
     /// the name is outside the profile suffixes).
     pub router: Option<Rc<Router>>,
@@ -185,27 +198,64 @@ impl Destinations {
         if !self.table.contains_key(dst) {
             let watch = self.discovery.watch_fixed(addr).map_err(StartFailed)?;
             let set = EndpointSet::new(vec![Endpoint::from_addr(addr)], Source::Fixed);
-            self.insert(dst, watch, Some(Arc::new(set)), now);
+            self.insert(dst, dst, watch, Some(Arc::new(set)), now);
         }
         let d = self.table.get_mut(dst).expect("inserted above");
         d.last_used = now;
         Ok(d)
     }
 
-    /// A new entry for `dst`: the default router unless a profile is watched.
+    /// The destination of an inbound request to `target` whose `Host` is
+    /// `host` (`(name, name:port)`, lowercased), if it has one: keyed by
+    /// name and target when the name is under the profile suffixes (its
+    /// profile watched on the name), else the target's own (see `inbound`).
+    /// Its endpoint set is the target, with no discovery.
+    pub fn get_or_start_inbound(
+        &mut self,
+        host: Option<(&str, &str)>,
+        target: SocketAddr,
+        now: Instant,
+    ) -> Result<&mut Destination, StartFailed> {
+        let named = host
+            .filter(|(name, _)| name.len() <= inbound::MAX_NAME && !inbound::is_ip_literal(name))
+            .filter(|(name, _)| self.discovery.has_profile(name))
+            .map(|(_, name_port)| name_port);
+        let dst = InboundDst::new(named, target);
+        if !self.table.contains_key(dst.key()) {
+            let profile = dst.profile().map(str::to_string);
+            let watch = self
+                .discovery
+                .watch_fixed_profile(profile)
+                .map_err(StartFailed)?;
+            let set = EndpointSet::new(vec![Endpoint::from_addr(target)], Source::Fixed);
+            self.insert(dst.key(), dst.label(), watch, Some(Arc::new(set)), now);
+        }
+        let d = self.table.get_mut(dst.key()).expect("inserted above");
+        d.last_used = now;
+        Ok(d)
+    }
+
+    /// A new entry for `dst`, labelled `label` in metrics: the default router
+    /// unless a profile is watched.
     fn insert(
         &mut self,
         dst: &str,
+        label: &str,
         watch: Watch,
         endpoints: Option<Arc<EndpointSet>>,
         now: Instant,
     ) {
         let key: Arc<str> = Arc::from(dst);
+        let label: Arc<str> = if label == dst {
+            key.clone()
+        } else {
+            Arc::from(label)
+        };
         let router = match watch.profile {
             Some(_) => None,
             None => Some(Rc::new(Router::new(
                 Arc::new(RoutedProfile::new(Profile::default())),
-                dst,
+                &label,
                 self.direction,
                 &self.metrics,
                 now,
@@ -216,12 +266,13 @@ impl Destinations {
             let addrs: Vec<_> = set.endpoints.iter().map(|e| e.addr).collect();
             balancer.update_set(&addrs, now);
         }
-        log::debug!("{dst}: new destination");
+        log::debug!("{dst}: new {} destination", self.direction.as_str());
         self.table.insert(
             key.clone(),
             Box::new(Destination {
-                authority: self.metrics.authority(self.direction, dst),
+                authority: self.metrics.authority(self.direction, &label),
                 name: key,
+                label,
                 router,
                 endpoints,
                 waiters: Vec::new(),
@@ -244,7 +295,7 @@ impl Destinations {
     ) -> Result<&mut Destination, StartFailed> {
         if !self.table.contains_key(dst) {
             let watch = self.discovery.watch(name, port).map_err(StartFailed)?;
-            self.insert(dst, watch, None, now);
+            self.insert(dst, dst, watch, None, now);
         }
         let d = self.table.get_mut(dst).expect("inserted above");
         d.last_used = now;
@@ -265,12 +316,13 @@ impl Destinations {
     /// whether what they wait for is there now.
     pub fn drain(&mut self, now: Instant, woken: &mut Vec<usize>) {
         let mut backends = Vec::new();
-        for (name, d) in self.table.iter_mut() {
+        for d in self.table.values_mut() {
             let mut changed = false;
             if let Some(rx) = &d.watch.profile {
                 if let Some(s) = newest(rx) {
                     self.swap_profile.swap_latency(s.at.elapsed());
-                    let router = Router::new(s.value, name, self.direction, &self.metrics, now);
+                    let label = &d.label;
+                    let router = Router::new(s.value, label, self.direction, &self.metrics, now);
                     backends.extend(router.backends.iter().cloned());
                     d.router = Some(Rc::new(router));
                     changed = true;

@@ -1,5 +1,5 @@
-//! The `event-loop` thread: one mio `Poll` over the outbound and admin
-//! listeners, every client and upstream socket, the discovery waker and the
+//! The `event-loop` thread: one mio `Poll` over the outbound, inbound and
+//! admin listeners, every client and upstream socket, the discovery waker and the
 //! timer heap. Sessions (`conn`) do the HTTP work; this file dispatches
 //! events to them, accepts connections, swaps discovery snapshots between
 //! event batches (`destinations`), and runs housekeeping.
@@ -8,7 +8,7 @@
 //! (the metrics registry's mutex is taken only to render `/metrics`).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +20,9 @@ use slab::Slab;
 
 use super::admin::{AdminConn, AdminState};
 use super::conn::Session;
-use super::ctx::{Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpByDirection};
+use super::ctx::{ByDirection, Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpByDirection};
 use super::destinations::Destinations;
+use super::inbound;
 use super::listen::Listener;
 use super::orig_dst::{self, OrigDst};
 use super::pool::Pool;
@@ -38,8 +39,8 @@ const MAX_IDLE_PER_ENDPOINT: usize = 10_000;
 /// be borrowed at once.
 struct Parts {
     socks: Slab<Owner>,
-    pool: Pool,
-    dsts: Destinations,
+    pools: ByDirection<Pool>,
+    dsts: ByDirection<Destinations>,
     timers: Timers,
     cfg: LoopConfig,
     tcp: TcpByDirection,
@@ -52,11 +53,15 @@ struct Parts {
 /// a redirected connection was going.
 pub struct Sockets {
     pub outbound: TcpListener,
+    pub inbound: TcpListener,
     pub admin: TcpListener,
     /// Every address spoke listens on (or will): a connection redirected to
     /// one of them is a loop.
     pub own: Vec<SocketAddr>,
     pub orig_dst: Box<dyn OrigDst>,
+    /// When set, inbound connections are served only when their original
+    /// destination is one of these IPs.
+    pub inbound_ips: Option<Vec<IpAddr>>,
 }
 
 pub struct EventLoop {
@@ -64,6 +69,7 @@ pub struct EventLoop {
     listeners: Vec<Listener>,
     own: Vec<SocketAddr>,
     orig_dst: Box<dyn OrigDst>,
+    inbound_ips: Option<Vec<IpAddr>>,
     /// Set when shutdown has begun.
     draining: bool,
     /// The last id given to a session (ids are never reused).
@@ -97,7 +103,7 @@ impl EventLoop {
     pub fn new(
         poll: Poll,
         sockets: Sockets,
-        dsts: Destinations,
+        dsts: ByDirection<Destinations>,
         cfg: LoopConfig,
         metrics: ProxyMetrics,
         stop: Arc<AtomicBool>,
@@ -105,16 +111,21 @@ impl EventLoop {
     ) -> io::Result<EventLoop> {
         let Sockets {
             outbound,
+            inbound,
             mut admin,
             own,
             orig_dst,
+            inbound_ips,
         } = sockets;
-        let listeners = vec![Listener::new(
-            outbound,
-            Direction::Outbound,
-            token::OUTBOUND,
-            poll.registry(),
-        )?];
+        let listeners = vec![
+            Listener::new(
+                outbound,
+                Direction::Outbound,
+                token::OUTBOUND,
+                poll.registry(),
+            )?,
+            Listener::new(inbound, Direction::Inbound, token::INBOUND, poll.registry())?,
+        ];
         poll.registry()
             .register(&mut admin, token::ADMIN, Interest::READABLE)?;
         Ok(EventLoop {
@@ -122,6 +133,7 @@ impl EventLoop {
             listeners,
             own,
             orig_dst,
+            inbound_ips,
             draining: false,
             next_session_id: 0,
             admin,
@@ -129,7 +141,10 @@ impl EventLoop {
             admins: Slab::new(),
             parts: Parts {
                 socks: Slab::new(),
-                pool: Pool::new(MAX_IDLE_PER_ENDPOINT),
+                pools: ByDirection {
+                    inbound: Pool::new(MAX_IDLE_PER_ENDPOINT),
+                    outbound: Pool::new(MAX_IDLE_PER_ENDPOINT),
+                },
                 dsts,
                 timers: Timers::default(),
                 tcp: TcpByDirection::new(&metrics),
@@ -169,6 +184,7 @@ impl EventLoop {
                 match event.token() {
                     token::WAKER => woken = true,
                     token::OUTBOUND => self.accept(Direction::Outbound, now),
+                    token::INBOUND => self.accept(Direction::Inbound, now),
                     token::ADMIN => self.accept_admin(),
                     t => self.socket_event(t, event, now),
                 }
@@ -178,7 +194,9 @@ impl EventLoop {
                     self.begin_drain(now);
                 }
                 // Swap in the newest snapshots, then let parked requests go.
-                self.parts.dsts.drain(now, &mut woken_sessions);
+                for dsts in self.parts.dsts.both_mut() {
+                    dsts.drain(now, &mut woken_sessions);
+                }
                 for key in woken_sessions.drain(..) {
                     self.drive(key, now);
                 }
@@ -259,8 +277,8 @@ impl EventLoop {
         Ctx {
             registry: poll.registry(),
             socks: &mut parts.socks,
-            pool: &mut parts.pool,
-            dsts: &mut parts.dsts,
+            pool: parts.pools.get_mut(direction),
+            dsts: parts.dsts.get_mut(direction),
             timers: &mut parts.timers,
             cfg: &parts.cfg,
             direction,
@@ -287,6 +305,22 @@ impl EventLoop {
             log::trace!("accepted {peer} ({})", direction.as_str());
             let Some(orig_dst) = self.orig_dst(&stream, peer, direction) else {
                 continue;
+            };
+            let orig_dst = match direction {
+                Direction::Outbound => orig_dst,
+                Direction::Inbound => match inbound::admit(orig_dst, self.inbound_ips.as_deref()) {
+                    Ok(target) => Some(target),
+                    Err(refusal) => {
+                        // Counted, and logged quietly: anyone can connect
+                        // to the listener itself.
+                        let reason = refusal.reason();
+                        log::debug!(
+                            "{peer}: inbound connection to {orig_dst:?} refused ({reason})"
+                        );
+                        self.metrics.connection_refused(direction, reason).inc();
+                        continue;
+                    }
+                },
             };
             let _ = stream.set_nodelay(true);
             if let Some(key) = self.add_session(stream, direction, orig_dst) {
@@ -409,20 +443,19 @@ impl EventLoop {
                 self.drive(key, now)
             }
             Some(Owner::Admin(key)) => self.drive_admin(key),
-            Some(Owner::Idle(bucket)) => {
+            Some(Owner::Idle(direction, bucket)) => {
                 // A writable edge left over from the last exchange is
                 // harmless; readable means the upstream closed the connection
                 // (or sent bytes no request asked for): drop it.
                 if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
                     return;
                 }
-                let alive = self
-                    .parts
-                    .pool
+                let pool = self.parts.pools.get_mut(direction);
+                let alive = pool
                     .get(bucket, index)
                     .is_some_and(|c| c.stream.is_idle_and_open());
                 if !alive {
-                    if let Some(conn) = self.parts.pool.remove(bucket, index) {
+                    if let Some(conn) = pool.remove(bucket, index) {
                         self.parts.socks.remove(index);
                         self.parts.tcp.get(conn.direction, Peer::Dst).close();
                     }
@@ -477,11 +510,15 @@ impl EventLoop {
             session.trim();
         }
         let idle = self.parts.cfg.discovery_idle_timeout;
-        self.parts.dsts.evict_idle(now, idle);
+        for dsts in self.parts.dsts.both_mut() {
+            dsts.evict_idle(now, idle);
+        }
         let ttl = self.parts.cfg.pool_idle_timeout;
-        for conn in self.parts.pool.expire(now, ttl) {
-            self.parts.socks.remove(conn.sock);
-            self.parts.tcp.get(conn.direction, Peer::Dst).close();
+        for pool in self.parts.pools.both_mut() {
+            for conn in pool.expire(now, ttl) {
+                self.parts.socks.remove(conn.sock);
+                self.parts.tcp.get(conn.direction, Peer::Dst).close();
+            }
         }
     }
 
@@ -491,11 +528,15 @@ impl EventLoop {
         for key in keys {
             self.close_session(key, now);
         }
-        for conn in self.parts.pool.drain() {
-            self.parts.socks.remove(conn.sock);
-            self.parts.tcp.get(conn.direction, Peer::Dst).close();
+        for pool in self.parts.pools.both_mut() {
+            for conn in pool.drain() {
+                self.parts.socks.remove(conn.sock);
+                self.parts.tcp.get(conn.direction, Peer::Dst).close();
+            }
         }
-        self.parts.dsts.shutdown();
+        for dsts in self.parts.dsts.both_mut() {
+            dsts.shutdown();
+        }
         log::debug!("event loop stopped");
     }
 }

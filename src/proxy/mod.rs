@@ -1,6 +1,7 @@
 //! The data plane: the mio event loop (`event_loop`) and what it drives —
 //! client sessions (`conn`), upstream pools (`pool`), the destination table
-//! (`destinations`), the admin endpoints (`admin`), timers and buffers.
+//! (`destinations`), the inbound side's rules (`inbound`), the admin endpoints
+//! (`admin`), timers and buffers.
 
 pub mod admin;
 pub mod buffer;
@@ -9,6 +10,7 @@ pub mod ctx;
 pub mod destinations;
 pub mod event_loop;
 pub mod exchange;
+pub mod inbound;
 pub mod listen;
 pub mod orig_dst;
 pub mod pipe;

@@ -8,9 +8,11 @@
 //! serves a request that needs another (a plaintext one for an mTLS endpoint
 //! at the same address, an HTTP/1 one for HTTP/2).
 //!
-//! Each key has a bucket; its slab index names it in the socket-owner table
-//! (`Owner::Idle(bucket)`), so an event on an idle socket finds its connection
-//! without hashing the key. A connection stays registered with the poll while
+//! The loop keeps one pool per direction, so a connection made for an
+//! inbound request never serves an outbound one to the same address, nor
+//! the other way round. Each key has a bucket; its slab index names it in
+//! the socket-owner table (`Owner::Idle(direction, bucket)`), so an event on
+//! an idle socket finds its connection without hashing the key. A connection stays registered with the poll while
 //! pooled, so a peer close is noticed and the connection dropped; connections
 //! idle past the pool timeout are dropped on maintenance. A bucket emptied by
 //! `take` stays until the next maintenance, so a connection going back and

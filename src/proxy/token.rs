@@ -7,6 +7,7 @@ use mio::Token;
 pub const WAKER: Token = Token(0);
 pub const OUTBOUND: Token = Token(1);
 pub const ADMIN: Token = Token(2);
+pub const INBOUND: Token = Token(3);
 const FIRST_SOCKET: usize = 16;
 
 /// The token of socket-slab entry `index`.
@@ -27,7 +28,7 @@ mod tests {
     fn socket_tokens_round_trip_and_skip_fixed_ones() {
         assert_eq!(socket_index(socket(0)), Some(0));
         assert_eq!(socket_index(socket(42)), Some(42));
-        for fixed in [WAKER, OUTBOUND, ADMIN] {
+        for fixed in [WAKER, OUTBOUND, ADMIN, INBOUND] {
             assert_eq!(socket_index(fixed), None);
         }
     }

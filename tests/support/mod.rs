@@ -366,6 +366,29 @@ pub fn dead_port() -> SocketAddr {
         .expect("bind")
 }
 
+/// A listener whose accept queue is full and that never accepts: a connect to it gets
+/// no answer (the kernel drops its SYNs). Returns the socket and the connections that
+/// filled the queue; both must stay alive for the test.
+pub fn never_accepting() -> (socket2::Socket, Vec<socket2::Socket>) {
+    use socket2::{Domain, Socket, Type};
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    l.listen(0).expect("listen");
+    let addr = l.local_addr().expect("addr");
+    let mut fillers = Vec::new();
+    // The queue takes backlog + 1 connections; the first that cannot complete shows
+    // it is full.
+    for _ in 0..8 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        match s.connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(()) => fillers.push(s),
+            Err(_) => return (l, fillers),
+        }
+    }
+    panic!("the accept queue never filled");
+}
+
 /// A backend answering 200 with its name as the body.
 pub fn backend(name: &str) -> Backend {
     let body = format!("{name}\n");

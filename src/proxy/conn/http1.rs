@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::{Session, Stage};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
+use crate::metrics::Direction;
 use crate::proxy::ctx::Ctx;
 use crate::proxy::destinations::Router;
 use crate::proxy::exchange::Exchange;
@@ -55,26 +56,42 @@ impl Session {
     /// Starts the request if everything it needs from discovery is there, or
     /// parks it on the destination (or split backend) it waits for. A request
     /// parked again after a wake-up keeps its original fail-fast deadline.
+    /// An inbound request's destination is its connection's original one
+    /// (see `proxy/inbound`); an outbound one's is what the request names.
     pub(super) fn route_or_park(&mut self, head: RequestHead, reparking: bool, ctx: &mut Ctx<'_>) {
-        let Some((host, port)) = head.authority_raw() else {
-            self.synthetic(400, "missing or invalid host", true);
-            return;
-        };
-        let key = DstKey::new(host, port);
-        let (dst, name) = (key.key(), key.name());
-        let found = match ip_target(host, port, self.orig_dst) {
-            // An IP names no destination: the target is where the connection
-            // was going (or that IP), one fixed endpoint.
-            Some(addr) => {
-                let mut text = [0u8; 64];
-                let fixed = fixed_key(addr, &mut text);
-                ctx.dsts.get_or_start_fixed(fixed, addr, ctx.now)
+        let found = if self.direction == Direction::Inbound {
+            // Always the original destination (there is one: the listener
+            // refused connections without), whatever the request names.
+            let Some(target) = self.orig_dst else {
+                self.synthetic(502, "no original destination", true);
+                return;
+            };
+            let host = head.host_authority().map(|(h, p)| DstKey::new(h, p));
+            let host = host.as_ref().map(|k| (k.name(), k.key()));
+            ctx.dsts
+                .get_or_start_inbound(host, target, ctx.now)
+                .inspect_err(|e| log::error!("{target}: cannot start discovery: {}", e.0))
+        } else {
+            let Some((host, port)) = head.authority_raw() else {
+                self.synthetic(400, "missing or invalid host", true);
+                return;
+            };
+            let key = DstKey::new(host, port);
+            let (dst, name) = (key.key(), key.name());
+            match ip_target(host, port, self.orig_dst) {
+                // An IP names no destination: the target is where the
+                // connection was going (or that IP), one fixed endpoint.
+                Some(addr) => {
+                    let mut text = [0u8; 64];
+                    let fixed = fixed_key(addr, &mut text);
+                    ctx.dsts.get_or_start_fixed(fixed, addr, ctx.now)
+                }
+                None => ctx.dsts.get_or_start(dst, name, port, ctx.now),
             }
-            None => ctx.dsts.get_or_start(dst, name, port, ctx.now),
+            .inspect_err(|e| log::error!("{dst}: cannot start discovery: {}", e.0))
         };
         let wait_on = match found {
-            Err(e) => {
-                log::error!("{dst}: cannot start discovery: {}", e.0);
+            Err(_) => {
                 self.synthetic(503, "discovery unavailable", has_body(&head));
                 return;
             }

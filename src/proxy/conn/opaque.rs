@@ -77,7 +77,7 @@ impl Tunnel {
         let (up, sock) = ctx.dial(addr, owner).map_err(|e| match e {
             DialError::Connect(e) | DialError::Register(e) => e,
         })?;
-        let timeout = ctx.cfg.connect_timeout;
+        let timeout = ctx.cfg.connect_timeout(ctx.direction);
         deadlines.set(SessionTimer::Connect, timeout, ctx.now, ctx.timers);
         Ok(Tunnel {
             up,

@@ -51,7 +51,7 @@ impl Exchange {
         };
         if let Some(IdleConn {
             stream, sock, buf, ..
-        }) = ctx.pool.take(&key)
+        }) = self.take_pooled(&key, ctx)
         {
             ctx.socks[sock] = owner;
             self.upstream = Some(Upstream {
@@ -94,11 +94,29 @@ impl Exchange {
         let give_up_in = self.give_up_at(ctx.cfg).saturating_duration_since(ctx.now);
         let timeout = ctx
             .cfg
-            .connect_timeout
+            .connect_timeout(ctx.direction)
             .min(give_up_in.max(MIN_CONNECT_WINDOW));
         cl.deadlines
             .set(SessionTimer::Connect, timeout, ctx.now, ctx.timers);
         Ok(())
+    }
+
+    /// An idle connection made for `key`. A request that may not be sent
+    /// twice (not idempotent) first checks that its connection is still
+    /// open: a pooled connection whose upstream closed it a moment ago, with
+    /// the event not handled yet, would otherwise take the request and fail
+    /// it with 502, where an idempotent one is simply sent again. That check
+    /// is one `peek`, for those requests only.
+    fn take_pooled(&self, key: &UpstreamKey, ctx: &mut Ctx<'_>) -> Option<IdleConn> {
+        loop {
+            let idle = ctx.pool.take(key)?;
+            if self.idempotent || idle.stream.is_idle_and_open() {
+                return Some(idle);
+            }
+            log::debug!("{}: a pooled connection was closed; not using it", key.addr);
+            ctx.socks.remove(idle.sock);
+            ctx.tcp_dst.close();
+        }
     }
 
     /// A connect that failed before a socket was registered: the endpoint
@@ -319,7 +337,7 @@ pub(super) fn pool_upstream(mut up: Upstream, ctx: &mut Ctx<'_>) {
         buf: up.inbuf,
     };
     match ctx.pool.put(&up.key, idle) {
-        Ok(bucket) => ctx.socks[up.sock] = Owner::Idle(bucket),
+        Ok(bucket) => ctx.socks[up.sock] = Owner::Idle(ctx.direction, bucket),
         Err(idle) => {
             ctx.socks.remove(idle.sock);
             ctx.tcp_dst.close();

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use super::buffer::Buffer;
 use super::ctx::{Ctx, LoopConfig};
 use super::destinations::Router;
+use super::inbound;
 use super::pipe::Pipe;
 use super::pool::{Proto, UpstreamKey};
 use super::ready::Readiness;
@@ -43,6 +44,7 @@ use crate::balance::Pick;
 use crate::conn_failure::{self, ConnFailure, Progress};
 use crate::endpoints::{EndpointRef, ProtocolHint};
 use crate::http1::{BodyDecoder, BodyFraming, RequestHead};
+use crate::metrics::Direction;
 use crate::profile::{self, Classification};
 
 use h1::Upstream;
@@ -216,7 +218,18 @@ impl Exchange {
         let timeout = policy.and_then(|r| r.timeout);
         let mut upstream_head = spare_head.unwrap_or_default();
         upstream_head.reserve(512);
-        head.write_upstream(&mut upstream_head, head.upstream_host());
+        match ctx.direction {
+            Direction::Outbound => head.write_upstream(&mut upstream_head, head.upstream_host()),
+            Direction::Inbound => {
+                // The destination's one endpoint is the target.
+                let dsts = &*ctx.dsts;
+                let target = || {
+                    let set = dsts.get(dst)?.endpoints.as_ref()?;
+                    set.endpoints.first().map(|e| e.addr)
+                };
+                inbound::write_upstream_head(head, &mut upstream_head, target);
+            }
+        }
         let mut req = Pipe::default();
         let body = has_body.then(|| BodyDecoder::new(head.framing()));
         req.start(upstream_head, body);
