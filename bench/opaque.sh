@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --keep) KEEP=1; shift ;;
     --raw) RAW_OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "opaque.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
