@@ -2,13 +2,15 @@
 """Renders bench/run.sh's raw measurements (JSON lines) as the Markdown report.
 
 Input: the raw.jsonl that run.sh appends to (one object per measurement: meta, wrk, latency,
-mem, update, dests). Output: Markdown on stdout, including the raw lines at the end so a
+mem, update, dests; opaque.sh's opaque-* records, rendered by report_opaque.py). Output: Markdown on stdout, including the raw lines at the end so a
 report can be re-checked. Pure formatting and arithmetic: no processes, no network.
 README.md beside this file defines every column.
 """
 
 import json
 import sys
+
+import report_opaque
 
 ORDER = ["direct", "nginx", "haproxy", "spoke", "spoke-routes"]
 LABEL = {
@@ -118,6 +120,23 @@ def ratio(a, b):
 
 
 def render(recs):
+    http = [r for r in recs if not report_opaque.is_opaque(r)]
+    if http:
+        out = render_http(http)
+    else:
+        meta = next((r for r in recs if r.get("kind") == "opaque-meta"), {})
+        out = ["# spoke benchmark: opaque TCP, %s\n" % meta.get("date", "?"),
+               "Machine: %s CPUs, %s, kernel %s.\n"
+               % (meta.get("nproc"), meta.get("cpu", "?"), meta.get("kernel"))]
+    out += report_opaque.render(recs)
+    out.append("<details><summary>raw measurements</summary>\n\n```")
+    out += [json.dumps(r) for r in recs]
+    out.append("```\n</details>")
+    return "\n".join(out) + "\n"
+
+
+def render_http(recs):
+    """The HTTP/1.1 sections (everything run.sh measures itself), as Markdown lines."""
     meta = next((r for r in recs if r.get("kind") == "meta"), {})
     s = summarize(recs)
     targets = [t for t in ORDER if t in s]
@@ -409,11 +428,7 @@ def render(recs):
                 % (sp["busy"], fmt(ng.get("busy"), 0, "%"))
             )
         out.append("")
-
-    out.append("<details><summary>raw measurements</summary>\n\n```")
-    out += [json.dumps(r) for r in recs]
-    out.append("```\n</details>")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def main():

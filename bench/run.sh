@@ -11,16 +11,19 @@
 # the load generator on CPU 0. The "1 core" latency runs move the proxy onto CPU 0 too.
 # All targets run at once and their throughput runs are cut into short wrk slices that are
 # interleaved across targets (see below). Loopback only; every run is bounded (about 6
-# minutes in all with the defaults).
+# minutes in all with the defaults). Then opaque.sh adds the opaque TCP rows (in a network
+# namespace of its own, about 2 minutes) to the same raw measurements and report.
 #
 # Usage: bench/run.sh [--quick] [--targets "direct nginx haproxy spoke spoke-routes"]
-#                     [--no-install] [--keep]
+#                     [--no-install] [--keep] [--opaque-only | --no-opaque]
 # Env:   SPOKE_BIN (default $CARGO_TARGET_DIR/release/spoke, else /var/tmp/spoke-target/...),
 #        BENCH_DURATION (10), BENCH_SLICE (2), BENCH_RUNS (3), BENCH_RATE (2000),
-#        BENCH_CONNS (64), BENCH_PORT_BASE (18000).
+#        BENCH_CONNS (64), BENCH_PORT_BASE (18000); opaque.sh's BENCH_OPAQUE_* too.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 DURATION=${BENCH_DURATION:-10}
 RUNS=${BENCH_RUNS:-3}
 RATE=${BENCH_RATE:-2000}
@@ -34,17 +37,30 @@ LAT_DURATION=10
 SLICE=${BENCH_SLICE:-2}
 ROUTES=100
 DESTS=1000
+OPAQUE=1
+OPAQUE_ARGS=()
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) DURATION=3; RUNS=1; LAT_DURATION=3; SLICE=3; shift ;;
+    --quick) DURATION=3; RUNS=1; LAT_DURATION=3; SLICE=3; OPAQUE_ARGS+=(--quick); shift ;;
     --targets) TARGETS=$2; shift 2 ;;
-    --no-install) INSTALL=0; shift ;;
-    --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-install) INSTALL=0; OPAQUE_ARGS+=(--no-install); shift ;;
+    --keep) KEEP=1; OPAQUE_ARGS+=(--keep); shift ;;
+    --opaque-only) OPAQUE=only; shift ;;
+    --no-opaque) OPAQUE=0; shift ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
+
+# The opaque rows: the targets that have one (spoke-routes has no opaque counterpart).
+OPAQUE_TARGETS=""
+for t in $TARGETS; do
+  case "$t" in direct|nginx|haproxy|spoke) OPAQUE_TARGETS="$OPAQUE_TARGETS $t" ;; esac
+done
+if [ "$OPAQUE" = only ]; then
+  exec "$HERE/opaque.sh" "${OPAQUE_ARGS[@]}" --targets "${OPAQUE_TARGETS# }"
+fi
 
 # A throughput run of DURATION seconds is SLICES wrk slices of SLICE seconds each,
 # interleaved with the other targets' slices (see "max throughput" below).
@@ -71,9 +87,6 @@ HOST_HDR="Host: books.default.svc.cluster.local:7000"
 REQ_PATH=/r$((ROUTES - 1))/x  # matches the last of the 100 routes in the spoke-routes case
 CLK_TCK=$(getconf CLK_TCK)
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # ------------------------------------------------------------------ install
 
 install_deps() {
@@ -86,22 +99,7 @@ install_deps() {
   command -v python3 >/dev/null || need+=(python3)
   [ ${#need[@]} -eq 0 ] && return 0
   [ "$INSTALL" = 1 ] || die "missing: ${need[*]} (and --no-install given)"
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo=sudo
-  log "installing ${need[*]} with apt-get"
-  # Package scripts must not start system nginx/haproxy services on ports of their own:
-  # refuse service starts for the duration of the install unless a policy already exists.
-  local policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    policy=/usr/sbin/policy-rc.d
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-    $sudo chmod +x "$policy"
-  fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    "${need[@]}" >/dev/null
-  [ -n "$policy" ] && $sudo rm -f "$policy"
-  return 0
+  apt_install "${need[@]}"
 }
 
 install_deps
@@ -164,24 +162,7 @@ wait_http() {
 
 # ------------------------------------------------------------------ measuring
 
-ticks() { # utime+stime of a process (all threads), in clock ticks
-  local stat
-  stat=$(cat "/proc/$1/stat")
-  stat=${stat##*) }
-  awk '{print $12 + $13}' <<<"$stat"
-}
-
-steal() { # host steal time of CPU 0 and CPU 1 so far, in clock ticks: "cpu0 cpu1"
-  awk '/^cpu0 /{a=$9} /^cpu1 /{b=$9} END{print a, b}' /proc/stat
-}
-
-# steal_json BEFORE AFTER: the steal of both CPUs between two `steal` readings, as JSON fields.
-steal_json() {
-  local a0 a1 b0 b1
-  read -r a0 a1 <<<"$1"
-  read -r b0 b1 <<<"$2"
-  printf '"steal_ticks_cpu0":%s,"steal_ticks_cpu1":%s' $((b0 - a0)) $((b1 - a1))
-}
+# ticks, steal, steal_json, busy_pct: lib.sh.
 
 # mem PID: JSON fields rss/hwm/anon (KiB) and threads.
 mem() {
@@ -377,15 +358,6 @@ if [ ! -x "$SPOKE_BIN" ]; then
 fi
 
 # Is anything else using the CPUs? Sample /proc/stat for 2 s before starting.
-busy_pct() {
-  local a b
-  read -r -a a </proc/stat
-  sleep 2
-  read -r -a b </proc/stat
-  local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
-  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
-  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
-}
 BUSY=$(busy_pct)
 [ "$BUSY" -le 5 ] || log "warning: the machine is ${BUSY}% busy before the benchmark: numbers will be noisy"
 
@@ -549,6 +521,18 @@ if [ "$HAVE_SPOKE" = 1 ] && [[ " $TARGETS " == *" spoke "* ]]; then
 fi
 
 stop "$BACKEND_PID"
+
+if [ "$OPAQUE" = 1 ] && [ -n "$OPAQUE_TARGETS" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "opaque TCP: bench/opaque.sh, same run"
+    SPOKE_BIN=$SPOKE_BIN "$HERE/opaque.sh" "${OPAQUE_ARGS[@]}" --raw "$RAW" \
+      --targets "${OPAQUE_TARGETS# }" || log "warning: opaque.sh failed; report without it"
+  else
+    log "warning: the opaque rows need root (a network namespace): skipped"
+    record '{"kind":"opaque-skip","target":"all","reason":"run.sh was not run as root"}'
+  fi
+fi
+
 mkdir -p "$HERE/results"
 REPORT=$HERE/results/$(date -u +%Y-%m-%d).md
 [ ! -e "$REPORT" ] || REPORT=$HERE/results/$(date -u +%Y-%m-%d-%H%M).md

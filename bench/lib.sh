@@ -1,0 +1,60 @@
+# shellcheck shell=bash
+# bench/lib.sh: helpers that bench/run.sh and bench/opaque.sh share (sourced, not run).
+#
+# Owns: the log format, the Debian install of missing tools (with service starts refused),
+# and the two /proc readings every benchmark row is built from (a process's CPU ticks, the
+# host's steal time). No process is started here.
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# apt_install PKG...: installs the packages with apt-get (sudo when not root). Package
+# scripts must not start system nginx/haproxy services on ports of their own: service starts
+# are refused for the duration of the install unless a policy already exists, and only a
+# policy made here is removed again.
+apt_install() {
+  [ $# -gt 0 ] || return 0
+  local sudo="" policy=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  log "installing $* with apt-get"
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "$@" >/dev/null
+  [ -z "$policy" ] || $sudo rm -f "$policy"
+  return 0
+}
+
+ticks() { # utime+stime of a process (all threads), in clock ticks
+  local stat
+  stat=$(cat "/proc/$1/stat")
+  stat=${stat##*) }
+  awk '{print $12 + $13}' <<<"$stat"
+}
+
+steal() { # host steal time of CPU 0 and CPU 1 so far, in clock ticks: "cpu0 cpu1"
+  awk '/^cpu0 /{a=$9} /^cpu1 /{b=$9} END{print a, b}' /proc/stat
+}
+
+# steal_json BEFORE AFTER: the steal of both CPUs between two `steal` readings, as JSON fields.
+steal_json() {
+  local a0 a1 b0 b1
+  read -r a0 a1 <<<"$1"
+  read -r b0 b1 <<<"$2"
+  printf '"steal_ticks_cpu0":%s,"steal_ticks_cpu1":%s' $((b0 - a0)) $((b1 - a1))
+}
+
+# busy_pct: how busy the CPUs were over 2 s, in percent (from /proc/stat).
+busy_pct() {
+  local a b
+  read -r -a a </proc/stat
+  sleep 2
+  read -r -a b </proc/stat
+  local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
