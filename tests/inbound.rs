@@ -9,46 +9,19 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protobuf::well_known_types::duration::Duration as PbDuration;
 use spoke::app::App;
 use spoke::controller::server::Kind;
 use spoke::devtools::{Client, Reply, Response};
-use spoke::proxy::orig_dst::OrigDst;
 use support::*;
 
 const BOOKS: &str = "books.default.svc.cluster.local:7000";
 const DECOY: &str = "decoy.default.svc.cluster.local:80";
 /// A name outside the profile suffixes: no lookup, the default route.
 const PLAIN: &str = "app.example:8080";
-
-/// Says every accepted connection was going to what the test last set.
-#[derive(Clone, Default)]
-struct Injected(Arc<Mutex<Option<SocketAddr>>>);
-
-impl OrigDst for Injected {
-    fn lookup(
-        &self,
-        _stream: &mio::net::TcpStream,
-        _peer: SocketAddr,
-    ) -> std::io::Result<Option<SocketAddr>> {
-        Ok(*self.0.lock().expect("lock"))
-    }
-}
-
-impl Injected {
-    fn to(orig: SocketAddr) -> Injected {
-        let i = Injected::default();
-        i.set(Some(orig));
-        i
-    }
-
-    fn set(&self, orig: Option<SocketAddr>) {
-        *self.0.lock().expect("lock") = orig;
-    }
-}
 
 fn inbound_proxy(env: &spoke::config::MapEnv, orig: &Injected) -> App {
     proxy_with_orig_dst(env, Box::new(orig.clone()))

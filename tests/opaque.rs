@@ -9,27 +9,12 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use spoke::config;
-use spoke::proxy::orig_dst::OrigDst;
 use support::*;
-
-/// Says every accepted connection was going to what the test last set.
-#[derive(Clone, Default)]
-struct Injected(Arc<Mutex<Option<SocketAddr>>>);
-
-impl OrigDst for Injected {
-    fn lookup(
-        &self,
-        _stream: &mio::net::TcpStream,
-        _peer: SocketAddr,
-    ) -> std::io::Result<Option<SocketAddr>> {
-        Ok(*self.0.lock().expect("lock"))
-    }
-}
 
 /// A plain TCP server on loopback running `serve` for each connection on its
 /// own thread; stopped and joined on drop.
@@ -119,9 +104,7 @@ fn says_and_closes(mut conn: TcpStream) {
 static RECEIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn proxy_to(server: SocketAddr, env: spoke::config::MapEnv) -> spoke::app::App {
-    let orig = Injected::default();
-    *orig.0.lock().expect("lock") = Some(server);
-    proxy_with_orig_dst(&env, Box::new(orig))
+    proxy_with_orig_dst(&env, Box::new(Injected::to(server)))
 }
 
 fn connect(app: &spoke::app::App) -> TcpStream {
@@ -443,7 +426,7 @@ fn inbound_connections_are_detected_too_and_opaque_ports_skip_detection() {
     };
 
     // An opaque port: even an HTTP request is carried as bytes.
-    *orig.0.lock().expect("lock") = Some(server.addr);
+    orig.set(Some(server.addr));
     let req = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
     let mut s = inbound();
     s.write_all(req).expect("write");
@@ -455,7 +438,7 @@ fn inbound_connections_are_detected_too_and_opaque_ports_skip_detection() {
 
     // Another port: a server that speaks first is heard after the quiet
     // period, on the inbound side as on the outbound one.
-    *orig.0.lock().expect("lock") = Some(banner_server.addr);
+    orig.set(Some(banner_server.addr));
     let mut s = inbound();
     let mut got = [0u8; 11];
     s.read_exact(&mut got).expect("banner");

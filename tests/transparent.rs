@@ -6,34 +6,12 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use spoke::proxy::orig_dst::OrigDst;
 use support::*;
 
 const BOOKS: &str = "books.default.svc.cluster.local:7000";
-
-/// Says every accepted connection was going to what the test last set.
-#[derive(Clone, Default)]
-struct Injected(Arc<Mutex<Option<SocketAddr>>>);
-
-impl OrigDst for Injected {
-    fn lookup(
-        &self,
-        _stream: &mio::net::TcpStream,
-        _peer: SocketAddr,
-    ) -> std::io::Result<Option<SocketAddr>> {
-        Ok(*self.0.lock().expect("lock"))
-    }
-}
-
-impl Injected {
-    fn set(&self, orig: Option<SocketAddr>) {
-        *self.0.lock().expect("lock") = orig;
-    }
-}
 
 /// What a raw GET on a fresh connection gets back before the proxy closes it
 /// (or the wait runs out).

@@ -359,6 +359,34 @@ pub fn proxy_with_orig_dst(
     App::start_with(&cfg, orig_dst).expect("proxy starts")
 }
 
+/// An injected original destination (the tests' stand-in for the kernel's
+/// `SO_ORIGINAL_DST`): every accepted connection was going to what the test
+/// last set (`None`: not redirected).
+#[derive(Clone, Default)]
+pub struct Injected(Arc<Mutex<Option<SocketAddr>>>);
+
+impl spoke::proxy::orig_dst::OrigDst for Injected {
+    fn lookup(
+        &self,
+        _stream: &mio::net::TcpStream,
+        _peer: SocketAddr,
+    ) -> std::io::Result<Option<SocketAddr>> {
+        Ok(*self.0.lock().expect("lock"))
+    }
+}
+
+impl Injected {
+    pub fn to(orig: SocketAddr) -> Injected {
+        let i = Injected::default();
+        i.set(Some(orig));
+        i
+    }
+
+    pub fn set(&self, orig: Option<SocketAddr>) {
+        *self.0.lock().expect("lock") = orig;
+    }
+}
+
 /// A loopback port with nothing listening on it (bound, noted, closed).
 pub fn dead_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
