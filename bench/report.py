@@ -11,6 +11,7 @@ import json
 import sys
 
 import report_opaque
+from report_opaque import fmt, median  # noqa: E402  (shared with the opaque rows)
 
 ORDER = ["direct", "nginx", "haproxy", "spoke", "spoke-routes"]
 LABEL = {
@@ -21,20 +22,6 @@ LABEL = {
     "spoke-routes": "spoke (100 routes, last one matches)",
 }
 MIB = 1024.0
-
-
-def median(xs):
-    xs = sorted(x for x in xs if x is not None)
-    if not xs:
-        return None
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
-
-
-def fmt(v, digits=0, unit=""):
-    if v is None:
-        return "—"
-    return ("{:,.%df}" % digits).format(v) + unit
 
 
 def mib(kib):
