@@ -7,8 +7,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,15 +35,7 @@ fn inbound_get(app: &App, host: &str, path: &str) -> Reply {
 /// What a raw GET on a fresh inbound connection gets back before the proxy
 /// closes it (or the wait runs out).
 fn raw_inbound(app: &App) -> Vec<u8> {
-    let mut s = TcpStream::connect(app.inbound_addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let req = format!("GET / HTTP/1.1\r\nhost: {BOOKS}\r\nconnection: close\r\n\r\n");
-    // The proxy may already have closed it; the write can then fail.
-    let _ = s.write_all(req.as_bytes());
-    let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    got
+    raw_get_at(app.inbound_addr(), BOOKS)
 }
 
 fn refused(app: &App, reason: &str) -> f64 {

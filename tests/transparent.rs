@@ -5,10 +5,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use support::*;
 
 const BOOKS: &str = "books.default.svc.cluster.local:7000";
@@ -16,15 +12,7 @@ const BOOKS: &str = "books.default.svc.cluster.local:7000";
 /// What a raw GET on a fresh connection gets back before the proxy closes it
 /// (or the wait runs out).
 fn raw_get(app: &spoke::app::App) -> Vec<u8> {
-    let mut s = TcpStream::connect(app.outbound_addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let req = format!("GET / HTTP/1.1\r\nhost: {BOOKS}\r\nconnection: close\r\n\r\n");
-    // The proxy may already have closed it; the write can then fail.
-    let _ = s.write_all(req.as_bytes());
-    let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    got
+    raw_get_at(app.outbound_addr(), BOOKS)
 }
 
 fn loops(app: &spoke::app::App) -> f64 {

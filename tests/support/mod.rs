@@ -387,6 +387,21 @@ impl Injected {
     }
 }
 
+/// What a raw GET for `host` on a fresh connection to `addr` gets back before
+/// the proxy closes it (or five seconds run out): the bytes as they came.
+pub fn raw_get_at(addr: SocketAddr, host: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    // The proxy may already have closed it; the write can then fail.
+    let _ = s.write_all(req.as_bytes());
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
 /// A loopback port with nothing listening on it (bound, noted, closed).
 pub fn dead_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
