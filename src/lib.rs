@@ -34,6 +34,7 @@
 
 pub mod app;
 pub mod balance;
+pub mod client_hello;
 pub mod config;
 pub mod conn_failure;
 pub mod controller;
