@@ -44,6 +44,7 @@ pub mod discovery;
 pub mod duration;
 pub mod endpoints;
 pub mod http1;
+pub mod identity;
 pub mod init;
 pub mod metrics;
 pub mod networks;

@@ -216,7 +216,19 @@ fn controller(args: &[String]) -> ExitCode {
             .name_prefix("grpc")
             .build(),
     );
-    let c = match Controller::start(env, &config, listen) {
+    // `spoke controller` always issues identities: with the configured CA, or
+    // one it generates, whose certificate it writes out for workloads to trust.
+    let identity = match spoke::identity::config::from_env(&ProcessEnv, true) {
+        Ok(s) => s.issuer,
+        Err(e) => {
+            eprintln!("spoke controller: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let default_out = std::env::temp_dir().join("spoke-controller-trust-anchors.pem");
+    let source = identity.source(Some(default_out));
+    let issuer = source.as_ref().map(|s| (s, identity.lifetime));
+    let c = match Controller::start(env, &config, listen, issuer) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("spoke controller: {e}");
@@ -228,6 +240,12 @@ fn controller(args: &[String]) -> ExitCode {
         config.display(),
         c.addr()
     );
+    if let Some(spoke::identity::issuer::IssuerSource::Generate { anchors_out }) = &source {
+        println!(
+            "spoke controller: identity CA generated; trust anchors in {}",
+            anchors_out.display()
+        );
+    }
     let sig = signals.forever().next().unwrap_or(SIGTERM);
     log::info!("received signal {sig}; ending open streams and stopping");
     c.shutdown(STOP_GRACE);

@@ -36,6 +36,9 @@
 //!   `no_endpoints{exists:true}` and answer 503. A `name:port` that no Endpoints document
 //!   lists is unknown: clients get `no_endpoints{exists:false}` and may fall back to DNS.
 //!
+//! - `kind: Identity`, `apiVersion: spoke.dev/v1alpha1`: which token proves a workload
+//!   identity to the `Certify` service (`controller/mesh/identities.rs`).
+//!
 //! Any other kind (including Kubernetes' own `v1` `Endpoints`) is skipped with a warning.
 //! A document with a structural error (a missing required field, a value of the wrong type,
 //! a bad duration, quantity, port or address) fails the whole parse with a [`MeshError`]
@@ -54,6 +57,7 @@
 //! without one); it is left empty when the path names an IP address, since this file maps no
 //! IPs to services.
 
+mod identities;
 mod profile;
 mod yaml;
 
@@ -68,6 +72,7 @@ use crate::discovery::convert::to_tcp_address as tcp_address;
 use crate::proto::destination::{
     AddrSet, DestinationProfile, NoEndpoints, Update, WeightedAddr, WeightedAddrSet,
 };
+pub use identities::TokenSource;
 use profile::{default_retry_budget, profile_spec, Profile};
 use yaml::{
     fail, get, index_path, integer, key_path, kind_of, mapping, optional_seq, required, sequence,
@@ -87,6 +92,8 @@ const ENDPOINTS_API_VERSION: &str = "spoke.dev/v1alpha1";
 pub struct Mesh {
     profiles: BTreeMap<String, Profile>,
     endpoints: BTreeMap<String, Vec<SocketAddr>>,
+    /// Identity -> the token that proves it (`identities`).
+    identities: BTreeMap<String, TokenSource>,
 }
 
 /// What the file says about the endpoints of one `name:port`.
@@ -353,6 +360,7 @@ struct Builder {
     mesh: Mesh,
     profile_origin: BTreeMap<String, Location>,
     endpoints_origin: BTreeMap<String, Location>,
+    identity_origin: BTreeMap<String, Location>,
 }
 
 impl Builder {
@@ -453,6 +461,11 @@ impl Builder {
                 self.mesh.endpoints.insert(key, addrs);
             }
             return Ok(());
+        }
+
+        if kind == identities::KIND && api_version == ENDPOINTS_API_VERSION {
+            let spec = required(map, "spec", "").map_err(|e| ctx.invalid(e))?;
+            return self.identity(at, ctx, name.as_deref(), spec);
         }
 
         log::warn!(
