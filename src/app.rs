@@ -157,7 +157,11 @@ impl App {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         // With identity on, also once the first certificate is in force.
-        let certified = move || identity_ready.as_ref().is_none_or(|r| r.load(Ordering::Acquire));
+        let certified = move || {
+            identity_ready
+                .as_ref()
+                .is_none_or(|r| r.load(Ordering::Acquire))
+        };
         let ready: Box<dyn Fn() -> bool + Send> = if controller.is_some() {
             Box::new(move || !stopping.load(Ordering::Acquire) && certified())
         } else {

@@ -190,7 +190,11 @@ impl Controller {
         log::info!(
             "embedded controller serving {shown} on {}{}",
             server.addr(),
-            if serves_identity { " (with Identity)" } else { "" }
+            if serves_identity {
+                " (with Identity)"
+            } else {
+                ""
+            }
         );
         Ok(Controller {
             server,

@@ -59,7 +59,10 @@ pub fn certify(
         Some(TokenSource::File(path)) => match std::fs::read(&path) {
             Ok(v) => v,
             Err(e) => {
-                log::warn!("identity: cannot read the token file {}: {e}", path.display());
+                log::warn!(
+                    "identity: cannot read the token file {}: {e}",
+                    path.display()
+                );
                 return status(
                     RpcStatusCode::UNAVAILABLE,
                     format!("the token for {id} cannot be read"),
@@ -168,20 +171,40 @@ mod tests {
         let ok = certify(&c, &request(NAME, b"s3cret\n", csr.clone()), now).unwrap();
         assert!(!ok.leaf_certificate.is_empty());
         assert!(ok.valid_until.seconds > 0);
-        assert_eq!(code(&request(NAME, b"wrong", csr.clone())), RpcStatusCode::FAILED_PRECONDITION);
+        assert_eq!(
+            code(&request(NAME, b"wrong", csr.clone())),
+            RpcStatusCode::FAILED_PRECONDITION
+        );
         let other = "db.default.serviceaccount.identity.linkerd.cluster.local";
         let other_csr = Documents::generate(other).unwrap().csr;
-        assert_eq!(code(&request(other, b"s3cret", other_csr)), RpcStatusCode::FAILED_PRECONDITION);
+        assert_eq!(
+            code(&request(other, b"s3cret", other_csr)),
+            RpcStatusCode::FAILED_PRECONDITION
+        );
         let foreign_csr = Documents::generate(other).unwrap().csr;
-        assert_eq!(code(&request(NAME, b"s3cret", foreign_csr)), RpcStatusCode::INVALID_ARGUMENT);
-        assert_eq!(code(&request("", b"s3cret", csr.clone())), RpcStatusCode::INVALID_ARGUMENT);
-        assert_eq!(code(&request(NAME, b"", csr)), RpcStatusCode::INVALID_ARGUMENT);
-        assert_eq!(code(&request(NAME, b"s3cret", vec![])), RpcStatusCode::INVALID_ARGUMENT);
+        assert_eq!(
+            code(&request(NAME, b"s3cret", foreign_csr)),
+            RpcStatusCode::INVALID_ARGUMENT
+        );
+        assert_eq!(
+            code(&request("", b"s3cret", csr.clone())),
+            RpcStatusCode::INVALID_ARGUMENT
+        );
+        assert_eq!(
+            code(&request(NAME, b"", csr)),
+            RpcStatusCode::INVALID_ARGUMENT
+        );
+        assert_eq!(
+            code(&request(NAME, b"s3cret", vec![])),
+            RpcStatusCode::INVALID_ARGUMENT
+        );
     }
 
     #[test]
     fn an_unreadable_token_file_is_unavailable() {
-        let c = certifier(Arc::new(|_| Some(TokenSource::File("/nonexistent/spoke-token".into()))));
+        let c = certifier(Arc::new(|_| {
+            Some(TokenSource::File("/nonexistent/spoke-token".into()))
+        }));
         let csr = Documents::generate(NAME).unwrap().csr;
         let e = certify(&c, &request(NAME, b"t", csr), SystemTime::now()).unwrap_err();
         assert_eq!(e.code(), RpcStatusCode::UNAVAILABLE);

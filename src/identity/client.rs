@@ -327,8 +327,14 @@ mod tests {
         m.refreshes.inc();
         m.error(Reason::Rejected);
         let text = r.render_to_string();
-        assert!(text.contains("identity_cert_expiration_timestamp_seconds 1700000000"), "{text}");
+        assert!(
+            text.contains("identity_cert_expiration_timestamp_seconds 1700000000"),
+            "{text}"
+        );
         assert!(text.contains("identity_cert_refresh_count 1"), "{text}");
-        assert!(text.contains("spoke_identity_errors_total{reason=\"rejected\"} 1"), "{text}");
+        assert!(
+            text.contains("spoke_identity_errors_total{reason=\"rejected\"} 1"),
+            "{text}"
+        );
     }
 }

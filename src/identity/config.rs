@@ -124,7 +124,10 @@ pub fn check_dns_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err("expected a DNS name, e.g. web.default.serviceaccount.identity.linkerd.cluster.local".into())
+        Err(
+            "expected a DNS name, e.g. web.default.serviceaccount.identity.linkerd.cluster.local"
+                .into(),
+        )
     }
 }
 
@@ -135,8 +138,20 @@ pub fn from_env(env: &dyn Env, embedded: bool) -> Result<IdentitySettings, Confi
         load: match (value(env, ISSUER_CERT), value(env, ISSUER_KEY)) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            (Some(_), None) => return Err(invalid(ISSUER_KEY, "", format!("required with {ISSUER_CERT}"))),
-            (None, Some(_)) => return Err(invalid(ISSUER_CERT, "", format!("required with {ISSUER_KEY}"))),
+            (Some(_), None) => {
+                return Err(invalid(
+                    ISSUER_KEY,
+                    "",
+                    format!("required with {ISSUER_CERT}"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    ISSUER_CERT,
+                    "",
+                    format!("required with {ISSUER_KEY}"),
+                ))
+            }
         },
         anchors_out: value(env, TRUST_ANCHORS_OUT).map(PathBuf::from),
         lifetime: match value(env, ISSUANCE_LIFETIME) {
@@ -147,9 +162,26 @@ pub fn from_env(env: &dyn Env, embedded: bool) -> Result<IdentitySettings, Confi
     let local_name = value(env, LOCAL_NAME);
     let anchors = value(env, TRUST_ANCHORS);
     let (local_name, anchors) = match (local_name, anchors) {
-        (None, None) => return Ok(IdentitySettings { proxy: None, issuer }),
-        (Some(_), None) => return Err(invalid(TRUST_ANCHORS, "", format!("required with {LOCAL_NAME}"))),
-        (None, Some(_)) => return Err(invalid(LOCAL_NAME, "", format!("required with {TRUST_ANCHORS}"))),
+        (None, None) => {
+            return Ok(IdentitySettings {
+                proxy: None,
+                issuer,
+            })
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                TRUST_ANCHORS,
+                "",
+                format!("required with {LOCAL_NAME}"),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                LOCAL_NAME,
+                "",
+                format!("required with {TRUST_ANCHORS}"),
+            ))
+        }
         (Some(n), Some(a)) => (n, a),
     };
     check_dns_name(&local_name).map_err(|r| invalid(LOCAL_NAME, &local_name, r))?;
@@ -182,7 +214,10 @@ pub fn from_env(env: &dyn Env, embedded: bool) -> Result<IdentitySettings, Confi
         return Err(invalid(
             MIN_REFRESH,
             &duration::format(min_refresh),
-            format!("larger than {MAX_REFRESH} ({})", duration::format(max_refresh)),
+            format!(
+                "larger than {MAX_REFRESH} ({})",
+                duration::format(max_refresh)
+            ),
         ));
     }
     Ok(IdentitySettings {
@@ -231,34 +266,66 @@ mod tests {
         assert_eq!(p.max_refresh, Duration::from_secs(86_400));
         assert_eq!(p.anchors.len(), 1);
         let p = from_env(&enabled().set(SVC_ADDR, "identity:8080"), false).unwrap();
-        assert_eq!(p.proxy.unwrap().service, IdentityService::Remote("identity:8080".into()));
+        assert_eq!(
+            p.proxy.unwrap().service,
+            IdentityService::Remote("identity:8080".into())
+        );
     }
 
     #[test]
     fn bad_values_name_their_variable() {
-        assert_eq!(err(&MapEnv::new().set(LOCAL_NAME, NAME), true).var, TRUST_ANCHORS);
-        assert_eq!(err(&MapEnv::new().set(TRUST_ANCHORS, "x"), true).var, LOCAL_NAME);
-        assert_eq!(err(&enabled().set(LOCAL_NAME, "no spaces"), true).var, LOCAL_NAME);
-        assert_eq!(err(&enabled().set(TRUST_ANCHORS, "junk"), true).var, TRUST_ANCHORS);
+        assert_eq!(
+            err(&MapEnv::new().set(LOCAL_NAME, NAME), true).var,
+            TRUST_ANCHORS
+        );
+        assert_eq!(
+            err(&MapEnv::new().set(TRUST_ANCHORS, "x"), true).var,
+            LOCAL_NAME
+        );
+        assert_eq!(
+            err(&enabled().set(LOCAL_NAME, "no spaces"), true).var,
+            LOCAL_NAME
+        );
+        assert_eq!(
+            err(&enabled().set(TRUST_ANCHORS, "junk"), true).var,
+            TRUST_ANCHORS
+        );
         let mut no_token = enabled();
         no_token.0.remove(TOKEN_FILE);
         assert_eq!(err(&no_token, true).var, TOKEN_FILE);
         assert_eq!(err(&enabled(), false).var, SVC_ADDR);
         assert_eq!(err(&enabled().set(SVC_ADDR, "noport"), false).var, SVC_ADDR);
         assert_eq!(err(&enabled().set(SVC_NAME, "a..b"), true).var, SVC_NAME);
-        assert_eq!(err(&enabled().set(MIN_REFRESH, "soon"), true).var, MIN_REFRESH);
-        assert_eq!(err(&enabled().set(MAX_REFRESH, "0s"), true).var, MAX_REFRESH);
-        let e = err(&enabled().set(MIN_REFRESH, "2h").set(MAX_REFRESH, "1h"), true);
+        assert_eq!(
+            err(&enabled().set(MIN_REFRESH, "soon"), true).var,
+            MIN_REFRESH
+        );
+        assert_eq!(
+            err(&enabled().set(MAX_REFRESH, "0s"), true).var,
+            MAX_REFRESH
+        );
+        let e = err(
+            &enabled().set(MIN_REFRESH, "2h").set(MAX_REFRESH, "1h"),
+            true,
+        );
         assert_eq!(e.var, MIN_REFRESH);
-        assert_eq!(err(&MapEnv::new().set(ISSUER_CERT, "c"), true).var, ISSUER_KEY);
-        assert_eq!(err(&MapEnv::new().set(ISSUER_KEY, "k"), true).var, ISSUER_CERT);
+        assert_eq!(
+            err(&MapEnv::new().set(ISSUER_CERT, "c"), true).var,
+            ISSUER_KEY
+        );
+        assert_eq!(
+            err(&MapEnv::new().set(ISSUER_KEY, "k"), true).var,
+            ISSUER_CERT
+        );
         let e = err(&MapEnv::new().set(ISSUANCE_LIFETIME, "forever"), true);
         assert_eq!(e.var, ISSUANCE_LIFETIME);
     }
 
     #[test]
     fn the_issuer_loads_generates_or_stays_off() {
-        let load = MapEnv::new().set(ISSUER_CERT, "c.pem").set(ISSUER_KEY, "k.pem");
+        let load = MapEnv::new()
+            .set(ISSUER_CERT, "c.pem")
+            .set(ISSUER_KEY, "k.pem");
         let s = from_env(&load, true).unwrap().issuer;
         assert_eq!(
             s.source(None),

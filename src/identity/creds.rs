@@ -138,12 +138,19 @@ impl Documents {
     /// Checks that `key` is a P-256 PKCS#8 key and that `csr` is a CSR for it.
     pub fn new(key: Vec<u8>, csr: Vec<u8>) -> Result<Documents, String> {
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(key.as_slice());
-        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| format!("{KEY_FILE} is not a PKCS#8 ECDSA P-256 key: {e}"))?;
+        let pair =
+            rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| format!("{KEY_FILE} is not a PKCS#8 ECDSA P-256 key: {e}"))?;
         let public_key = rcgen::PublicKeyData::der_bytes(&pair).to_vec();
         let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr)
             .map_err(|e| format!("{CSR_FILE} is not a DER CSR: {e}"))?;
-        if req.certification_request_info.subject_pki.subject_public_key.data != public_key {
+        if req
+            .certification_request_info
+            .subject_pki
+            .subject_public_key
+            .data
+            != public_key
+        {
             return Err(format!("{CSR_FILE} is not for the key in {KEY_FILE}"));
         }
         Ok(Documents {
@@ -213,7 +220,12 @@ pub fn validate(
 }
 
 /// How long after `now` a certificate valid until `not_after` is renewed.
-pub fn refresh_in(now: SystemTime, not_after: SystemTime, min: Duration, max: Duration) -> Duration {
+pub fn refresh_in(
+    now: SystemTime,
+    not_after: SystemTime,
+    min: Duration,
+    max: Duration,
+) -> Duration {
     let left = not_after.duration_since(now).unwrap_or_default();
     left.mul_f64(REFRESH_SHARE).clamp(min, max.max(min))
 }
@@ -244,7 +256,11 @@ mod tests {
         let (min, max) = (Duration::from_secs(10), Duration::from_secs(86_400));
         assert_eq!(refresh_in(now, at(100), min, max), Duration::from_secs(70));
         assert_eq!(refresh_in(now, at(10), min, max), min, "clamped up");
-        assert_eq!(refresh_in(now, at(1_000_000), min, max), max, "clamped down");
+        assert_eq!(
+            refresh_in(now, at(1_000_000), min, max),
+            max,
+            "clamped down"
+        );
         assert_eq!(refresh_in(now, now - Duration::from_secs(5), min, max), min);
         // A maximum below the minimum does not panic: the minimum wins.
         assert_eq!(refresh_in(now, at(100), min, Duration::from_secs(1)), min);
@@ -262,7 +278,10 @@ mod tests {
 
         let dir = std::env::temp_dir().join(format!("spoke-creds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(Documents::load(&dir).unwrap().is_none(), "no key.p8: generate");
+        assert!(
+            Documents::load(&dir).unwrap().is_none(),
+            "no key.p8: generate"
+        );
         std::fs::write(dir.join(KEY_FILE), &a.key_pkcs8[..]).unwrap();
         let e = Documents::load(&dir).unwrap_err();
         assert!(e.contains("csr.der"), "{e}");
@@ -277,7 +296,9 @@ mod tests {
         let issuer = Issuer::generate().unwrap();
         let docs = Documents::generate(NAME).unwrap();
         let now = SystemTime::now();
-        let leaf = issuer.issue(NAME, &docs.csr, DEFAULT_LIFETIME, now).unwrap();
+        let leaf = issuer
+            .issue(NAME, &docs.csr, DEFAULT_LIFETIME, now)
+            .unwrap();
         let v = validate(&leaf.der, &[], &anchors_of(&issuer), NAME, &docs, now).unwrap();
         assert_eq!(v.chain.len(), 1);
         assert_eq!(unix_seconds(v.not_after), unix_seconds(leaf.not_after));
@@ -291,7 +312,9 @@ mod tests {
         let other = Issuer::generate().unwrap();
         let docs = Documents::generate(NAME).unwrap();
         let now = SystemTime::now();
-        let leaf = issuer.issue(NAME, &docs.csr, DEFAULT_LIFETIME, now).unwrap();
+        let leaf = issuer
+            .issue(NAME, &docs.csr, DEFAULT_LIFETIME, now)
+            .unwrap();
         let check = |anchors: &Anchors, name: &str, docs: &Documents, at: SystemTime| {
             validate(&leaf.der, &[], anchors, name, docs, at)
                 .unwrap_err()
@@ -299,12 +322,22 @@ mod tests {
         };
         let e = check(&anchors_of(&other), NAME, &docs, now);
         assert!(e.contains("not trusted"), "{e}");
-        let e = check(&anchors_of(&issuer), "db.default.serviceaccount.identity.x", &docs, now);
+        let e = check(
+            &anchors_of(&issuer),
+            "db.default.serviceaccount.identity.x",
+            &docs,
+            now,
+        );
         assert!(e.contains("not valid for"), "{e}");
         let foreign = Documents::generate(NAME).unwrap();
         let e = check(&anchors_of(&issuer), NAME, &foreign, now);
         assert!(e.contains("key"), "{e}");
-        let e = check(&anchors_of(&issuer), NAME, &docs, now + DEFAULT_LIFETIME * 2);
+        let e = check(
+            &anchors_of(&issuer),
+            NAME,
+            &docs,
+            now + DEFAULT_LIFETIME * 2,
+        );
         assert!(e.contains("not trusted"), "{e}");
         let e = validate(b"junk", &[], &anchors_of(&issuer), NAME, &docs, now).unwrap_err();
         assert!(e.0.contains("X.509"), "{e}");
@@ -315,7 +348,11 @@ mod tests {
         assert!(Anchors::from_pem("").is_err());
         assert!(Anchors::from_pem("not pem").is_err());
         let issuer = Issuer::generate().unwrap();
-        let two = format!("{}{}", issuer.cert_pem(), Issuer::generate().unwrap().cert_pem());
+        let two = format!(
+            "{}{}",
+            issuer.cert_pem(),
+            Issuer::generate().unwrap().cert_pem()
+        );
         assert_eq!(Anchors::from_pem(&two).unwrap().len(), 2);
     }
 }

@@ -111,9 +111,10 @@ impl Issuer {
     /// Loads or generates the CA (and writes a generated one's certificate out).
     pub fn from_config(source: &IssuerSource) -> Result<Issuer, String> {
         match source {
-            IssuerSource::Load { cert, key } => {
-                Issuer::from_pem(&pem_or_file(cert, "certificate")?, &pem_or_file(key, "key")?)
-            }
+            IssuerSource::Load { cert, key } => Issuer::from_pem(
+                &pem_or_file(cert, "certificate")?,
+                &pem_or_file(key, "key")?,
+            ),
             IssuerSource::Generate { anchors_out } => {
                 let issuer = Issuer::generate()?;
                 write_pem(anchors_out, issuer.cert_pem())?;
@@ -142,9 +143,7 @@ impl Issuer {
         let public_key = check_csr(identity, csr)?;
         let mut params = CertificateParams::new(vec![identity.to_owned()])
             .map_err(|e| BadRequest(format!("identity {identity:?} is not a DNS name: {e}")))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, identity);
+        params.distinguished_name.push(DnType::CommonName, identity);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -207,8 +206,8 @@ fn check_csr(identity: &str, csr: &[u8]) -> Result<rcgen::PublicKey, BadRequest>
         }
     }
     if let Some(value) = parsed.params.distinguished_name.get(&DnType::CommonName) {
-        let cn = dn_text(value)
-            .ok_or_else(|| BadRequest("the CSR's CN is not a text string".into()))?;
+        let cn =
+            dn_text(value).ok_or_else(|| BadRequest("the CSR's CN is not a text string".into()))?;
         if !cn.is_empty() && !cn.eq_ignore_ascii_case(identity) {
             return Err(BadRequest(format!(
                 "the CSR's CN {cn:?} is neither empty nor the requested identity {identity:?}"
@@ -235,7 +234,8 @@ fn pem_or_file(value: &str, what: &str) -> Result<String, String> {
     if value.trim_start().starts_with("-----BEGIN") {
         return Ok(value.to_owned());
     }
-    std::fs::read_to_string(value).map_err(|e| format!("cannot read the issuer {what} {value}: {e}"))
+    std::fs::read_to_string(value)
+        .map_err(|e| format!("cannot read the issuer {what} {value}: {e}"))
 }
 
 fn write_pem(path: &Path, pem: String) -> Result<(), String> {
@@ -273,12 +273,18 @@ mod tests {
         let now = SystemTime::now();
         for cn in [None, Some(NAME)] {
             let leaf = ca
-                .issue(NAME, &csr(vec![dns(NAME)], cn), Duration::from_secs(60), now)
+                .issue(
+                    NAME,
+                    &csr(vec![dns(NAME)], cn),
+                    Duration::from_secs(60),
+                    now,
+                )
                 .unwrap();
             let (_, cert) = x509_parser::parse_x509_certificate(&leaf.der).unwrap();
             let eku = cert.extended_key_usage().unwrap().unwrap().value;
             assert!(eku.server_auth && eku.client_auth);
-            let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+            let life =
+                cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
             assert_eq!(life, 80, "60 s plus the 20 s skew allowance");
             let san = cert.subject_alternative_name().unwrap().unwrap().value;
             assert_eq!(san.general_names.len(), 1);
@@ -322,7 +328,12 @@ mod tests {
         })
         .unwrap();
         assert!(loaded
-            .issue(NAME, &csr(vec![dns(NAME)], None), DEFAULT_LIFETIME, SystemTime::now())
+            .issue(
+                NAME,
+                &csr(vec![dns(NAME)], None),
+                DEFAULT_LIFETIME,
+                SystemTime::now()
+            )
             .is_ok());
         let e = Issuer::from_config(&IssuerSource::Load {
             cert: ca.cert_pem(),

@@ -147,6 +147,10 @@ mod tests {
         assert!(e(doc("{token: [1]}")).contains("spec.token: expected a string"));
         assert!(e(doc("{token: a}").replace(NAME, "bad name")).contains("metadata.name"));
         let twice = format!("{}---\n{}", doc("{token: a}"), doc("{token: b}"));
-        assert!(e(twice).contains("duplicate"), "{}", e(doc("{token: a}") + "---\n" + &doc("{token: b}")));
+        assert!(
+            e(twice).contains("duplicate"),
+            "{}",
+            e(doc("{token: a}") + "---\n" + &doc("{token: b}"))
+        );
     }
 }
