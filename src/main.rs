@@ -225,8 +225,13 @@ fn controller(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let default_out = std::env::temp_dir().join("spoke-controller-trust-anchors.pem");
-    let source = identity.source(Some(default_out));
+    // A generated CA's key lives in memory only, so the default anchors file
+    // is this process's own, and is removed when it stops.
+    let default_out = std::env::temp_dir().join(format!(
+        "spoke-controller-{}-trust-anchors.pem",
+        std::process::id()
+    ));
+    let source = identity.source(Some(default_out.clone()));
     let issuer = source.as_ref().map(|s| (s, identity.lifetime));
     let c = match Controller::start(env, &config, listen, issuer) {
         Ok(c) => c,
@@ -249,5 +254,8 @@ fn controller(args: &[String]) -> ExitCode {
     let sig = signals.forever().next().unwrap_or(SIGTERM);
     log::info!("received signal {sig}; ending open streams and stopping");
     c.shutdown(STOP_GRACE);
+    if identity.load.is_none() && identity.anchors_out.is_none() {
+        let _ = std::fs::remove_file(&default_out);
+    }
     ExitCode::SUCCESS
 }

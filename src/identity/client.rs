@@ -35,7 +35,9 @@ use crate::proto::identity::{CertifyRequest, CertifyResponse};
 use crate::proto::METHOD_CERTIFY;
 use crate::updates::SnapshotTx;
 
-/// Bounds the connect and each `Certify` call.
+/// Bounds the TCP connect and the gRPC probe of a dial (as for the
+/// destination connection), and each `Certify` call.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The identity families, registered once.
@@ -239,7 +241,7 @@ fn round(
         )
     })?;
     if client.is_none() {
-        let c = control::dial(&s.env, &s.addr, CALL_TIMEOUT).map_err(|e| {
+        let c = control::dial(&s.env, &s.addr, DIAL_TIMEOUT).map_err(|e| {
             (
                 Reason::Unavailable,
                 format!("cannot reach the identity service at {}: {e}", s.addr),

@@ -196,11 +196,11 @@ impl EventLoop {
                 }
             }
             if woken {
+                self.drain_identity();
                 if self.stop.load(Ordering::Acquire) && !self.draining {
                     self.begin_drain(now);
                 }
                 // Swap in the newest snapshots, then let parked requests go.
-                self.drain_identity();
                 self.parts.dsts.drain(now, &mut woken_sessions);
                 for key in woken_sessions.drain(..) {
                     self.drive(key, now);
