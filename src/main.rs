@@ -245,12 +245,8 @@ fn controller(args: &[String]) -> ExitCode {
         config.display(),
         c.addr()
     );
-    if let Some(spoke::identity::issuer::IssuerSource::Generate { anchors_out }) = &source {
-        println!(
-            "spoke controller: identity CA generated; trust anchors in {}",
-            anchors_out.display()
-        );
-    }
+    // (A generated CA's anchors file is logged by the issuer: stdout carries
+    // only the line above, which callers read and then may close.)
     let sig = signals.forever().next().unwrap_or(SIGTERM);
     log::info!("received signal {sig}; ending open streams and stopping");
     c.shutdown(STOP_GRACE);

@@ -329,3 +329,36 @@ fn key_and_csr_are_taken_from_the_identity_dir() {
     });
     app.shutdown().unwrap();
 }
+
+#[test]
+fn an_unreachable_identity_service_is_retried_and_counted() {
+    let dir = scratch("unreachable");
+    let (ca, _) = test_ca();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let ctl = MockController::start();
+    let env = support::config(ctl.addr())
+        .set(id::LOCAL_NAME, WEB)
+        .set(id::TRUST_ANCHORS, ca)
+        .set(id::TOKEN_FILE, token_file.display().to_string())
+        .set(id::SVC_ADDR, dead_port().to_string());
+    let app = proxy(&env);
+    eventually("attempts counted as unavailable", || {
+        metric(
+            &app,
+            "spoke_identity_errors_total",
+            &[("reason", "unavailable")],
+        ) >= 3.0
+    });
+    assert_eq!(
+        ready(&app),
+        503,
+        "the control plane is up, the certificate is not"
+    );
+    // An unreadable token file is its own reason.
+    std::fs::remove_file(&token_file).unwrap();
+    eventually("attempts counted as token", || {
+        metric(&app, "spoke_identity_errors_total", &[("reason", "token")]) >= 1.0
+    });
+    app.shutdown().unwrap();
+}

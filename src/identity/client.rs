@@ -240,17 +240,16 @@ fn round(
             format!("cannot read {}: {e}", s.cfg.token_file.display()),
         )
     })?;
-    if client.is_none() {
-        let c = control::dial(&s.env, &s.addr, DIAL_TIMEOUT).map_err(|e| {
+    // Kept across rounds; dropped (and dialed again next round) when a call
+    // fails at the transport.
+    let c = match client.take() {
+        Some(c) => c,
+        None => control::dial(&s.env, &s.addr, DIAL_TIMEOUT).map_err(|e| {
             (
                 Reason::Unavailable,
                 format!("cannot reach the identity service at {}: {e}", s.addr),
             )
-        })?;
-        *client = Some(c);
-    }
-    let Some(c) = client.as_ref() else {
-        return Ok(None);
+        })?,
     };
     let mut req = CertifyRequest::new();
     req.identity = s.cfg.local_name.clone();
@@ -269,8 +268,12 @@ fn round(
         _ => return Ok(None),
     };
     let resp: CertifyResponse = match answer {
-        Ok(r) => r,
+        Ok(r) => {
+            *client = Some(c);
+            r
+        }
         Err(grpcio::Error::RpcFailure(status)) if refused(status.code()) => {
+            *client = Some(c);
             return Err((
                 Reason::Rejected,
                 format!(
@@ -278,11 +281,10 @@ fn round(
                     status.code(),
                     status.message()
                 ),
-            ))
+            ));
         }
         Err(e) => {
-            // The connection may be gone: dial again next round.
-            *client = None;
+            // The connection may be gone: `c` is dropped, dial again next round.
             return Err((Reason::Unavailable, format!("Certify failed: {e}")));
         }
     };

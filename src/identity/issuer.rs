@@ -118,8 +118,9 @@ impl Issuer {
             IssuerSource::Generate { anchors_out } => {
                 let issuer = Issuer::generate()?;
                 write_pem(anchors_out, issuer.cert_pem())?;
-                log::info!(
-                    "identity: generated a CA; its certificate (the trust anchor) is in {}",
+                log::warn!(
+                    "identity: no issuer configured; generated a CA (its key is in memory \
+                     only), its certificate (the trust anchors to give workloads) is in {}",
                     anchors_out.display()
                 );
                 Ok(issuer)
