@@ -362,3 +362,40 @@ fn an_unreachable_identity_service_is_retried_and_counted() {
     });
     app.shutdown().unwrap();
 }
+
+#[test]
+fn get_answers_carry_the_tls_identity_of_a_port() {
+    use futures::StreamExt;
+    let dir = scratch("tls-identity");
+    let path = dir.join("mesh.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: spoke.dev/v1alpha1\nkind: Endpoints\nmetadata:\n  name: web.default.svc.cluster.local\n\
+             spec:\n  ports:\n  - port: 80\n    identity: {WEB}\n    addresses: [127.0.0.1:8080]\n"
+        ),
+    )
+    .unwrap();
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let ctl = Controller::start(env, &path, "127.0.0.1:0".parse().unwrap(), None).unwrap();
+    let client = certify_client(&ctl.addr().to_string());
+    let mut req = pb::GetDestination::new();
+    req.path = "web.default.svc.cluster.local:80".into();
+    let mut stream = client
+        .server_streaming(
+            &spoke::proto::METHOD_GET,
+            &req,
+            grpcio::CallOption::default(),
+        )
+        .unwrap();
+    let first = futures::executor::block_on(stream.next())
+        .expect("a first answer")
+        .expect("an update");
+    let added = first.add();
+    assert_eq!(added.addrs.len(), 1);
+    let tls = added.addrs[0].tls_identity.as_ref().expect("tls_identity");
+    assert_eq!(tls.dns_like_identity().name, WEB);
+    assert_eq!(tls.server_name.name, WEB);
+    drop(stream);
+    ctl.shutdown(STOP_GRACE);
+}
