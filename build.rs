@@ -1,4 +1,4 @@
-//! Generates the Rust types of Linkerd's destination API from `proto/` with
+//! Generates the Rust types of Linkerd's destination and identity APIs from `proto/` with
 //! protobuf-codegen's pure-Rust parser, so no `protoc` binary is needed.
 //! The output lands in `$OUT_DIR/proto/` and is included by `src/proto.rs`.
 //!
@@ -17,6 +17,7 @@ fn main() {
             "proto/destination.proto",
             "proto/net.proto",
             "proto/http_types.proto",
+            "proto/identity.proto",
         ])
         .cargo_out_dir("proto")
         .run_from_script();

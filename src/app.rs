@@ -4,10 +4,11 @@
 //!
 //! Threads started here: the embedded controller's (`controller-watch` plus
 //! grpcio's completion queue) when no control plane is configured; the
-//! `event-loop`; and, through it, the `profile:`/`endpoints:` discovery threads.
+//! `event-loop`; and, through it, the `profile:`/`endpoints:` discovery threads;
+//! `identity` when the workload's identity is configured.
 //! [`App::shutdown`] (or drop) stops the loop, which joins the discovery
-//! threads, then joins the loop and stops the controller; a panic on the loop
-//! thread is reported, not swallowed.
+//! threads, then joins the loop and the identity thread and stops the
+//! controller; a panic on the loop thread is reported, not swallowed.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -25,12 +26,15 @@ use crate::controller::embedded::{Controller, ControllerError, STOP_GRACE};
 use crate::discovery::control::{self, ControlConn, ControlThread};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::http1;
+use crate::identity::client::{self as identity, IdentityMetrics, IdentityThread};
+use crate::identity::config::IdentityService;
 use crate::metrics::{Direction, DiscoveryKind, MetricsError, ProxyMetrics, Registry};
 use crate::proxy::ctx::{ByDirection, LoopConfig};
 use crate::proxy::destinations::Destinations;
 use crate::proxy::event_loop::{EventLoop, Sockets};
 use crate::proxy::orig_dst::{Kernel, OrigDst};
 use crate::proxy::token;
+use crate::updates;
 
 /// How often DNS-resolved endpoint sets are refreshed.
 const DNS_REFRESH: Duration = Duration::from_secs(5);
@@ -45,6 +49,7 @@ pub enum StartError {
     Bind(&'static str, SocketAddr, std::io::Error),
     Io(std::io::Error),
     Metrics(MetricsError),
+    Identity(String),
 }
 
 impl fmt::Display for StartError {
@@ -56,6 +61,7 @@ impl fmt::Display for StartError {
             }
             StartError::Io(e) => write!(f, "{e}"),
             StartError::Metrics(e) => write!(f, "metrics: {e}"),
+            StartError::Identity(e) => write!(f, "identity: {e}"),
         }
     }
 }
@@ -81,6 +87,7 @@ pub struct App {
     /// Keeps the control-plane connection; stopped after the event loop
     /// (and with it every discovery thread) has been joined.
     control: Option<ControlThread>,
+    identity: Option<IdentityThread>,
     metrics: ProxyMetrics,
     _env: Arc<Environment>,
 }
@@ -100,8 +107,12 @@ impl App {
             ControlPlane::Remote(addr) => (None, addr.clone()),
             ControlPlane::Embedded(path) => {
                 let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-                let c =
-                    Controller::start(env.clone(), path, listen).map_err(StartError::Controller)?;
+                // Inside a proxy, a CA is generated only when told where to
+                // write it (SPOKE_CONTROLLER_IDENTITY_TRUST_ANCHORS_OUT).
+                let issuer = cfg.identity.issuer.source(None);
+                let issuer = issuer.as_ref().map(|i| (i, cfg.identity.issuer.lifetime));
+                let c = Controller::start(env.clone(), path, listen, issuer)
+                    .map_err(StartError::Controller)?;
                 let addr = c.addr().to_string();
                 (Some(c), addr)
             }
@@ -117,6 +128,8 @@ impl App {
 
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let (identity, identity_rx, identity_ready) =
+            start_identity(cfg, &env, &registry, &control_addr, &controller, &waker)?;
         let discovery = Discovery::new(
             conn.clone(),
             DiscoveryConfig {
@@ -147,11 +160,17 @@ impl App {
         // is ready while spoke's connection to it is up.
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        // With identity on, also once the first certificate is in force.
+        let certified = move || {
+            identity_ready
+                .as_ref()
+                .is_none_or(|r| r.load(Ordering::Acquire))
+        };
         let ready: Box<dyn Fn() -> bool + Send> = if controller.is_some() {
-            Box::new(move || !stopping.load(Ordering::Acquire))
+            Box::new(move || !stopping.load(Ordering::Acquire) && certified())
         } else {
             let conn = conn.clone();
-            Box::new(move || !stopping.load(Ordering::Acquire) && conn.connected())
+            Box::new(move || !stopping.load(Ordering::Acquire) && conn.connected() && certified())
         };
         let loop_cfg = LoopConfig {
             connect_timeout: cfg.connect_timeout,
@@ -206,7 +225,10 @@ impl App {
                     loop_stop,
                     ready,
                 ) {
-                    Ok(l) => {
+                    Ok(mut l) => {
+                        if let Some(rx) = identity_rx {
+                            l.set_identity(rx);
+                        }
                         let _ = started_tx.send(Ok(()));
                         l.run();
                     }
@@ -242,6 +264,7 @@ impl App {
             waker,
             controller,
             control: Some(control),
+            identity,
             metrics,
             _env: env,
         })
@@ -285,6 +308,7 @@ impl App {
                 result = Err("the event-loop thread panicked".to_string());
             }
         }
+        drop(self.identity.take());
         drop(self.control.take());
         if let Some(c) = self.controller.take() {
             // The discovery threads were joined with the loop, so no stream
@@ -293,6 +317,68 @@ impl App {
         }
         result
     }
+}
+
+/// The identity thread's parts: the thread, the loop's receiver, and the
+/// flag `/ready` reads; all `None` when identity is off.
+type IdentityParts = (
+    Option<IdentityThread>,
+    Option<crate::identity::CredentialsRx>,
+    Option<Arc<AtomicBool>>,
+);
+
+/// Starts the `identity` thread when the workload's identity is configured.
+fn start_identity(
+    cfg: &Config,
+    env: &Arc<Environment>,
+    registry: &Registry,
+    control_addr: &str,
+    controller: &Option<Controller>,
+    waker: &Arc<Waker>,
+) -> Result<IdentityParts, StartError> {
+    let Some(id) = &cfg.identity.proxy else {
+        return Ok((None, None, None));
+    };
+    let addr = match &id.service {
+        IdentityService::Remote(addr) => {
+            if id.service_name.is_some() {
+                log::warn!(
+                    "identity: TLS to the identity service is not supported yet; \
+                     Certify goes to {addr} over plaintext gRPC"
+                );
+            }
+            addr.clone()
+        }
+        IdentityService::Embedded => {
+            if controller.is_some() && cfg.identity.issuer.source(None).is_none() {
+                return Err(StartError::Identity(
+                    "the embedded controller has no CA to issue certificates: set \
+                     SPOKE_CONTROLLER_IDENTITY_ISSUER_CERT and _KEY (the CA the trust \
+                     anchors name), or LINKERD2_PROXY_IDENTITY_SVC_ADDR"
+                        .into(),
+                ));
+            }
+            control_addr.to_owned()
+        }
+    };
+    let docs = identity::documents(id).map_err(|e| {
+        StartError::Identity(format!("{}: {e}", crate::identity::config::IDENTITY_DIR))
+    })?;
+    let metrics = IdentityMetrics::new(registry).map_err(StartError::Metrics)?;
+    let wake: Arc<dyn updates::Wake> = waker.clone();
+    let (tx, rx) = updates::channel(wake);
+    let ready = Arc::new(AtomicBool::new(false));
+    let thread = identity::start(identity::Start {
+        cfg: id.clone(),
+        docs,
+        addr,
+        env: env.clone(),
+        backoff: cfg.backoff,
+        tx,
+        ready: ready.clone(),
+        metrics,
+    })?;
+    Ok((Some(thread), Some(rx), Some(ready)))
 }
 
 impl Drop for App {

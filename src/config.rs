@@ -201,6 +201,9 @@ pub struct Config {
     pub http: HttpLimits,
     /// Protocol detection and opaque TCP.
     pub detect: DetectConfig,
+    /// The workload's identity and the embedded controller's CA
+    /// (`identity::config`).
+    pub identity: crate::identity::config::IdentitySettings,
     pub log_filter: String,
 }
 
@@ -270,7 +273,12 @@ impl Config {
                 ),
             });
         }
+        let identity = crate::identity::config::from_env(
+            env,
+            matches!(control_plane, ControlPlane::Embedded(_)),
+        )?;
         Ok(Config {
+            identity,
             control_plane,
             context_token: env.get(DESTINATION_CONTEXT).unwrap_or_default(),
             profile_suffixes: suffixes(env, PROFILE_SUFFIXES)?,
@@ -440,7 +448,7 @@ fn suffixes(env: &dyn Env, var: &'static str) -> Result<Suffixes, ConfigError> {
     Suffixes::parse(&value).map_err(|reason| ConfigError { var, value, reason })
 }
 
-fn validate_host_port(s: &str) -> Result<(), String> {
+pub(crate) fn validate_host_port(s: &str) -> Result<(), String> {
     let (host, port) = s
         .rsplit_once(':')
         .ok_or_else(|| "expected host:port".to_string())?;

@@ -25,7 +25,9 @@
 //! backoff), `updates` (snapshot channels), `profile`/`router`/`endpoints`
 //! (domain types, pure), `detect` (what first bytes say, pure), `ports` and
 //! `networks` (port and CIDR sets), `http1` (sans-IO HTTP/1.1), `proxy` (event loop),
-//! `metrics`, `controller` (embedded Destination server), `app` (wiring),
+//! `metrics`, `controller` (embedded Destination and Identity server),
+//! `identity` (the workload's certificate: key and CSR, validation, renewal
+//! thread, the embedded CA), `app` (wiring),
 //! `devtools` (backends and a client for the demo and tests), `demo`.
 
 // One module may use `unsafe`, with a proof beside each block:
@@ -45,6 +47,7 @@ pub mod discovery;
 pub mod duration;
 pub mod endpoints;
 pub mod http1;
+pub mod identity;
 pub mod init;
 pub mod metrics;
 pub mod networks;

@@ -216,7 +216,24 @@ fn controller(args: &[String]) -> ExitCode {
             .name_prefix("grpc")
             .build(),
     );
-    let c = match Controller::start(env, &config, listen) {
+    // `spoke controller` always issues identities: with the configured CA, or
+    // one it generates, whose certificate it writes out for workloads to trust.
+    let identity = match spoke::identity::config::from_env(&ProcessEnv, true) {
+        Ok(s) => s.issuer,
+        Err(e) => {
+            eprintln!("spoke controller: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // A generated CA's key lives in memory only, so the default anchors file
+    // is this process's own, and is removed when it stops.
+    let default_out = std::env::temp_dir().join(format!(
+        "spoke-controller-{}-trust-anchors.pem",
+        std::process::id()
+    ));
+    let source = identity.source(Some(default_out.clone()));
+    let issuer = source.as_ref().map(|s| (s, identity.lifetime));
+    let c = match Controller::start(env, &config, listen, issuer) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("spoke controller: {e}");
@@ -228,8 +245,13 @@ fn controller(args: &[String]) -> ExitCode {
         config.display(),
         c.addr()
     );
+    // (A generated CA's anchors file is logged by the issuer: stdout carries
+    // only the line above, which callers read and then may close.)
     let sig = signals.forever().next().unwrap_or(SIGTERM);
     log::info!("received signal {sig}; ending open streams and stopping");
     c.shutdown(STOP_GRACE);
+    if identity.load.is_none() && identity.anchors_out.is_none() {
+        let _ = std::fs::remove_file(&default_out);
+    }
     ExitCode::SUCCESS
 }

@@ -1,14 +1,15 @@
-//! Generated protobuf types of Linkerd's destination API, and the gRPC method
-//! descriptors spoke uses with grpcio.
+//! Generated protobuf types of Linkerd's destination and identity APIs, and the
+//! gRPC method descriptors spoke uses with grpcio.
 //!
-//! Only `discovery::convert` (client side) and `controller` (server side) touch
-//! these types; everything else sees the domain types of `profile` and
+//! Only `discovery::convert` and `identity::client` (client side) and
+//! `controller` (server side) touch these types; everything else sees the domain types of `profile` and
 //! `endpoints`. grpcio-compiler does not generate for protobuf 3, so each RPC is a
 //! `grpcio::Method` const with protobuf marshallers.
 
 #![allow(clippy::all, missing_docs, unused_qualifications)]
 
-// The generated `mod.rs` declares `destination`, `net` and `http_types`; the
+// The generated `mod.rs` declares `destination`, `net`, `http_types` and
+// `identity`; the
 // generated files carry inner attributes, which rules out wrapping each one in
 // a `mod { include!(..) }` block.
 include!(concat!(env!("OUT_DIR"), "/proto/mod.rs"));
@@ -67,6 +68,24 @@ pub const METHOD_GET_PROFILE: grpcio::Method<GetDestination, DestinationProfile>
         de: bounded_de,
     },
 };
+
+/// Full gRPC service name of Linkerd's identity service.
+pub const IDENTITY_SERVICE: &str = "io.linkerd.proxy.identity.Identity";
+
+/// `Identity.Certify`: one CSR in, one signed leaf out.
+pub const METHOD_CERTIFY: grpcio::Method<identity::CertifyRequest, identity::CertifyResponse> =
+    grpcio::Method {
+        ty: grpcio::MethodType::Unary,
+        name: "/io.linkerd.proxy.identity.Identity/Certify",
+        req_mar: grpcio::Marshaller {
+            ser: grpcio::pb_ser,
+            de: bounded_de,
+        },
+        resp_mar: grpcio::Marshaller {
+            ser: grpcio::pb_ser,
+            de: bounded_de,
+        },
+    };
 
 /// `grpc.health.v1.Health/Check`, asked once of each new control-plane
 /// connection to learn that gRPC answers on it (see `discovery::control`).

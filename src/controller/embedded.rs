@@ -1,5 +1,7 @@
 //! The embedded controller: serves a ServiceProfile/Endpoints YAML file over the
-//! Destination API (`controller::server`), re-reading it when it changes.
+//! Destination API (`controller::server`), re-reading it when it changes, and,
+//! given a CA, Linkerd's Identity API (`controller::identity`), allowing the
+//! identities the file's `kind: Identity` documents name.
 //!
 //! Threads: grpcio's completion-queue threads serve the calls; one named
 //! `controller-watch` thread polls the file's metadata and, on a change,
@@ -20,10 +22,12 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use grpcio::Environment;
 use protobuf::Message;
 
+use super::identity::{self as certify, Certifier};
 use super::mesh::{self, LookupError, Mesh};
 use super::server::{
     invalid_argument, DestinationServer, Hub, Kind, Opening, Source, Stopped, Streams,
 };
+use crate::identity::issuer::{Issuer, IssuerSource};
 use crate::proto::destination::GetDestination;
 
 /// How often the file's metadata is checked for a change.
@@ -40,6 +44,7 @@ pub enum ControllerError {
     Parse(PathBuf, mesh::MeshError),
     Serve(grpcio::Error),
     Thread(std::io::Error),
+    Identity(String),
 }
 
 impl fmt::Display for ControllerError {
@@ -49,6 +54,7 @@ impl fmt::Display for ControllerError {
             ControllerError::Parse(p, e) => write!(f, "{}: {e}", p.display()),
             ControllerError::Serve(e) => write!(f, "cannot start the destination server: {e}"),
             ControllerError::Thread(e) => write!(f, "cannot start the file watcher: {e}"),
+            ControllerError::Identity(e) => write!(f, "identity issuer: {e}"),
         }
     }
 }
@@ -131,19 +137,35 @@ pub struct Controller {
 
 impl Controller {
     /// Loads `path` (which must parse), binds `listen`, and starts serving and
-    /// watching the file.
+    /// watching the file; with `issuer` (a CA source and the leaf lifetime),
+    /// it serves `Identity/Certify` too.
     pub fn start(
         env: Arc<Environment>,
         path: &Path,
         listen: SocketAddr,
+        issuer: Option<(&IssuerSource, Duration)>,
     ) -> Result<Controller, ControllerError> {
         let (mesh, stamp) = load(path)?;
         let source = Arc::new(FileSource {
             mesh: Mutex::new(Arc::new(mesh)),
         });
+        let identity = match issuer {
+            None => None,
+            Some((from, lifetime)) => {
+                let issuer = Issuer::from_config(from).map_err(ControllerError::Identity)?;
+                let tokens = source.clone();
+                Some(certify::service(Arc::new(Certifier {
+                    issuer,
+                    lifetime,
+                    tokens: Arc::new(move |id| tokens.current().identity_token(id).cloned()),
+                })))
+            }
+        };
+        let serves_identity = identity.is_some();
         let hub = Arc::new(Hub::default());
-        let server = DestinationServer::start(env, listen, hub.clone(), source.clone())
-            .map_err(ControllerError::Serve)?;
+        let server =
+            DestinationServer::start_with(env, listen, hub.clone(), source.clone(), identity)
+                .map_err(ControllerError::Serve)?;
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let path = path.to_path_buf();
         let shown = path.display().to_string();
@@ -165,7 +187,15 @@ impl Controller {
                 }
             })
             .map_err(ControllerError::Thread)?;
-        log::info!("embedded controller serving {shown} on {}", server.addr());
+        log::info!(
+            "embedded controller serving {shown} on {}{}",
+            server.addr(),
+            if serves_identity {
+                " (with Identity)"
+            } else {
+                ""
+            }
+        );
         Ok(Controller {
             server,
             stop,

@@ -2,11 +2,11 @@
 //! spoke `Endpoints` documents, parsed into the protobuf messages the Destination server sends.
 //!
 //! Pure: `parse` takes the file text and returns a [`Mesh`]; the lookups take a `name:port`
-//! path and return `DestinationProfile`s and endpoint views; `endpoint_updates` turns two views
-//! into the `Update`s for an open `Get` stream. The controller threads (`controller/` siblings:
-//! the grpcio server and the file watcher) own the file I/O, keep the last good `Mesh` when a
-//! new file fails to parse, and push what changed. The client-side conversion of the same
-//! messages lives in `discovery::convert`.
+//! path and return `DestinationProfile`s and endpoint views; `endpoint_updates`
+//! (`mesh/updates.rs`) turns two views into the `Update`s for an open `Get` stream. The
+//! controller threads (`controller/` siblings: the grpcio server and the file watcher) own
+//! the file I/O, keep the last good `Mesh` when a new file fails to parse, and push what
+//! changed. The client-side conversion of the same messages lives in `discovery::convert`.
 //!
 //! # File format
 //!
@@ -27,6 +27,7 @@
 //! spec:
 //!   ports:
 //!   - port: 7000                # the port clients ask for (name:7000), 1-65535
+//!     identity: books.default.serviceaccount.identity.linkerd.cluster.local  # optional: TLS identity
 //!     addresses:                # IP:port literals; IPv6 in brackets (quote them in YAML)
 //!     - 127.0.0.1:7001
 //!     - "[::1]:7002"
@@ -35,6 +36,9 @@
 //!   A port with an empty (or absent) `addresses` list exists with no endpoints: clients get
 //!   `no_endpoints{exists:true}` and answer 503. A `name:port` that no Endpoints document
 //!   lists is unknown: clients get `no_endpoints{exists:false}` and may fall back to DNS.
+//!
+//! - `kind: Identity`, `apiVersion: spoke.dev/v1alpha1`: which token proves a workload
+//!   identity to the `Certify` service (`controller/mesh/identities.rs`).
 //!
 //! Any other kind (including Kubernetes' own `v1` `Endpoints`) is skipped with a warning.
 //! A document with a structural error (a missing required field, a value of the wrong type,
@@ -54,10 +58,12 @@
 //! without one); it is left empty when the path names an IP address, since this file maps no
 //! IPs to services.
 
+mod identities;
 mod profile;
+mod updates;
 mod yaml;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -65,10 +71,10 @@ use protobuf::MessageField;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::discovery::convert::to_tcp_address as tcp_address;
-use crate::proto::destination::{
-    AddrSet, DestinationProfile, NoEndpoints, Update, WeightedAddr, WeightedAddrSet,
-};
+use crate::proto::destination::DestinationProfile;
+pub use identities::TokenSource;
 use profile::{default_retry_budget, profile_spec, Profile};
+pub use updates::endpoint_updates;
 use yaml::{
     fail, get, index_path, integer, key_path, kind_of, mapping, optional_seq, required, sequence,
     string, Ctx, Field, FieldError,
@@ -86,7 +92,9 @@ const ENDPOINTS_API_VERSION: &str = "spoke.dev/v1alpha1";
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mesh {
     profiles: BTreeMap<String, Profile>,
-    endpoints: BTreeMap<String, Vec<SocketAddr>>,
+    endpoints: BTreeMap<String, (Vec<SocketAddr>, Option<String>)>,
+    /// Identity -> the token that proves it (`identities`).
+    identities: BTreeMap<String, TokenSource>,
 }
 
 /// What the file says about the endpoints of one `name:port`.
@@ -94,8 +102,9 @@ pub struct Mesh {
 pub enum EndpointsView {
     /// No Endpoints document lists it: `no_endpoints{exists:false}` (clients may use DNS).
     Unknown,
-    /// Sorted and without duplicates; empty means the port exists with no endpoints.
-    Addrs(Vec<SocketAddr>),
+    /// Sorted and without duplicates; empty means the port exists with no endpoints. The
+    /// second field is the TLS identity of every address (`spec.ports[].identity`).
+    Addrs(Vec<SocketAddr>, Option<String>),
 }
 
 impl Mesh {
@@ -134,73 +143,10 @@ impl Mesh {
     pub fn endpoints(&self, path: &str) -> Result<EndpointsView, LookupError> {
         let (name, port) = split_path(path)?;
         Ok(match self.endpoints.get(&format!("{name}:{port}")) {
-            Some(addrs) => EndpointsView::Addrs(addrs.clone()),
+            Some((addrs, identity)) => EndpointsView::Addrs(addrs.clone(), identity.clone()),
             None => EndpointsView::Unknown,
         })
     }
-}
-
-/// The messages to push on a `Get` stream that last reflected `old` (`None`: nothing sent yet)
-/// so that it reflects `new`. Empty when nothing changed.
-///
-/// Additions go before removals so a client that applies each message on its own never sees
-/// an empty set while addresses are only being replaced.
-pub fn endpoint_updates(old: Option<&EndpointsView>, new: &EndpointsView) -> Vec<Update> {
-    let old_addrs: &[SocketAddr] = match old {
-        Some(old) if old == new => return Vec::new(),
-        Some(EndpointsView::Addrs(addrs)) => addrs,
-        Some(EndpointsView::Unknown) | None => &[],
-    };
-    match new {
-        EndpointsView::Unknown => vec![no_endpoints(false)],
-        EndpointsView::Addrs(addrs) if addrs.is_empty() => vec![no_endpoints(true)],
-        EndpointsView::Addrs(addrs) => {
-            let old_set: BTreeSet<&SocketAddr> = old_addrs.iter().collect();
-            let new_set: BTreeSet<&SocketAddr> = addrs.iter().collect();
-            let added: Vec<SocketAddr> = new_set.difference(&old_set).map(|a| **a).collect();
-            let removed: Vec<SocketAddr> = old_set.difference(&new_set).map(|a| **a).collect();
-            let mut updates = Vec::new();
-            if !added.is_empty() {
-                updates.push(add(&added));
-            }
-            if !removed.is_empty() {
-                updates.push(remove(&removed));
-            }
-            updates
-        }
-    }
-}
-
-fn add(addrs: &[SocketAddr]) -> Update {
-    let mut set = WeightedAddrSet::new();
-    set.addrs = addrs
-        .iter()
-        .map(|a| {
-            let mut wa = WeightedAddr::new();
-            wa.addr = MessageField::some(tcp_address(*a));
-            wa.weight = ENDPOINT_WEIGHT;
-            wa
-        })
-        .collect();
-    let mut update = Update::new();
-    update.set_add(set);
-    update
-}
-
-fn remove(addrs: &[SocketAddr]) -> Update {
-    let mut set = AddrSet::new();
-    set.addrs = addrs.iter().map(|a| tcp_address(*a)).collect();
-    let mut update = Update::new();
-    update.set_remove(set);
-    update
-}
-
-fn no_endpoints(exists: bool) -> Update {
-    let mut ne = NoEndpoints::new();
-    ne.exists = exists;
-    let mut update = Update::new();
-    update.set_no_endpoints(ne);
-    update
 }
 
 // === Lookup paths ===
@@ -353,6 +299,7 @@ struct Builder {
     mesh: Mesh,
     profile_origin: BTreeMap<String, Location>,
     endpoints_origin: BTreeMap<String, Location>,
+    identity_origin: BTreeMap<String, Location>,
 }
 
 impl Builder {
@@ -440,7 +387,7 @@ impl Builder {
             let name = required_name(name.as_deref()).map_err(|e| ctx.invalid(e))?;
             let spec = required(map, "spec", "").map_err(|e| ctx.invalid(e))?;
             let ports = endpoints_spec(&ctx, spec, "spec").map_err(|e| ctx.invalid(e))?;
-            for (port, addrs) in ports {
+            for (port, addrs, identity) in ports {
                 let key = format!("{name}:{port}");
                 if let Some(first) = self.endpoints_origin.get(&key) {
                     return Err(MeshError::Duplicate {
@@ -450,9 +397,14 @@ impl Builder {
                     });
                 }
                 self.endpoints_origin.insert(key.clone(), at);
-                self.mesh.endpoints.insert(key, addrs);
+                self.mesh.endpoints.insert(key, (addrs, identity));
             }
             return Ok(());
+        }
+
+        if kind == identities::KIND && api_version == ENDPOINTS_API_VERSION {
+            let spec = required(map, "spec", "").map_err(|e| ctx.invalid(e))?;
+            return self.identity(at, ctx, name.as_deref(), spec);
         }
 
         log::warn!(
@@ -474,24 +426,27 @@ fn required_name(name: Option<&str>) -> Field<String> {
 
 // === Endpoints ===
 
-fn endpoints_spec(ctx: &Ctx, spec: &Yaml, path: &str) -> Field<Vec<(u16, Vec<SocketAddr>)>> {
+/// Each port's number, addresses and TLS identity.
+type PortSpecs = Vec<(u16, Vec<SocketAddr>, Option<String>)>;
+
+fn endpoints_spec(ctx: &Ctx, spec: &Yaml, path: &str) -> Field<PortSpecs> {
     let map = mapping(spec, path)?;
     ctx.warn_unknown(map, path, &["ports"]);
     let ports_path = key_path(path, "ports");
-    let mut out: Vec<(u16, Vec<SocketAddr>)> = Vec::new();
+    let mut out: PortSpecs = Vec::new();
     for (i, item) in sequence(required(map, "ports", path)?, &ports_path)?
         .iter()
         .enumerate()
     {
         let item_path = index_path(&ports_path, i);
         let item = mapping(item, &item_path)?;
-        ctx.warn_unknown(item, &item_path, &["port", "addresses"]);
+        ctx.warn_unknown(item, &item_path, &["port", "addresses", "identity"]);
         let port_path = key_path(&item_path, "port");
         let port = match integer(required(item, "port", &item_path)?, &port_path)? {
             n @ 1..=65535 => n as u16,
             n => return fail(&port_path, format!("port {n} is outside 1-65535")),
         };
-        if out.iter().any(|(p, _)| *p == port) {
+        if out.iter().any(|(p, _, _)| *p == port) {
             return fail(&port_path, format!("port {port} is listed twice"));
         }
         let addrs_path = key_path(&item_path, "addresses");
@@ -517,7 +472,16 @@ fn endpoints_spec(ctx: &Ctx, spec: &Yaml, path: &str) -> Field<Vec<(u16, Vec<Soc
         }
         addrs.sort();
         addrs.dedup();
-        out.push((port, addrs));
+        let identity = match get(item, "identity") {
+            None => None,
+            Some(v) => {
+                let id_path = key_path(&item_path, "identity");
+                let id = string(v, &id_path)?.to_ascii_lowercase();
+                crate::identity::config::check_dns_name(&id).or_else(|m| fail(&id_path, m))?;
+                Some(id)
+            }
+        };
+        out.push((port, addrs, identity));
     }
     Ok(out)
 }
@@ -566,6 +530,7 @@ mod tests {
             list.iter()
                 .map(|a| a.parse().expect("test address"))
                 .collect(),
+            None,
         )
     }
 
@@ -918,7 +883,7 @@ spec:
     }
 
     /// A readable form of updates: `add a b`, `remove a`, `none exists=true`.
-    fn describe(updates: &[Update]) -> Vec<String> {
+    fn describe(updates: &[crate::proto::destination::Update]) -> Vec<String> {
         let addr = |t: &TcpAddress| {
             let ip = std::net::Ipv4Addr::from(t.ip.ipv4());
             format!("{ip}:{}", t.port)

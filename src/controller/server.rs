@@ -259,6 +259,18 @@ impl DestinationServer {
         hub: Arc<Hub>,
         source: Arc<dyn Source>,
     ) -> grpcio::Result<DestinationServer> {
+        DestinationServer::start_with(env, listen, hub, source, None)
+    }
+
+    /// [`DestinationServer::start`], also serving `extra` (the embedded
+    /// controller's Identity service) on the same port.
+    pub fn start_with(
+        env: Arc<Environment>,
+        listen: SocketAddr,
+        hub: Arc<Hub>,
+        source: Arc<dyn Source>,
+        extra: Option<grpcio::Service>,
+    ) -> grpcio::Result<DestinationServer> {
         let handler = |kind: Kind, hub: Arc<Hub>, source: Arc<dyn Source>| {
             move |ctx: RpcContext<'_>, req: GetDestination, sink: ServerStreamingSink<Raw>| {
                 let rx = hub.subscribe(kind, &req.path, || source.open(kind, &req));
@@ -272,7 +284,11 @@ impl DestinationServer {
             )
             .add_server_streaming_handler(&SERVE_GET, handler(Kind::Endpoints, hub.clone(), source))
             .build();
-        let mut server = ServerBuilder::new(env).register_service(service).build()?;
+        let mut builder = ServerBuilder::new(env).register_service(service);
+        if let Some(extra) = extra {
+            builder = builder.register_service(extra);
+        }
+        let mut server = builder.build()?;
         let port = server.add_listening_port(listen.to_string(), ServerCredentials::insecure())?;
         // A hub outlives a stopped server when a test restarts one on it.
         hub.lock().closing = false;

@@ -30,6 +30,7 @@ use super::ready::Readiness;
 use super::timers::{Timer, Timers};
 use super::token;
 use super::transport::Transport;
+use crate::identity::{Credentials, CredentialsRx};
 use crate::metrics::{Direction, Peer, ProxyMetrics, RenderCursor};
 
 /// Idle connections kept per endpoint (Linkerd allows 10,000).
@@ -81,6 +82,10 @@ pub struct EventLoop {
     metrics: ProxyMetrics,
     stop: Arc<AtomicBool>,
     ready: Box<dyn Fn() -> bool + Send>,
+    /// The identity thread's channel, when identity is on, and the newest
+    /// credentials it sent (data-plane TLS is to use them).
+    identity: Option<CredentialsRx>,
+    credentials: Option<Arc<Credentials>>,
 }
 
 /// The admin view of the loop.
@@ -155,7 +160,24 @@ impl EventLoop {
             metrics,
             stop,
             ready,
+            identity: None,
+            credentials: None,
         })
+    }
+
+    /// Receive the workload's credentials on `rx` (woken by the loop's waker).
+    pub fn set_identity(&mut self, rx: CredentialsRx) {
+        self.identity = Some(rx);
+    }
+
+    /// Keeps the newest credentials the identity thread sent, if any.
+    fn drain_identity(&mut self) {
+        if let Some(rx) = &self.identity {
+            while let Ok(c) = rx.try_recv() {
+                log::debug!("identity: new credentials in force for {}", c.value.name);
+                self.credentials = Some(c.value);
+            }
+        }
     }
 
     /// Runs until shutdown: when the stop flag is set and the waker fires, it
@@ -190,6 +212,7 @@ impl EventLoop {
                 }
             }
             if woken {
+                self.drain_identity();
                 if self.stop.load(Ordering::Acquire) && !self.draining {
                     self.begin_drain(now);
                 }
