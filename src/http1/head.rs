@@ -71,6 +71,7 @@ pub(super) enum Kind {
 }
 
 impl Kind {
+    #[inline]
     pub(super) fn of(name: &str) -> Kind {
         const KNOWN: [(&str, Kind); 11] = [
             ("host", Kind::Host),
