@@ -453,3 +453,48 @@ fn inbound_connections_are_detected_too_and_opaque_ports_skip_detection() {
             ) >= (req.len() + 11) as f64
     });
 }
+
+#[test]
+fn an_opaque_connect_that_fails_moves_to_another_endpoint_of_the_service() {
+    let ctl = MockController::start();
+    let server = TcpServer::start(echo);
+    let service_ip = dead_port();
+    let name = "db.default.svc.cluster.local";
+    let mut p = profile(vec![]);
+    p.fully_qualified_name = name.to_string();
+    ctl.profile(&service_ip.to_string(), &p);
+    // Two endpoints, one refusing: a connection the balancer sends there
+    // moves to the other, since nothing was sent on the failed connect.
+    let dead = dead_port();
+    ctl.endpoints(
+        &format!("{name}:{}", service_ip.port()),
+        &[dead, server.addr],
+    );
+    let env = config(ctl.addr()).set(config::PROFILE_NETWORKS, "127.0.0.0/8");
+    let app = proxy_to(service_ip, env);
+
+    let through = || {
+        let mut s = connect(&app);
+        if s.write_all(b"\x00ping").is_err() || s.shutdown(Shutdown::Write).is_err() {
+            return false;
+        }
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got == b"\x00ping"
+    };
+    eventually("the service's endpoints are known", through);
+    // From here on every connection gets through, wherever P2C sends it:
+    // both endpoints cost the same until the refusing one fails, so each
+    // connection goes there half the time until then (and P2C keeps it out
+    // after, its failure counting as a slow response).
+    for i in 0..30 {
+        assert!(through(), "connection {i} was lost");
+    }
+    // And one did have to move.
+    let moved = metric(
+        &app,
+        "spoke_connect_retries_total",
+        &[("direction", "outbound"), ("reason", "refused")],
+    );
+    assert!(moved >= 1.0, "no connection met the refusing endpoint");
+}

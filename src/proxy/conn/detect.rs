@@ -22,16 +22,23 @@
 //! or forwards the same bytes: nothing is peeked or replayed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use super::http1::{fixed_key, DstKey};
 use super::opaque::Tunnel;
 use super::{Session, Stage};
 use crate::balance::Pick;
+use crate::conn_failure::ConnFailure;
 use crate::detect::{self, Detected};
 use crate::endpoints::ProtocolHint;
 use crate::metrics::Direction;
 use crate::proxy::ctx::Ctx;
 use crate::proxy::timers::SessionTimer;
+
+/// Connects an opaque connection may try, across a service's endpoints,
+/// before it gives up (a connect that failed sent nothing, so moving on is
+/// safe).
+const MAX_OPAQUE_CONNECTS: u8 = 3;
 
 impl Session {
     /// The stage a new connection starts in.
@@ -115,15 +122,16 @@ impl Session {
     pub(super) fn detect_timer(&mut self, kind: SessionTimer, ctx: &mut Ctx<'_>) -> Result<(), ()> {
         match kind {
             SessionTimer::Quiet if self.inbuf.is_empty() => {
-                let Some(target) = self.opaque_target(ctx) else {
+                let Some((target, via)) = self.opaque_target(ctx) else {
                     return Ok(());
                 };
                 let (key, mut deadlines) = (self.key, self.session_deadlines());
                 match Tunnel::connect(target, key, &mut deadlines, ctx) {
-                    Ok(probe) => {
+                    Ok(mut probe) => {
                         log::debug!(
                             "client silent: probing {target} for a server that speaks first"
                         );
+                        probe.via = via;
                         self.stage = Stage::Detect(Some(Box::new(probe)));
                     }
                     Err(e) => log::debug!("cannot probe {target}: {e}"),
@@ -169,13 +177,16 @@ impl Session {
         let tunnel = match std::mem::replace(&mut self.stage, Stage::Closing) {
             Stage::Detect(Some(probe)) => probe,
             _ => {
-                let Some(target) = self.opaque_target(ctx) else {
+                let Some((target, via)) = self.opaque_target(ctx) else {
                     log::debug!("an opaque connection with no target: closing it");
                     return Err(());
                 };
                 let (key, mut deadlines) = (self.key, self.session_deadlines());
                 match Tunnel::connect(target, key, &mut deadlines, ctx) {
-                    Ok(t) => Box::new(t),
+                    Ok(mut t) => {
+                        t.via = via;
+                        Box::new(t)
+                    }
                     Err(e) => {
                         log::info!("opaque connection to {target} failed: {e}");
                         return Err(());
@@ -208,11 +219,12 @@ impl Session {
     /// Where an opaque connection goes: the original destination; outbound,
     /// when the profile of that address names a service whose endpoints are
     /// known, one of them, picked by the balancer (else the original
-    /// destination, a service address the kernel balances).
-    fn opaque_target(&mut self, ctx: &mut Ctx<'_>) -> Option<SocketAddr> {
+    /// destination, a service address the kernel balances). With the
+    /// address, the destination whose balancer picked it, if one did.
+    fn opaque_target(&mut self, ctx: &mut Ctx<'_>) -> Option<(SocketAddr, Option<Arc<str>>)> {
         let orig = self.orig_dst?;
         if self.direction == Direction::Inbound {
-            return Some(orig);
+            return Some((orig, None));
         }
         let mut text = [0u8; 64];
         let key = fixed_key(orig, &mut text);
@@ -224,7 +236,7 @@ impl Session {
             Err(_) => None,
         };
         let Some(name) = name else {
-            return Some(orig);
+            return Some((orig, None));
         };
         let dst = DstKey::new(&name, orig.port());
         match ctx
@@ -232,10 +244,53 @@ impl Session {
             .get_or_start(dst.key(), dst.name(), orig.port(), ctx.now)
         {
             Ok(d) => match d.pick_endpoint(ctx.now, &[]) {
-                Pick::Ready(addr) => Some(addr),
-                _ => Some(orig),
+                Pick::Ready(addr) => Some((addr, Some(d.name.clone()))),
+                _ => Some((orig, None)),
             },
-            Err(_) => Some(orig),
+            Err(_) => Some((orig, None)),
+        }
+    }
+
+    /// The opaque connection's connect failed (`cause`), so nothing went
+    /// upstream yet: when a balancer picked its endpoint, the balancer hears
+    /// of it and another endpoint is tried, up to [`MAX_OPAQUE_CONNECTS`] in
+    /// all, and counted in `spoke_connect_retries_total` as a request moved
+    /// after a connection failure is. `false` means close the session.
+    pub(super) fn opaque_connect_failed(&mut self, cause: ConnFailure, ctx: &mut Ctx<'_>) -> bool {
+        let Stage::Opaque(t) = &self.stage else {
+            return false;
+        };
+        let (Some(via), Some(addr), attempts) = (t.via.clone(), t.addr(), t.attempts) else {
+            return false;
+        };
+        let Some(d) = ctx.dsts.get_mut(&via) else {
+            return false;
+        };
+        d.balancer.failed(addr, cause, ctx.now);
+        if attempts >= MAX_OPAQUE_CONNECTS {
+            return false;
+        }
+        let Pick::Ready(next) = d.pick_endpoint(ctx.now, &[addr]) else {
+            return false;
+        };
+        d.connect_retries.retry(&via, cause);
+        if let Stage::Opaque(t) = std::mem::replace(&mut self.stage, Stage::Closing) {
+            t.close(ctx);
+        }
+        self.clear_deadline(SessionTimer::Connect);
+        let (key, mut deadlines) = (self.key, self.session_deadlines());
+        match Tunnel::connect(next, key, &mut deadlines, ctx) {
+            Ok(mut t) => {
+                log::debug!("{via}: opaque connect to {addr} failed ({cause:?}); trying {next}");
+                t.via = Some(via);
+                t.attempts = attempts + 1;
+                self.stage = Stage::Opaque(Box::new(t));
+                true
+            }
+            Err(e) => {
+                log::info!("opaque connection to {next} failed: {e}");
+                false
+            }
         }
     }
 }

@@ -40,6 +40,7 @@ use super::pipe::{Pipe, PipeError};
 use super::ready::Readiness;
 use super::timers::{Deadlines, SessionDeadlines, SessionTimer, Timer};
 use super::transport::Transport;
+use crate::conn_failure::ConnFailure;
 use crate::http1::RequestHead;
 use crate::metrics::Direction;
 
@@ -204,8 +205,10 @@ impl Session {
             }
             match (&self.stage, kind) {
                 (Stage::Opaque(t), SessionTimer::Connect) if !t.is_connected() => {
-                    log::info!("opaque connection: connect timed out");
-                    return Step::Close;
+                    log::info!("opaque connection to {:?}: connect timed out", t.addr());
+                    if !self.opaque_connect_failed(ConnFailure::ConnectTimeout, ctx) {
+                        return Step::Close;
+                    }
                 }
                 (Stage::Opaque(_), SessionTimer::Idle) => {
                     log::debug!("closing an idle opaque connection");
@@ -311,6 +314,12 @@ impl Session {
                             }
                         }
                         TunnelStep::Progress(false) => {}
+                        TunnelStep::ConnectFailed(cause) => {
+                            if !self.opaque_connect_failed(cause, ctx) {
+                                return Step::Close;
+                            }
+                            progress = true;
+                        }
                         TunnelStep::Done => return Step::Close,
                     }
                 }

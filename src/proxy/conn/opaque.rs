@@ -18,7 +18,9 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use crate::conn_failure::ConnFailure;
 use crate::proxy::buffer::{Buffer, Filled};
 use crate::proxy::ctx::{Ctx, DialError, Owner, Role};
 use crate::proxy::timers::{SessionDeadlines, SessionTimer};
@@ -28,6 +30,11 @@ pub(super) struct Tunnel {
     pub(super) up: Transport,
     pub(super) sock: usize,
     addr: Option<SocketAddr>,
+    /// The destination whose balancer picked `addr`, when it was one: a
+    /// failed connect is reported to it and another endpoint tried.
+    pub(super) via: Option<Arc<str>>,
+    /// Connects tried for this session so far (the first included).
+    pub(super) attempts: u8,
     up_buf: Buffer,
     up_eof: bool,
     /// The connect has finished (always, for a tunnel taken over from an
@@ -42,6 +49,9 @@ pub(super) struct Tunnel {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum TunnelStep {
     Progress(bool),
+    /// The connect failed (nothing was sent upstream): the session may try
+    /// another endpoint.
+    ConnectFailed(ConnFailure),
     /// Both directions are finished (or one failed): close the session.
     Done,
 }
@@ -53,6 +63,8 @@ impl Tunnel {
             up,
             sock,
             addr: None,
+            via: None,
+            attempts: 1,
             up_buf,
             up_eof: false,
             connected: true,
@@ -83,6 +95,8 @@ impl Tunnel {
             up,
             sock,
             addr: Some(addr),
+            via: None,
+            attempts: 1,
             up_buf: Buffer::new(ctx.cfg.buffer_limit),
             up_eof: false,
             connected: false,
@@ -115,8 +129,13 @@ impl Tunnel {
         ctx.tcp_dst.close();
     }
 
-    /// Finishes a pending connect. `Err` when it failed.
-    fn finish_connect(&mut self, ctx: &Ctx<'_>) -> Result<bool, ()> {
+    /// Where it connects (or connected).
+    pub(super) fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// Finishes a pending connect. `Err` when it failed, and how.
+    fn finish_connect(&mut self, ctx: &Ctx<'_>) -> Result<bool, ConnFailure> {
         if self.connected {
             return Ok(false);
         }
@@ -132,7 +151,7 @@ impl Tunnel {
             }
             Connect::Failed(e) => {
                 log::info!("opaque connection to {:?} failed: {e}", self.addr);
-                Err(())
+                Err(ConnFailure::of_connect(&e))
             }
         }
     }
@@ -141,7 +160,7 @@ impl Tunnel {
     /// without relaying anything yet. `Err` when the connect or the read
     /// failed.
     pub(super) fn listen(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
-        let mut progress = self.finish_connect(ctx)?;
+        let mut progress = self.finish_connect(ctx).map_err(|_| ())?;
         if self.connected {
             progress |= self.read_up()?;
         }
@@ -177,7 +196,7 @@ impl Tunnel {
     ) -> TunnelStep {
         let mut progress = match self.finish_connect(ctx) {
             Ok(p) => p,
-            Err(()) => return TunnelStep::Done,
+            Err(cause) => return TunnelStep::ConnectFailed(cause),
         };
         if !self.connected {
             return TunnelStep::Progress(progress);
