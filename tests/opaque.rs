@@ -113,6 +113,18 @@ fn connect(app: &spoke::app::App) -> TcpStream {
     s
 }
 
+/// Sends `bytes` on a fresh connection to `addr`, half-closes, and returns
+/// all that comes back before EOF (a failed write or read ends it early).
+fn round_trip(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(patience())).expect("timeout");
+    let mut got = Vec::new();
+    if s.write_all(bytes).is_ok() && s.shutdown(Shutdown::Write).is_ok() {
+        let _ = s.read_to_end(&mut got);
+    }
+    got
+}
+
 fn detected(app: &spoke::app::App, protocol: &str, reason: &str) -> f64 {
     metric(
         app,
@@ -133,13 +145,8 @@ fn non_http_bytes_are_echoed_through_with_half_close_both_ways() {
 
     // The client half-closes: the server sees EOF, echoes what it got and
     // half-closes too; the client reads all of it, then EOF.
-    let mut s = connect(&app);
     let msg = b"*1\r\n$4\r\nPING\r\n\x00\x01\x02 binary";
-    s.write_all(msg).expect("write");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).expect("read to EOF");
-    assert_eq!(got, msg);
+    assert_eq!(round_trip(app.outbound_addr(), msg), msg);
     eventually("the detection counted", || {
         detected(&app, "opaque", "detected") >= 1.0
     });
@@ -149,12 +156,7 @@ fn non_http_bytes_are_echoed_through_with_half_close_both_ways() {
         &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00"[..],
         &[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0, 0, 1, 3][..],
     ] {
-        let mut s = connect(&app);
-        s.write_all(first).expect("write");
-        s.shutdown(Shutdown::Write).expect("half-close");
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).expect("read to EOF");
-        assert_eq!(got, first);
+        assert_eq!(round_trip(app.outbound_addr(), first), first);
     }
     eventually("h2 and tls counted", || {
         detected(&app, "h2", "detected") == 1.0 && detected(&app, "tls", "detected") == 1.0
@@ -356,12 +358,7 @@ fn a_profile_that_marks_the_target_opaque_skips_detection() {
     // is in, an HTTP request is carried as bytes, echoed back verbatim.
     let req = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
     eventually("the request is echoed, not answered", || {
-        let mut s = connect(&app);
-        s.write_all(req).expect("write");
-        s.shutdown(Shutdown::Write).expect("half-close");
-        let mut got = Vec::new();
-        let _ = s.read_to_end(&mut got);
-        got == req
+        round_trip(app.outbound_addr(), req) == req
     });
     assert!(detected(&app, "opaque", "opaque_profile") >= 1.0);
 }
@@ -386,15 +383,7 @@ fn an_opaque_connection_to_a_service_address_is_balanced_over_its_endpoints() {
     // itself and are refused; then they reach the endpoint.
     eventually(
         "an opaque connection reaches the service's endpoint",
-        || {
-            let mut s = connect(&app);
-            if s.write_all(b"\x00ping").is_err() || s.shutdown(Shutdown::Write).is_err() {
-                return false;
-            }
-            let mut got = Vec::new();
-            let _ = s.read_to_end(&mut got);
-            got == b"\x00ping"
-        },
+        || round_trip(app.outbound_addr(), b"\x00ping") == b"\x00ping",
     );
 }
 
@@ -428,12 +417,7 @@ fn inbound_connections_are_detected_too_and_opaque_ports_skip_detection() {
     // An opaque port: even an HTTP request is carried as bytes.
     orig.set(Some(server.addr));
     let req = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
-    let mut s = inbound();
-    s.write_all(req).expect("write");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).expect("echo");
-    assert_eq!(got, req);
+    assert_eq!(round_trip(app.inbound_addr(), req), req);
     assert_eq!(counted("opaque", "opaque_port"), 1.0);
 
     // Another port: a server that speaks first is heard after the quiet
@@ -473,15 +457,7 @@ fn an_opaque_connect_that_fails_moves_to_another_endpoint_of_the_service() {
     let env = config(ctl.addr()).set(config::PROFILE_NETWORKS, "127.0.0.0/8");
     let app = proxy_to(service_ip, env);
 
-    let through = || {
-        let mut s = connect(&app);
-        if s.write_all(b"\x00ping").is_err() || s.shutdown(Shutdown::Write).is_err() {
-            return false;
-        }
-        let mut got = Vec::new();
-        let _ = s.read_to_end(&mut got);
-        got == b"\x00ping"
-    };
+    let through = || round_trip(app.outbound_addr(), b"\x00ping") == b"\x00ping";
     eventually("the service's endpoints are known", through);
     // From here on every connection gets through, wherever P2C sends it:
     // both endpoints cost the same until the refusing one fails, so each
