@@ -286,7 +286,10 @@ class Soak:
     def start_controller(self):
         argv = [self.a.spoke, "controller", "--config", self.mesh,
                 "--listen", "127.0.0.1:%d" % self.ctl_port]
-        env = dict(os.environ, RUST_LOG="warn")
+        # The CA certificate the controller generates goes into the run's own directory: a
+        # controller killed with SIGKILL cannot remove its default file in $TMPDIR.
+        env = dict(os.environ, RUST_LOG="warn",
+                   SPOKE_CONTROLLER_IDENTITY_TRUST_ANCHORS_OUT=os.path.join(self.dir, "anchors.pem"))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             p = self.procs.start("controller", argv, env)

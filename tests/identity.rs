@@ -22,12 +22,28 @@ use support::*;
 const WEB: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
 const TOKEN: &str = "web-token-1";
 
-/// A scratch directory per test.
-fn scratch(test: &str) -> PathBuf {
+/// A scratch directory per test, removed with everything in it when the test
+/// ends (pass or fail).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(test: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("spoke-identity-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// A CA made by the test: its certificate and key, PEM.
