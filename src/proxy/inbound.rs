@@ -17,6 +17,7 @@
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use super::addr_text;
 use crate::http1::{DropHeaders, RequestHead};
 
 /// What a request that arrived without a verified client identity loses on
@@ -42,14 +43,6 @@ pub fn write_upstream_head(
         host => host,
     };
     head.write_upstream_dropping(out, host, WITHOUT_IDENTITY);
-}
-
-/// `addr` written into `buf` (the longest socket address is 47 bytes).
-fn addr_text(addr: SocketAddr, buf: &mut [u8; 64]) -> &str {
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{addr}");
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
-    std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 /// Why an inbound connection is not served.

@@ -21,10 +21,11 @@
 //! Detection reads into the session's own buffer, so the next stage parses
 //! or forwards the same bytes: nothing is peeked or replayed.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::http1::{fixed_key, DstKey};
+use super::http1::DstKey;
 use super::opaque::Tunnel;
 use super::{Session, Stage};
 use crate::balance::Pick;
@@ -32,6 +33,8 @@ use crate::conn_failure::ConnFailure;
 use crate::detect::{self, Detected};
 use crate::endpoints::ProtocolHint;
 use crate::metrics::Direction;
+use crate::profile::Profile;
+use crate::proxy::addr_text;
 use crate::proxy::ctx::Ctx;
 use crate::proxy::timers::SessionTimer;
 
@@ -125,14 +128,12 @@ impl Session {
                 let Some((target, via)) = self.opaque_target(ctx) else {
                     return Ok(());
                 };
-                let (key, mut deadlines) = (self.key, self.session_deadlines());
-                match Tunnel::connect(target, key, &mut deadlines, ctx) {
-                    Ok(mut probe) => {
+                match self.open_tunnel(target, via, ctx) {
+                    Ok(probe) => {
                         log::debug!(
                             "client silent: probing {target} for a server that speaks first"
                         );
-                        probe.via = via;
-                        self.stage = Stage::Detect(Some(Box::new(probe)));
+                        self.stage = Stage::Detect(Some(probe));
                     }
                     Err(e) => log::debug!("cannot probe {target}: {e}"),
                 }
@@ -181,12 +182,8 @@ impl Session {
                     log::debug!("an opaque connection with no target: closing it");
                     return Err(());
                 };
-                let (key, mut deadlines) = (self.key, self.session_deadlines());
-                match Tunnel::connect(target, key, &mut deadlines, ctx) {
-                    Ok(mut t) => {
-                        t.via = via;
-                        Box::new(t)
-                    }
+                match self.open_tunnel(target, via, ctx) {
+                    Ok(t) => t,
                     Err(e) => {
                         log::info!("opaque connection to {target} failed: {e}");
                         return Err(());
@@ -216,6 +213,20 @@ impl Session {
         self.clear_deadline(SessionTimer::Connect);
     }
 
+    /// Starts connecting a tunnel to `target`, picked by `via`'s balancer if
+    /// a balancer picked it.
+    fn open_tunnel(
+        &mut self,
+        target: SocketAddr,
+        via: Option<Arc<str>>,
+        ctx: &mut Ctx<'_>,
+    ) -> io::Result<Box<Tunnel>> {
+        let (key, mut deadlines) = (self.key, self.session_deadlines());
+        let mut t = Tunnel::connect(target, key, &mut deadlines, ctx)?;
+        t.via = via;
+        Ok(Box::new(t))
+    }
+
     /// Where an opaque connection goes: the original destination; outbound,
     /// when the profile of that address names a service whose endpoints are
     /// known, one of them, picked by the balancer (else the original
@@ -226,16 +237,8 @@ impl Session {
         if self.direction == Direction::Inbound {
             return Some((orig, None));
         }
-        let mut text = [0u8; 64];
-        let key = fixed_key(orig, &mut text);
-        let name = match ctx.dsts.get_or_start_fixed(key, orig, ctx.now) {
-            Ok(d) => d
-                .router
-                .as_ref()
-                .and_then(|r| r.profile.fully_qualified_name.clone()),
-            Err(_) => None,
-        };
-        let Some(name) = name else {
+        let Some(name) = orig_profile(orig, ctx).and_then(|p| p.fully_qualified_name.clone())
+        else {
             return Some((orig, None));
         };
         let dst = DstKey::new(&name, orig.port());
@@ -278,13 +281,11 @@ impl Session {
             t.close(ctx);
         }
         self.clear_deadline(SessionTimer::Connect);
-        let (key, mut deadlines) = (self.key, self.session_deadlines());
-        match Tunnel::connect(next, key, &mut deadlines, ctx) {
+        log::debug!("{via}: opaque connect to {addr} failed ({cause:?}); trying {next}");
+        match self.open_tunnel(next, Some(via), ctx) {
             Ok(mut t) => {
-                log::debug!("{via}: opaque connect to {addr} failed ({cause:?}); trying {next}");
-                t.via = Some(via);
                 t.attempts = attempts + 1;
-                self.stage = Stage::Opaque(Box::new(t));
+                self.stage = Stage::Opaque(t);
                 true
             }
             Err(e) => {
@@ -295,17 +296,20 @@ impl Session {
     }
 }
 
+/// The profile of the fixed destination `orig`, once it has been fetched
+/// (its table entry is made, and its lookup started, on first use).
+fn orig_profile(orig: SocketAddr, ctx: &mut Ctx<'_>) -> Option<Arc<Profile>> {
+    let mut text = [0u8; 64];
+    let key = addr_text(orig, &mut text);
+    let d = ctx.dsts.get_or_start_fixed(key, orig, ctx.now).ok()?;
+    d.router.as_ref().map(|r| r.profile.clone())
+}
+
 /// The profile of `orig` (when it has been fetched) marks it opaque.
 fn profile_says_opaque(orig: SocketAddr, ctx: &mut Ctx<'_>) -> bool {
-    let mut text = [0u8; 64];
-    let key = fixed_key(orig, &mut text);
-    let Ok(d) = ctx.dsts.get_or_start_fixed(key, orig, ctx.now) else {
-        return false;
-    };
-    d.router.as_ref().is_some_and(|r| {
-        r.profile.opaque_protocol
-            || r.profile
-                .endpoint
+    orig_profile(orig, ctx).is_some_and(|p| {
+        p.opaque_protocol
+            || p.endpoint
                 .as_ref()
                 .is_some_and(|e| e.protocol_hint == ProtocolHint::Opaque)
     })

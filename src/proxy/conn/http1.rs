@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::{Session, Stage};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
 use crate::metrics::Direction;
+use crate::proxy::addr_text;
 use crate::proxy::ctx::Ctx;
 use crate::proxy::destinations::Router;
 use crate::proxy::exchange::Exchange;
@@ -83,7 +84,7 @@ impl Session {
                 // connection was going (or that IP), one fixed endpoint.
                 Some(addr) => {
                     let mut text = [0u8; 64];
-                    let fixed = fixed_key(addr, &mut text);
+                    let fixed = addr_text(addr, &mut text);
                     ctx.dsts.get_or_start_fixed(fixed, addr, ctx.now)
                 }
                 None => ctx.dsts.get_or_start(dst, name, port, ctx.now),
@@ -235,16 +236,6 @@ fn ip_target(host: &str, port: u16, orig_dst: Option<SocketAddr>) -> Option<Sock
     Some(orig_dst.unwrap_or(SocketAddr::new(ip, port)))
 }
 
-/// `addr` as a destination key, written into `buf` (no allocation; the
-/// longest socket address is 47 bytes).
-pub(super) fn fixed_key(addr: SocketAddr, buf: &mut [u8; 64]) -> &str {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{addr}");
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
-    std::str::from_utf8(&buf[..len]).unwrap_or("")
-}
-
 /// With a traffic split, a request waits only until any one backend has
 /// endpoints; this starts the backends' discovery and names one still missing.
 fn waiting_for_backend(router: &Router, ctx: &mut Ctx<'_>) -> Option<Arc<str>> {
@@ -320,7 +311,7 @@ impl DstKey {
 
 #[cfg(test)]
 mod tests {
-    use super::{fixed_key, ip_target, DstKey, DST_KEY_INLINE};
+    use super::{ip_target, DstKey, DST_KEY_INLINE};
     use std::net::SocketAddr;
 
     #[test]
@@ -333,10 +324,6 @@ mod tests {
         assert_eq!(ip_target("books.default.svc", 80, orig), None);
         assert_eq!(ip_target("1password.com", 443, None), None);
         assert_eq!(ip_target("", 80, orig), None);
-        let mut buf = [0u8; 64];
-        let long = sa("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535");
-        assert_eq!(fixed_key(long, &mut buf), long.to_string());
-        assert_eq!(fixed_key(sa("127.0.0.1:80"), &mut buf), "127.0.0.1:80");
     }
 
     #[test]
