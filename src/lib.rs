@@ -58,6 +58,7 @@ pub mod proxy;
 pub mod retry_budget;
 pub mod router;
 pub mod split;
+pub mod tls;
 pub mod updates;
 
 /// The hash map of the event loop's per-request lookups (destinations, the

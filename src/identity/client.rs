@@ -307,6 +307,7 @@ fn round(
         key_pkcs8: s.docs.key_pkcs8.clone(),
         chain: v.chain,
         not_after: v.not_after,
+        anchors: s.cfg.anchors.clone(),
     }))
 }
 

@@ -78,6 +78,11 @@ impl Anchors {
         self.anchors.len()
     }
 
+    /// The anchors themselves (for the data plane's TLS configurations).
+    pub fn as_slice(&self) -> &[TrustAnchor<'static>] {
+        &self.anchors
+    }
+
     pub fn is_empty(&self) -> bool {
         self.anchors.is_empty()
     }

@@ -40,6 +40,8 @@ pub struct Credentials {
     /// The leaf first, then its intermediates (DER).
     pub chain: Vec<CertificateDer<'static>>,
     pub not_after: SystemTime,
+    /// The trust anchors peers' certificates must chain to.
+    pub anchors: creds::Anchors,
 }
 
 impl std::fmt::Debug for Credentials {

@@ -1,0 +1,205 @@
+//! The data plane's TLS settings (pure; built on the event-loop thread each
+//! time the identity thread sends new credentials): one rustls client and one
+//! server configuration for the certificate in force, with the parameters
+//! that interoperate with Linkerd's proxies.
+//!
+//! - TLS 1.3 only; AES-128-GCM, AES-256-GCM and CHACHA20-POLY1305; key
+//!   exchange X25519, P-256, P-384; the *ring* provider.
+//! - No session resumption either way: no tickets sent, none stored, no
+//!   session cache (as Linkerd).
+//! - Client: SNI is the endpoint's `server_name`, the chain is verified
+//!   against the trust anchors and the leaf must name that server as a DNS
+//!   SAN; the workload's certificate is offered as the client certificate.
+//! - Server: the workload's certificate; a client certificate is requested
+//!   and verified against the anchors when offered, and a client without one
+//!   is still served (Linkerd's default); the client's identity is the first
+//!   DNS SAN of its leaf ([`peer_identity`]).
+//! - Either side may name an ALPN protocol list ([`TlsConfigs::client_alpn`],
+//!   [`TlsConfigs::server_alpn`]): Linkerd's opaque transport is negotiated
+//!   that way.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use crate::identity::Credentials;
+
+/// The configurations for one certificate.
+pub struct TlsConfigs {
+    /// The local identity: a ClientHello naming it is spoke's to terminate.
+    pub local_name: Arc<str>,
+    pub not_after: SystemTime,
+    client: Arc<ClientConfig>,
+    server: Arc<ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsConfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfigs")
+            .field("local_name", &self.local_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ring provider reduced to Linkerd's suites and groups.
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::{cipher_suite, default_provider, kx_group};
+    let mut p = default_provider();
+    p.cipher_suites = vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    p.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    Arc::new(p)
+}
+
+fn roots(creds: &Credentials) -> RootCertStore {
+    RootCertStore {
+        roots: creds.anchors.as_slice().to_vec(),
+    }
+}
+
+fn key(creds: &Credentials) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(creds.key_pkcs8.to_vec()))
+}
+
+impl TlsConfigs {
+    /// Both configurations for `creds`.
+    pub fn new(creds: &Credentials) -> Result<TlsConfigs, String> {
+        let provider = provider();
+        let roots = Arc::new(roots(creds));
+        let mut client = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("client TLS settings: {e}"))?
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(creds.chain.clone(), key(creds))
+            .map_err(|e| format!("client certificate: {e}"))?;
+        client.resumption = rustls::client::Resumption::disabled();
+
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("client certificate verifier: {e}"))?;
+        let mut server = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("server TLS settings: {e}"))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(creds.chain.clone(), key(creds))
+            .map_err(|e| format!("server certificate: {e}"))?;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+
+        Ok(TlsConfigs {
+            local_name: Arc::from(creds.name.as_str()),
+            not_after: creds.not_after,
+            client: Arc::new(client),
+            server: Arc::new(server),
+        })
+    }
+
+    pub fn client(&self) -> Arc<ClientConfig> {
+        self.client.clone()
+    }
+
+    pub fn server(&self) -> Arc<ServerConfig> {
+        self.server.clone()
+    }
+
+    /// The client configuration offering `alpn` (one protocol list per
+    /// connection kind; cloned when the kind is first needed).
+    pub fn client_alpn(&self, alpn: &[u8]) -> Arc<ClientConfig> {
+        let mut c = (*self.client).clone();
+        c.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(c)
+    }
+
+    /// The server configuration selecting `alpn` when the client offers it.
+    pub fn server_alpn(&self, alpn: &[u8]) -> Arc<ServerConfig> {
+        let mut s = (*self.server).clone();
+        s.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(s)
+    }
+}
+
+/// The name a connection asks its server for (SNI) and verifies it by.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_owned()).map_err(|e| format!("{name:?} is not a DNS name: {e}"))
+}
+
+/// The identity a verified peer certificate carries: its first DNS SAN, as
+/// Linkerd reads it.
+pub fn peer_identity(leaf: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+        _ => None,
+    })
+}
+
+/// Whether `leaf` names `id` among its DNS SANs (an endpoint whose expected
+/// identity differs from the name it was asked for still has to prove it).
+pub fn names(leaf: &CertificateDer<'_>, id: &str) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(leaf.as_ref()) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value
+        .general_names
+        .iter()
+        .any(|n| matches!(n, GeneralName::DNSName(d) if d.eq_ignore_ascii_case(id)))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::identity::creds::{Anchors, Documents};
+    use crate::identity::issuer::Issuer;
+    use std::time::Duration;
+
+    /// Credentials for `name`, issued by `issuer`.
+    pub(crate) fn creds_for(issuer: &Issuer, name: &str, lifetime: Duration) -> Credentials {
+        let docs = Documents::generate(name).unwrap();
+        let issued = issuer
+            .issue(name, &docs.csr, lifetime, SystemTime::now())
+            .unwrap();
+        Credentials {
+            name: name.to_owned(),
+            key_pkcs8: docs.key_pkcs8.clone(),
+            chain: vec![CertificateDer::from(issued.der)],
+            not_after: issued.not_after,
+            anchors: Anchors::from_pem(&issuer.cert_pem()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn configurations_build_for_an_issued_certificate() {
+        let issuer = Issuer::generate().unwrap();
+        let c = creds_for(
+            &issuer,
+            "a.ns.serviceaccount.identity.linkerd.cluster.local",
+            Duration::from_secs(60),
+        );
+        let cfg = TlsConfigs::new(&c).unwrap();
+        assert_eq!(&*cfg.local_name, c.name);
+        assert_eq!(cfg.server().send_tls13_tickets, 0);
+        assert_eq!(
+            cfg.client_alpn(b"transport.l5d.io/v1").alpn_protocols,
+            vec![b"transport.l5d.io/v1".to_vec()]
+        );
+        assert_eq!(peer_identity(&c.chain[0]).as_deref(), Some(c.name.as_str()));
+        assert!(names(&c.chain[0], &c.name.to_uppercase()));
+        assert!(!names(
+            &c.chain[0],
+            "b.ns.serviceaccount.identity.linkerd.cluster.local"
+        ));
+    }
+}
