@@ -35,11 +35,17 @@ pub enum ConnFailure {
     Reset,
     /// The upstream closed the connection before any byte of a response.
     Closed,
+    /// The mTLS handshake failed: the endpoint did not prove the identity
+    /// expected of it (or its chain does not verify), or refused ours.
+    Tls,
 }
 
 impl ConnFailure {
     /// The failure of a connect (immediate, or reported on the socket afterwards).
     pub fn of_connect(e: &io::Error) -> ConnFailure {
+        if crate::tls::is_tls_error(e) {
+            return ConnFailure::Tls;
+        }
         match e.kind() {
             io::ErrorKind::ConnectionRefused => ConnFailure::Refused,
             io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
@@ -67,6 +73,7 @@ impl ConnFailure {
                 | ConnFailure::Unreachable
                 | ConnFailure::ConnectTimeout
                 | ConnFailure::ConnectError
+                | ConnFailure::Tls
         )
     }
 
@@ -79,6 +86,7 @@ impl ConnFailure {
             ConnFailure::ConnectError => "connect_error",
             ConnFailure::Reset => "reset",
             ConnFailure::Closed => "closed",
+            ConnFailure::Tls => "tls",
         }
     }
 
@@ -92,6 +100,7 @@ impl ConnFailure {
             ConnFailure::ConnectTimeout => (504, "connect timeout", "timeout"),
             ConnFailure::Reset => (502, "connection reset before response", "unavailable"),
             ConnFailure::Closed => (502, "connection closed before response", "unavailable"),
+            ConnFailure::Tls => (502, "TLS handshake with the endpoint failed", "connect"),
         }
     }
 }

@@ -20,8 +20,10 @@ use super::pool::Pool;
 use super::timers::Timers;
 use super::token;
 use super::transport::Transport;
+use crate::endpoints::ClientTls;
 use crate::http1;
 use crate::metrics::{Counter, Direction, Peer, ProxyMetrics, TcpMetrics};
+use crate::tls::MeshTls;
 
 /// Who owns a socket token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,8 @@ pub struct Ctx<'a> {
     pub rng: &'a mut fastrand::Rng,
     /// `spoke_detect_total`.
     pub detect: &'a mut DetectMetrics,
+    /// The certificate in force, for mTLS both ways.
+    pub tls: &'a MeshTls,
     pub now: Instant,
 }
 
@@ -95,16 +99,31 @@ pub enum DialError {
     Connect(io::Error),
     /// The socket could not be registered with the loop.
     Register(io::Error),
+    /// The endpoint is to be reached over mTLS and that cannot be done:
+    /// no certificate is in force yet, or its name is no DNS name.
+    Tls(io::Error),
 }
 
 impl Ctx<'_> {
     /// Starts a non-blocking connect to `addr`, registered for `owner` and
     /// counted open (`tcp_dst`); the writable edge will say how it went.
+    /// With `tls` (the endpoint is meshed) and identity on, the connection
+    /// speaks mTLS, its handshake part of the connect; with identity off, it
+    /// stays plaintext.
     pub fn dial(
         &mut self,
         addr: SocketAddr,
         owner: Owner,
+        tls: Option<&ClientTls>,
     ) -> Result<(Transport, usize), DialError> {
+        let client = match (tls, self.tls) {
+            (Some(t), MeshTls::Ready(cfg)) => Some((t, cfg.client())),
+            (Some(_), MeshTls::Awaiting) => {
+                let e = io::Error::other("no certificate in force yet for mTLS");
+                return Err(DialError::Tls(e));
+            }
+            _ => None,
+        };
         let mut stream = TcpStream::connect(addr).map_err(DialError::Connect)?;
         let sock = self.socks.insert(owner);
         if let Err(e) = self.registry.register(
@@ -115,8 +134,18 @@ impl Ctx<'_> {
             self.socks.remove(sock);
             return Err(DialError::Register(e));
         }
+        let mut transport = Transport::connecting(stream);
+        if let Some((t, config)) = client {
+            transport = match transport.tls_client(config, &t.server_name, &t.server_id) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    self.socks.remove(sock);
+                    return Err(DialError::Tls(e));
+                }
+            };
+        }
         self.tcp_dst.open();
-        Ok((Transport::connecting(stream), sock))
+        Ok((transport, sock))
     }
 }
 

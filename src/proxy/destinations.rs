@@ -154,6 +154,12 @@ impl Destination {
         }
         self.balancer.pick(now, excluded)
     }
+
+    /// How to reach the endpoint at `addr` over mTLS, when the control
+    /// plane says it is meshed.
+    pub fn endpoint_tls(&self, addr: std::net::SocketAddr) -> Option<crate::endpoints::ClientTls> {
+        self.endpoints.as_ref()?.get(addr)?.tls.clone()
+    }
 }
 
 pub struct Destinations {

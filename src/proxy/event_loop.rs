@@ -30,8 +30,9 @@ use super::ready::Readiness;
 use super::timers::{Timer, Timers};
 use super::token;
 use super::transport::Transport;
-use crate::identity::{Credentials, CredentialsRx};
+use crate::identity::CredentialsRx;
 use crate::metrics::{Direction, Peer, ProxyMetrics, RenderCursor};
+use crate::tls::{MeshTls, TlsConfigs};
 
 /// Idle connections kept per endpoint (Linkerd allows 10,000).
 const MAX_IDLE_PER_ENDPOINT: usize = 10_000;
@@ -48,6 +49,8 @@ struct Parts {
     /// Randomness for traffic splits.
     rng: fastrand::Rng,
     detect: DetectMetrics,
+    /// The data plane's TLS: the configurations of the certificate in force.
+    tls: MeshTls,
 }
 
 /// The sockets the loop serves, bound by the caller, and how it learns where
@@ -85,7 +88,6 @@ pub struct EventLoop {
     /// The identity thread's channel, when identity is on, and the newest
     /// credentials it sent (data-plane TLS is to use them).
     identity: Option<CredentialsRx>,
-    credentials: Option<Arc<Credentials>>,
 }
 
 /// The admin view of the loop.
@@ -155,27 +157,36 @@ impl EventLoop {
                 tcp: TcpByDirection::new(&metrics),
                 rng: fastrand::Rng::new(),
                 detect: DetectMetrics::new(metrics.clone()),
+                tls: MeshTls::Disabled,
                 cfg,
             },
             metrics,
             stop,
             ready,
             identity: None,
-            credentials: None,
         })
     }
 
     /// Receive the workload's credentials on `rx` (woken by the loop's waker).
     pub fn set_identity(&mut self, rx: CredentialsRx) {
         self.identity = Some(rx);
+        self.parts.tls = MeshTls::Awaiting;
     }
 
     /// Keeps the newest credentials the identity thread sent, if any.
     fn drain_identity(&mut self) {
         if let Some(rx) = &self.identity {
-            while let Ok(c) = rx.try_recv() {
-                log::debug!("identity: new credentials in force for {}", c.value.name);
-                self.credentials = Some(c.value);
+            let Some(c) = rx.try_iter().last() else {
+                return;
+            };
+            match TlsConfigs::new(&c.value) {
+                Ok(cfg) => {
+                    log::debug!("identity: new credentials in force for {}", c.value.name);
+                    self.parts.tls = MeshTls::Ready(Box::new(cfg));
+                }
+                // Validated already, so this is not expected; the
+                // certificate in force (if any) stays.
+                Err(e) => log::error!("identity: the new certificate cannot be used: {e}"),
             }
         }
     }
@@ -309,6 +320,7 @@ impl EventLoop {
             tcp_dst: parts.tcp.get(direction, Peer::Dst),
             rng: &mut parts.rng,
             detect: &mut parts.detect,
+            tls: &parts.tls,
             now,
         }
     }
@@ -468,15 +480,19 @@ impl EventLoop {
             Some(Owner::Admin(key)) => self.drive_admin(key),
             Some(Owner::Idle(direction, bucket)) => {
                 // A writable edge left over from the last exchange is
-                // harmless; readable means the upstream closed the connection
-                // (or sent bytes no request asked for): drop it.
+                // harmless (with TLS it sends what is still queued);
+                // readable means the upstream closed the connection (or sent
+                // bytes no request asked for): drop it. Over TLS, records
+                // that carry no data (a key update) leave it open.
+                let pool = self.parts.pools.get_mut(direction);
+                let Some(conn) = pool.get_mut(bucket, index) else {
+                    return;
+                };
+                conn.stream.ready(Readiness::of(event));
                 if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
                     return;
                 }
-                let pool = self.parts.pools.get_mut(direction);
-                let alive = pool
-                    .get(bucket, index)
-                    .is_some_and(|c| c.stream.is_idle_and_open());
+                let alive = conn.stream.is_idle_and_open();
                 if !alive {
                     if let Some(conn) = pool.remove(bucket, index) {
                         self.parts.socks.remove(index);

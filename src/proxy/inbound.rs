@@ -27,14 +27,14 @@ use crate::http1::{DropHeaders, RequestHead};
 pub const WITHOUT_IDENTITY: DropHeaders = DropHeaders::new(&["l5d-client-id"]);
 
 /// Appends the head of inbound request `head` to send to the application:
-/// minus `l5d-client-id` (no TLS yet, so no inbound request has a verified
-/// client identity; mTLS will set the header from the peer's certificate
-/// here), and with the target's address (`target()`, asked only then) as
-/// `Host` when the client sent none (HTTP/1.0), since the request goes on
-/// as HTTP/1.1, which needs one.
+/// with `l5d-client-id` set to `client_id`, the identity the client proved
+/// over mTLS, and without any the client sent itself; and with the target's
+/// address (`target()`, asked only then) as `Host` when the client sent none
+/// (HTTP/1.0), since the request goes on as HTTP/1.1, which needs one.
 pub fn write_upstream_head(
     head: &RequestHead,
     out: &mut Vec<u8>,
+    client_id: Option<&str>,
     target: impl FnOnce() -> Option<SocketAddr>,
 ) {
     let mut text = [0u8; 64];
@@ -43,6 +43,14 @@ pub fn write_upstream_head(
         host => host,
     };
     head.write_upstream_dropping(out, host, WITHOUT_IDENTITY);
+    if let Some(id) = client_id {
+        // Before the blank line that ends the head.
+        debug_assert!(out.ends_with(b"\r\n\r\n"));
+        out.truncate(out.len() - 2);
+        out.extend_from_slice(b"l5d-client-id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+    }
 }
 
 /// Why an inbound connection is not served.
@@ -203,15 +211,34 @@ mod tests {
         assert_eq!((d.key(), d.profile()), ("10.1.2.3:8080", None));
     }
 
-    fn upstream_head(raw: &[u8], target: SocketAddr) -> String {
+    fn upstream_head_as(raw: &[u8], target: SocketAddr, client_id: Option<&str>) -> String {
         let limits = crate::http1::Limits::default();
         let head = match crate::http1::parse_request(raw, &limits) {
             Ok(crate::http1::Parsed::Complete { head, .. }) => head,
             other => panic!("not a request: {other:?}"),
         };
         let mut out = Vec::new();
-        write_upstream_head(&head, &mut out, || Some(target));
+        write_upstream_head(&head, &mut out, client_id, || Some(target));
         String::from_utf8(out).expect("ascii")
+    }
+
+    fn upstream_head(raw: &[u8], target: SocketAddr) -> String {
+        upstream_head_as(raw, target, None)
+    }
+
+    #[test]
+    fn a_verified_client_identity_replaces_any_the_client_claimed() {
+        let target = sa("10.1.2.3:8080");
+        let raw = b"GET /a HTTP/1.1\r\nHost: books:7000\r\nl5d-client-id: me\r\n\r\n";
+        assert_eq!(
+            upstream_head_as(
+                raw,
+                target,
+                Some("web.ns.serviceaccount.identity.linkerd.local")
+            ),
+            "GET /a HTTP/1.1\r\nhost: books:7000\r\n\
+             l5d-client-id: web.ns.serviceaccount.identity.linkerd.local\r\n\r\n"
+        );
     }
 
     #[test]

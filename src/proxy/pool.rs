@@ -20,14 +20,13 @@
 //! bucket and the bucket's `Vec` rather than allocating them again.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use super::buffer::Buffer;
 use super::transport::Transport;
-use crate::endpoints::EndpointRef;
+use crate::endpoints::{ClientTls, EndpointRef};
 use crate::metrics::Direction;
 use crate::FastMap;
 
@@ -41,9 +40,9 @@ pub enum Proto {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UpstreamKey {
     pub addr: SocketAddr,
-    /// The identity the endpoint must prove (`ClientTls::server_id`), or
+    /// The name to ask for and the identity the endpoint must prove, or
     /// `None` for an endpoint the control plane does not call meshed.
-    pub server_id: Option<Arc<str>>,
+    pub tls: Option<ClientTls>,
     pub proto: Proto,
 }
 
@@ -51,7 +50,7 @@ impl UpstreamKey {
     pub fn new(endpoint: &EndpointRef, proto: Proto) -> UpstreamKey {
         UpstreamKey {
             addr: endpoint.addr,
-            server_id: endpoint.tls.as_ref().map(|t| t.server_id.clone()),
+            tls: endpoint.tls.clone(),
             proto,
         }
     }
@@ -117,11 +116,11 @@ impl Pool {
     }
 
     /// The idle connection with socket `sock` in `bucket`, if it is pooled.
-    pub fn get(&self, bucket: usize, sock: usize) -> Option<&IdleConn> {
+    pub fn get_mut(&mut self, bucket: usize, sock: usize) -> Option<&mut IdleConn> {
         self.buckets
-            .get(bucket)?
+            .get_mut(bucket)?
             .conns
-            .iter()
+            .iter_mut()
             .find(|c| c.sock == sock)
     }
 
@@ -179,7 +178,8 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoints::{ClientTls, ProtocolHint};
+    use crate::endpoints::ProtocolHint;
+    use std::sync::Arc;
 
     fn conn(sock: usize, since: Instant) -> IdleConn {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -215,7 +215,7 @@ mod tests {
         let meshed = key("10.0.0.1:80", Some("books.ns.serviceaccount.identity"));
         let b = pool.put(&plain, conn(1, t)).ok().expect("room");
         assert!(pool.take(&meshed).is_none(), "same address, other identity");
-        assert_eq!(pool.get(b, 1).map(|c| c.sock), Some(1));
+        assert_eq!(pool.get_mut(b, 1).map(|c| c.sock), Some(1));
         assert_eq!(pool.take(&plain).map(|c| c.sock), Some(1));
         assert!(pool.take(&plain).is_none());
         // Full buckets give the connection back.
@@ -240,7 +240,7 @@ mod tests {
         let ob = pool.put(&other, conn(3, t)).ok().expect("room");
         let expired = pool.expire(t + Duration::from_secs(5), Duration::from_secs(3));
         assert_eq!(expired.iter().map(|c| c.sock).collect::<Vec<_>>(), vec![3]);
-        assert!(pool.get(ob, 3).is_none());
+        assert!(pool.get_mut(ob, 3).is_none());
         assert!(pool.buckets.is_empty() && pool.by_key.is_empty());
     }
 }

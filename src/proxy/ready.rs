@@ -82,6 +82,13 @@ impl<S> Tracked<S> {
         counts
     }
 
+    /// Forgets what events said: `readable`/`writable` as for [`Tracked::new`].
+    pub fn reset(&mut self, readable: bool, writable: bool) {
+        self.readable = readable;
+        self.writable = writable;
+        self.read_closed = false;
+    }
+
     pub fn get_ref(&self) -> &S {
         &self.io
     }

@@ -29,9 +29,10 @@ use super::http1::DstKey;
 use super::opaque::Tunnel;
 use super::{Session, Stage};
 use crate::balance::Pick;
+use crate::client_hello::{self, Hello};
 use crate::conn_failure::ConnFailure;
 use crate::detect::{self, Detected};
-use crate::endpoints::ProtocolHint;
+use crate::endpoints::{ClientTls, ProtocolHint};
 use crate::metrics::Direction;
 use crate::profile::Profile;
 use crate::proxy::addr_text;
@@ -42,6 +43,10 @@ use crate::proxy::timers::SessionTimer;
 /// before it gives up (a connect that failed sent nothing, so moving on is
 /// safe).
 const MAX_OPAQUE_CONNECTS: u8 = 3;
+
+/// Where an opaque connection goes: the address, the destination whose
+/// balancer picked it (if one did), and its mTLS parameters (if meshed).
+type OpaqueTarget = (SocketAddr, Option<Arc<str>>, Option<ClientTls>);
 
 impl Session {
     /// The stage a new connection starts in.
@@ -105,6 +110,9 @@ impl Session {
         let reason = if self.client_eof { "eof" } else { "detected" };
         match found {
             Detected::NeedMore => Ok(progress),
+            Detected::Tls if self.direction == Direction::Inbound && !self.client.is_tls() => {
+                self.inbound_tls(settle, ctx).map(|p| p || progress)
+            }
             Detected::Http1 => {
                 self.go_http1(reason, ctx);
                 Ok(true)
@@ -121,14 +129,49 @@ impl Session {
         }
     }
 
+    /// An inbound ClientHello: a name that is the local identity is
+    /// terminated here, and detection starts over on the plaintext; any
+    /// other name (or a hello spoke cannot read) is the application's, passed
+    /// through untouched as opaque TCP. `Err` means close the session.
+    fn inbound_tls(&mut self, settle: bool, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
+        let hello = match client_hello::parse(self.inbuf.bytes()) {
+            Hello::Incomplete if !settle => return Ok(false),
+            Hello::Parsed(h) => h,
+            Hello::Incomplete | Hello::Invalid(_) => {
+                self.go_opaque("tls", "unreadable_hello", ctx)?;
+                return Ok(true);
+            }
+        };
+        let local = ctx.tls.configs();
+        let ours = match (local, hello.server_name.as_deref()) {
+            (Some(cfg), Some(sni)) => sni == &*cfg.local_name,
+            _ => false,
+        };
+        let Some(cfg) = local.filter(|_| ours) else {
+            self.go_opaque("tls", "passthrough", ctx)?;
+            return Ok(true);
+        };
+        if let Err(e) = self
+            .client
+            .start_tls_server(cfg.server(), self.inbuf.bytes())
+        {
+            log::info!("inbound TLS handshake failed: {e}");
+            ctx.detect.count(self.direction, "tls", "handshake_failed");
+            return Err(());
+        }
+        ctx.detect.count(self.direction, "tls", "terminated");
+        self.inbuf.consume(self.inbuf.len());
+        Ok(true)
+    }
+
     /// A detection deadline is due. `Err` means close the session.
     pub(super) fn detect_timer(&mut self, kind: SessionTimer, ctx: &mut Ctx<'_>) -> Result<(), ()> {
         match kind {
             SessionTimer::Quiet if self.inbuf.is_empty() => {
-                let Some((target, via)) = self.opaque_target(ctx) else {
+                let Some((target, via, tls)) = self.opaque_target(ctx) else {
                     return Ok(());
                 };
-                match self.open_tunnel(target, via, ctx) {
+                match self.open_tunnel(target, via, tls, ctx) {
                     Ok(probe) => {
                         log::debug!(
                             "client silent: probing {target} for a server that speaks first"
@@ -178,11 +221,11 @@ impl Session {
         let tunnel = match std::mem::replace(&mut self.stage, Stage::Closing) {
             Stage::Detect(Some(probe)) => probe,
             _ => {
-                let Some((target, via)) = self.opaque_target(ctx) else {
+                let Some((target, via, tls)) = self.opaque_target(ctx) else {
                     log::debug!("an opaque connection with no target: closing it");
                     return Err(());
                 };
-                match self.open_tunnel(target, via, ctx) {
+                match self.open_tunnel(target, via, tls, ctx) {
                     Ok(t) => t,
                     Err(e) => {
                         log::info!("opaque connection to {target} failed: {e}");
@@ -214,15 +257,16 @@ impl Session {
     }
 
     /// Starts connecting a tunnel to `target`, picked by `via`'s balancer if
-    /// a balancer picked it.
+    /// a balancer picked it, over mTLS when the endpoint is meshed (`tls`).
     fn open_tunnel(
         &mut self,
         target: SocketAddr,
         via: Option<Arc<str>>,
+        tls: Option<ClientTls>,
         ctx: &mut Ctx<'_>,
     ) -> io::Result<Box<Tunnel>> {
         let (key, mut deadlines) = (self.key, self.session_deadlines());
-        let mut t = Tunnel::connect(target, key, &mut deadlines, ctx)?;
+        let mut t = Tunnel::connect(target, tls.as_ref(), key, &mut deadlines, ctx)?;
         t.via = via;
         Ok(Box::new(t))
     }
@@ -231,15 +275,16 @@ impl Session {
     /// when the profile of that address names a service whose endpoints are
     /// known, one of them, picked by the balancer (else the original
     /// destination, a service address the kernel balances). With the
-    /// address, the destination whose balancer picked it, if one did.
-    fn opaque_target(&mut self, ctx: &mut Ctx<'_>) -> Option<(SocketAddr, Option<Arc<str>>)> {
+    /// address, the destination whose balancer picked it, if one did, and
+    /// how to reach the endpoint over mTLS when it is meshed.
+    fn opaque_target(&mut self, ctx: &mut Ctx<'_>) -> Option<OpaqueTarget> {
         let orig = self.orig_dst?;
         if self.direction == Direction::Inbound {
-            return Some((orig, None));
+            return Some((orig, None, None));
         }
         let Some(name) = orig_profile(orig, ctx).and_then(|p| p.fully_qualified_name.clone())
         else {
-            return Some((orig, None));
+            return Some((orig, None, None));
         };
         let dst = DstKey::new(&name, orig.port());
         match ctx
@@ -247,10 +292,10 @@ impl Session {
             .get_or_start(dst.key(), dst.name(), orig.port(), ctx.now)
         {
             Ok(d) => match d.pick_endpoint(ctx.now, &[]) {
-                Pick::Ready(addr) => Some((addr, Some(d.name.clone()))),
-                _ => Some((orig, None)),
+                Pick::Ready(addr) => Some((addr, Some(d.name.clone()), d.endpoint_tls(addr))),
+                _ => Some((orig, None, None)),
             },
-            Err(_) => Some((orig, None)),
+            Err(_) => Some((orig, None, None)),
         }
     }
 
@@ -277,12 +322,13 @@ impl Session {
             return false;
         };
         d.connect_retries.retry(&via, cause);
+        let tls = d.endpoint_tls(next);
         if let Stage::Opaque(t) = std::mem::replace(&mut self.stage, Stage::Closing) {
             t.close(ctx);
         }
         self.clear_deadline(SessionTimer::Connect);
         log::debug!("{via}: opaque connect to {addr} failed ({cause:?}); trying {next}");
-        match self.open_tunnel(next, Some(via), ctx) {
+        match self.open_tunnel(next, Some(via), tls, ctx) {
             Ok(mut t) => {
                 t.attempts = attempts + 1;
                 self.stage = Stage::Opaque(t);

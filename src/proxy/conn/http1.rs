@@ -14,7 +14,7 @@ use crate::metrics::Direction;
 use crate::proxy::addr_text;
 use crate::proxy::ctx::Ctx;
 use crate::proxy::destinations::Router;
-use crate::proxy::exchange::Exchange;
+use crate::proxy::exchange::{Exchange, From};
 use crate::proxy::timers::SessionTimer;
 
 use super::opaque::Tunnel;
@@ -151,9 +151,13 @@ impl Session {
         router: Rc<Router>,
         ctx: &mut Ctx<'_>,
     ) {
-        let spare = self.spare_head.take();
+        let from = From {
+            spare_head: self.spare_head.take(),
+            draining: self.draining,
+            client_id: self.client.peer_identity().map(|id| &**id),
+        };
         let slot = &mut self.ex;
-        match Exchange::start_in(slot, &head, dst, router, spare, self.draining, ctx) {
+        match Exchange::start_in(slot, &head, dst, router, from, ctx) {
             Err(next) => {
                 self.apply(next);
             }

@@ -210,6 +210,10 @@ impl Session {
                         return Step::Close;
                     }
                 }
+                (Stage::Closing, SessionTimer::Idle) => {
+                    log::debug!("closing a connection whose client did not read its last bytes");
+                    return Step::Close;
+                }
                 (Stage::Opaque(_), SessionTimer::Idle) => {
                     log::debug!("closing an idle opaque connection");
                     return Step::Close;
@@ -351,7 +355,21 @@ impl Session {
 
             if self.resp.is_complete() {
                 match self.stage {
-                    Stage::Closing => return Step::Close,
+                    Stage::Closing => {
+                        if self.client.is_tls() {
+                            // close_notify, then the write side.
+                            let _ = self.client.shutdown_write();
+                        }
+                        if !self.client.wants_flush() {
+                            return Step::Close;
+                        }
+                        // The last bytes are still inside TLS: an event
+                        // flushes them; a client that never reads them
+                        // is closed when the idle timeout ends.
+                        if !self.deadlines.is_set(SessionTimer::Idle) {
+                            self.set_deadline(SessionTimer::Idle, ctx.cfg.http.idle_timeout, ctx);
+                        }
+                    }
                     Stage::Exchanging => {
                         if self.finish_exchange(ctx) {
                             progress = true;

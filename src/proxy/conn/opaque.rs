@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::conn_failure::ConnFailure;
+use crate::endpoints::ClientTls;
 use crate::proxy::buffer::{Buffer, Filled};
 use crate::proxy::ctx::{Ctx, DialError, Owner, Role};
 use crate::proxy::timers::{SessionDeadlines, SessionTimer};
@@ -78,6 +79,7 @@ impl Tunnel {
     /// connect failed at once.
     pub(super) fn connect(
         addr: SocketAddr,
+        tls: Option<&ClientTls>,
         session: usize,
         deadlines: &mut SessionDeadlines<'_>,
         ctx: &mut Ctx<'_>,
@@ -86,8 +88,8 @@ impl Tunnel {
             session,
             role: Role::Upstream,
         };
-        let (up, sock) = ctx.dial(addr, owner).map_err(|e| match e {
-            DialError::Connect(e) | DialError::Register(e) => e,
+        let (up, sock) = ctx.dial(addr, owner, tls).map_err(|e| match e {
+            DialError::Connect(e) | DialError::Register(e) | DialError::Tls(e) => e,
         })?;
         let timeout = ctx.cfg.connect_timeout(ctx.direction);
         deadlines.set(SessionTimer::Connect, timeout, ctx.now, ctx.timers);
@@ -137,9 +139,6 @@ impl Tunnel {
     /// Finishes a pending connect. `Err` when it failed, and how.
     fn finish_connect(&mut self, ctx: &Ctx<'_>) -> Result<bool, ConnFailure> {
         if self.connected {
-            return Ok(false);
-        }
-        if !self.up.is_writable() {
             return Ok(false);
         }
         match self.up.connect_status() {
@@ -231,7 +230,8 @@ impl Tunnel {
             self.shut_client = true;
             progress = true;
         }
-        if self.shut_up && self.shut_client {
+        // Both ways closed, and nothing left inside TLS on either side.
+        if self.shut_up && self.shut_client && !self.up.wants_flush() && !client.wants_flush() {
             return TunnelStep::Done;
         }
         if progress {

@@ -67,7 +67,7 @@ impl Exchange {
             });
             return Ok(());
         }
-        let (stream, sock) = match ctx.dial(addr, owner) {
+        let (stream, sock) = match ctx.dial(addr, owner, key.tls.as_ref()) {
             Ok(dialed) => dialed,
             Err(DialError::Connect(e)) => {
                 log::debug!("connect to {addr} failed: {e}");
@@ -76,6 +76,10 @@ impl Exchange {
             Err(DialError::Register(e)) => {
                 log::warn!("cannot register upstream socket: {e}");
                 return Err(self.conn_failed_at_once(addr, ConnFailure::ConnectError, ctx));
+            }
+            Err(DialError::Tls(e)) => {
+                log::info!("{addr}: cannot speak mTLS to it: {e}");
+                return Err(self.conn_failed_at_once(addr, ConnFailure::Tls, ctx));
             }
         };
         self.upstream = Some(Upstream {
@@ -109,7 +113,7 @@ impl Exchange {
     /// is one `peek`, for those requests only.
     fn take_pooled(&self, key: &UpstreamKey, ctx: &mut Ctx<'_>) -> Option<IdleConn> {
         loop {
-            let idle = ctx.pool.take(key)?;
+            let mut idle = ctx.pool.take(key)?;
             if self.idempotent || idle.stream.is_idle_and_open() {
                 return Some(idle);
             }
@@ -146,9 +150,6 @@ impl Exchange {
         let mut progress = false;
 
         if !up.connected {
-            if !up.stream.is_writable() {
-                return ExNext::Going(false);
-            }
             match up.stream.connect_status() {
                 Connect::Pending => return ExNext::Going(false),
                 Connect::Failed(e) => {

@@ -179,22 +179,36 @@ impl UpstreamError {
     }
 }
 
+/// What the client's connection tells a new exchange.
+pub struct From<'a> {
+    /// The last exchange's head buffer, when there was one.
+    pub spare_head: Option<Vec<u8>>,
+    /// Shutting down: no keep-alive.
+    pub draining: bool,
+    /// The identity the client proved over mTLS (inbound).
+    pub client_id: Option<&'a str>,
+}
+
 impl Exchange {
     /// Routes a request whose discovery answers are all there, into `slot`
     /// (built in place: the exchange is a few hundred bytes, and this runs
-    /// for every request). `spare_head` is the last exchange's head buffer,
-    /// when there was one. `Err` is the response the proxy makes instead
-    /// (the destination is gone).
+    /// for every request). `from` is what the client connection tells it.
+    /// `Err` is the response the proxy makes instead (the destination is
+    /// gone).
     #[inline]
     pub(super) fn start_in(
         slot: &mut Option<Exchange>,
         head: &RequestHead,
         dst: &Arc<str>,
         router: Rc<Router>,
-        spare_head: Option<Vec<u8>>,
-        draining: bool,
+        from: From<'_>,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), ExNext> {
+        let From {
+            spare_head,
+            draining,
+            client_id,
+        } = from;
         let has_body = head.framing() != BodyFraming::None;
         let Some(d) = ctx.dsts.get_mut(dst) else {
             return Err(ExNext::Respond {
@@ -227,7 +241,7 @@ impl Exchange {
                     let set = dsts.get(dst)?.endpoints.as_ref()?;
                     set.endpoints.first().map(|e| e.addr)
                 };
-                inbound::write_upstream_head(head, &mut upstream_head, target);
+                inbound::write_upstream_head(head, &mut upstream_head, client_id, target);
             }
         }
         let mut req = Pipe::default();

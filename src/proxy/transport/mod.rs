@@ -1,71 +1,151 @@
 //! The byte stream under a connection, client side or upstream side
-//! (event-loop thread): an enum, so one session type serves every transport
-//! with static dispatch. Today only [`Transport::Plain`], a TCP socket with its
-//! readiness tracked beside it (`ready.rs`); TLS arrives as a second variant.
+//! (event-loop thread): a TCP socket with its readiness tracked beside it
+//! (`ready.rs`), and, for a connection spoke speaks mutual TLS on, the TLS
+//! state over it (`crate::tls::TlsStream`). One type serves every session
+//! stage; a plaintext connection pays one predictable branch per call.
 //!
 //! Everything a session does to its sockets beyond reading and writing goes
-//! through here (connect status, keepalive, half-close, the idle check), so
-//! the HTTP/1 stage, the tunnel and the pool never touch a `TcpStream`.
-//! The TCP calls themselves are in `connect.rs`.
+//! through here (connect status and handshake, keepalive, half-close, the
+//! idle check, what TLS still has queued), so the HTTP/1 stage, the tunnel
+//! and the pool never touch a `TcpStream` or rustls. The TCP calls
+//! themselves are in `connect.rs`.
+//!
+//! With TLS, an event on the socket also flushes what rustls has queued
+//! (`ready`): a write that returned may have left encrypted bytes behind,
+//! and no other call may come to send them.
 
 mod connect;
 
 use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::TcpStream;
 
 use super::ready::{Readiness, Tracked};
+use crate::tls::{ClientConfig, HalfClose, ServerConfig, TlsStream};
 
 pub use connect::Connect;
 
 /// A connection's transport.
 #[derive(Debug)]
-pub enum Transport {
-    Plain(Tracked<TcpStream>),
+pub struct Transport {
+    io: Tracked<TcpStream>,
+    tls: Option<Box<TlsStream>>,
+    /// The TCP connect has finished (an upstream connection's handshake
+    /// waits for it).
+    tcp_up: bool,
+}
+
+impl HalfClose for Tracked<TcpStream> {
+    fn half_close(&mut self) -> io::Result<()> {
+        self.get_ref().shutdown(std::net::Shutdown::Write)
+    }
 }
 
 impl Transport {
     /// A connection fresh from `accept`: bytes may have arrived before it was
     /// registered, and it has room to write.
     pub fn accepted(stream: TcpStream) -> Transport {
-        Transport::Plain(Tracked::new(stream, true, true))
+        Transport {
+            io: Tracked::new(stream, true, true),
+            tls: None,
+            tcp_up: true,
+        }
     }
 
     /// A connection registered while its connect is in progress: the
     /// writable edge says it finished (or failed), and bytes come only after.
     pub fn connecting(stream: TcpStream) -> Transport {
-        Transport::Plain(Tracked::new(stream, false, false))
+        Transport {
+            io: Tracked::new(stream, false, false),
+            tls: None,
+            tcp_up: false,
+        }
+    }
+
+    /// A connecting upstream connection that will speak mTLS once connected:
+    /// SNI `name`, and the server must prove `server_id`.
+    pub fn tls_client(
+        mut self,
+        config: Arc<ClientConfig>,
+        name: &str,
+        server_id: &str,
+    ) -> io::Result<Transport> {
+        self.tls = Some(Box::new(TlsStream::client(config, name, server_id)?));
+        Ok(self)
+    }
+
+    /// Terminates TLS on an accepted connection whose first `received` bytes
+    /// (its ClientHello) were read already; what follows reads as plaintext.
+    pub fn start_tls_server(
+        &mut self,
+        config: Arc<ServerConfig>,
+        received: &[u8],
+    ) -> io::Result<()> {
+        self.tls = Some(Box::new(TlsStream::server(&mut self.io, config, received)?));
+        Ok(())
     }
 
     /// A pooled connection taken for a new request: its events while idle
     /// were all handled (bytes or a close would have dropped it), so nothing
     /// waits to be read, and its send buffer is empty.
-    pub fn reused(self) -> Transport {
-        match self {
-            Transport::Plain(t) => Transport::Plain(Tracked::new(t.into_inner(), false, true)),
-        }
+    pub fn reused(mut self) -> Transport {
+        self.io.reset(false, true);
+        self
     }
 
-    /// Records what an event said.
+    /// Whether spoke speaks TLS on this connection.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The identity the peer proved over mTLS, once the handshake is done.
+    pub fn peer_identity(&self) -> Option<&Arc<str>> {
+        self.tls.as_ref().and_then(|t| t.peer_identity())
+    }
+
+    /// The ALPN protocol the TLS handshake agreed on.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.tls.as_ref().and_then(|t| t.alpn())
+    }
+
+    /// Records what an event said; with TLS, sends what rustls has queued.
     #[inline]
     pub fn ready(&mut self, r: Readiness) {
-        match self {
-            Transport::Plain(t) => t.ready(r),
+        self.io.ready(r);
+        if let Some(t) = &mut self.tls {
+            t.on_ready(&mut self.io);
         }
     }
 
+    /// TLS output (or a TLS close) is still queued: a connection about to
+    /// close waits for it.
     #[inline]
-    pub fn is_writable(&self) -> bool {
-        match self {
-            Transport::Plain(t) => t.is_writable(),
-        }
+    pub fn wants_flush(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_flush())
     }
 
-    /// Whether a non-blocking connect has finished (on a writable event).
-    pub fn connect_status(&self) -> Connect {
-        match self {
-            Transport::Plain(t) => connect::status(t.get_ref()),
+    /// Whether a non-blocking connect has finished (on a writable event);
+    /// with TLS, whether the handshake has too (a handshake that fails is a
+    /// connect that failed).
+    pub fn connect_status(&mut self) -> Connect {
+        if !self.tcp_up {
+            if !self.io.is_writable() {
+                return Connect::Pending;
+            }
+            match connect::status(self.io.get_ref()) {
+                Connect::Done => self.tcp_up = true,
+                other => return other,
+            }
+        }
+        match &mut self.tls {
+            None => Connect::Done,
+            Some(t) => match t.handshake(&mut self.io) {
+                Ok(true) => Connect::Done,
+                Ok(false) => Connect::Pending,
+                Err(e) => Connect::Failed(e),
+            },
         }
     }
 
@@ -73,31 +153,31 @@ impl Transport {
     /// after `keepalive` of silence (`None`: off). A failure to set either
     /// only costs what it was for, so it is logged and the connection used.
     pub fn connected(&self, keepalive: Option<Duration>) {
-        match self {
-            Transport::Plain(t) => connect::tune(t.get_ref(), keepalive),
-        }
+        connect::tune(self.io.get_ref(), keepalive);
     }
 
     /// Bytes read and written on the socket since the last call.
     #[inline]
     pub fn take_bytes(&mut self) -> (u64, u64) {
-        match self {
-            Transport::Plain(t) => t.take_bytes(),
-        }
+        self.io.take_bytes()
     }
 
-    /// Half-close: no more bytes will be written.
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        match self {
-            Transport::Plain(t) => t.get_ref().shutdown(std::net::Shutdown::Write),
+    /// Half-close: no more bytes will be written (with TLS, `close_notify`
+    /// first).
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            None => self.io.half_close(),
+            Some(t) => t.shutdown_write(&mut self.io),
         }
     }
 
     /// Whether an idle pooled connection is still usable: open, with nothing
-    /// unread (a spurious readiness event leaves it so).
-    pub fn is_idle_and_open(&self) -> bool {
-        match self {
-            Transport::Plain(t) => connect::idle_and_open(t.get_ref()),
+    /// unread (a spurious readiness event leaves it so). With TLS, records
+    /// that carry no data are processed on the way.
+    pub fn is_idle_and_open(&mut self) -> bool {
+        match &mut self.tls {
+            None => connect::idle_and_open(self.io.get_ref()),
+            Some(t) => t.is_idle_and_open(&mut self.io),
         }
     }
 }
@@ -105,8 +185,9 @@ impl Transport {
 impl Read for Transport {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(t) => t.read(buf),
+        match &mut self.tls {
+            None => self.io.read(buf),
+            Some(t) => t.read(&mut self.io, buf),
         }
     }
 }
@@ -114,22 +195,22 @@ impl Read for Transport {
 impl Write for Transport {
     #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(t) => t.write(buf),
+        match &mut self.tls {
+            None => self.io.write(buf),
+            Some(t) => t.write_vectored(&mut self.io, &[IoSlice::new(buf)]),
         }
     }
 
     #[inline]
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(t) => t.write_vectored(bufs),
+        match &mut self.tls {
+            None => self.io.write_vectored(bufs),
+            Some(t) => t.write_vectored(&mut self.io, bufs),
         }
     }
 
     #[inline]
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Plain(t) => t.flush(),
-        }
+        self.io.flush()
     }
 }

@@ -1,0 +1,505 @@
+//! Mutual TLS between two spokes in one process: a standalone embedded
+//! controller with its own CA certifies both (`web` and `books`); the client
+//! app talks to spoke A's outbound side, A reaches spoke B's inbound side
+//! over mTLS because discovery says B's address is `books`, and B hands the
+//! plaintext request to app B with `l5d-client-id` set to A's identity.
+//! Also: a wrong expected identity, a foreign SNI passed through untouched,
+//! plaintext clients on the inbound side, multi-MiB bodies both ways to a
+//! slow reader, and certificates rotating under steady traffic.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::EnvBuilder;
+use spoke::app::App;
+use spoke::config::MapEnv;
+use spoke::controller::embedded::{Controller, STOP_GRACE};
+use spoke::devtools::{Backend, Response};
+use spoke::identity::config as id;
+use spoke::identity::creds::Documents;
+use spoke::identity::issuer::{Issuer, IssuerSource};
+use support::*;
+
+const WEB: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
+const BOOKS_ID: &str = "books.default.serviceaccount.identity.linkerd.cluster.local";
+const BOOKS: &str = "books.default.svc.cluster.local:7000";
+
+/// The mesh for one test: its directory (removed at the end), its CA, the
+/// controller and both spokes, and app B behind spoke B.
+struct Mesh {
+    dir: PathBuf,
+    ca: Issuer,
+    ctl: Option<Controller>,
+    anchors: String,
+    a: Option<App>,
+    b: Option<App>,
+    app_b: Backend,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for app in [self.a.take(), self.b.take()].into_iter().flatten() {
+            let _ = app.shutdown();
+        }
+        if let Some(ctl) = self.ctl.take() {
+            ctl.shutdown(STOP_GRACE);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn mesh_yaml(books_at: Option<(SocketAddr, &str)>) -> String {
+    let mut y = String::new();
+    for name in [WEB, BOOKS_ID] {
+        y.push_str(&format!(
+            "---\napiVersion: spoke.dev/v1alpha1\nkind: Identity\nmetadata:\n  name: {name}\n\
+             spec:\n  token: token-of-{}\n",
+            name.split('.').next().unwrap()
+        ));
+    }
+    if let Some((addr, identity)) = books_at {
+        y.push_str(&format!(
+            "---\napiVersion: spoke.dev/v1alpha1\nkind: Endpoints\nmetadata:\n  \
+             name: books.default.svc.cluster.local\nspec:\n  ports:\n  - port: 7000\n    \
+             identity: {identity}\n    addresses:\n    - {addr}\n"
+        ));
+    }
+    y
+}
+
+/// A spoke certified as `name` by the mesh's controller.
+fn spoke_env(dir: &Path, ctl: SocketAddr, anchors: &str, name: &str, lifetime: bool) -> MapEnv {
+    let short = name.split('.').next().unwrap();
+    let token = dir.join(format!("{short}.token"));
+    std::fs::write(&token, format!("token-of-{short}")).unwrap();
+    let env = config(ctl)
+        .set(id::LOCAL_NAME, name)
+        .set(id::TRUST_ANCHORS, anchors)
+        .set(id::TOKEN_FILE, token.display().to_string())
+        .set(id::SVC_ADDR, ctl.to_string());
+    if lifetime {
+        env.set(id::MIN_REFRESH, "100ms")
+    } else {
+        env
+    }
+}
+
+fn ready(app: &App) -> bool {
+    spoke::devtools::get(app.admin_addr(), "localhost", "/ready").is_ok_and(|r| r.status == 200)
+}
+
+/// Starts the controller (CA leaves of `lifetime`), app B answering with
+/// `handler`, spoke B in front of it, then the Endpoints naming B's inbound
+/// address with `identity`, then spoke A. Both spokes are ready (certified).
+/// A CA made by the test (certificate and key, PEM), so that it can sign
+/// leaves of its own besides the controller's.
+fn test_ca() -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "mtls test CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn mesh(test: &str, lifetime: Duration, identity: &str, handler: spoke::devtools::Handler) -> Mesh {
+    let dir = std::env::temp_dir().join(format!("spoke-mtls-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mesh.yaml");
+    std::fs::write(&file, mesh_yaml(None)).unwrap();
+    let (cert, key) = test_ca();
+    let ca = Issuer::from_pem(&cert, &key).unwrap();
+    let source = IssuerSource::Load {
+        cert: cert.clone(),
+        key,
+    };
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let ctl = Controller::start(
+        env,
+        &file,
+        "127.0.0.1:0".parse().unwrap(),
+        Some((&source, lifetime)),
+    )
+    .unwrap();
+    let anchors = cert;
+    let app_b = backend_with("app-b", handler);
+    let short = lifetime < Duration::from_secs(60);
+    let b = proxy_with_orig_dst(
+        &spoke_env(&dir, ctl.addr(), &anchors, BOOKS_ID, short),
+        Box::new(Injected::to(app_b.addr())),
+    );
+    std::fs::write(&file, mesh_yaml(Some((b.inbound_addr(), identity)))).unwrap();
+    let a = proxy(&spoke_env(&dir, ctl.addr(), &anchors, WEB, short));
+    eventually("both spokes certified", || ready(&a) && ready(&b));
+    Mesh {
+        dir,
+        ca,
+        ctl: Some(ctl),
+        anchors,
+        a: Some(a),
+        b: Some(b),
+        app_b,
+    }
+}
+
+impl Mesh {
+    fn a(&self) -> &App {
+        self.a.as_ref().unwrap()
+    }
+    fn b(&self) -> &App {
+        self.b.as_ref().unwrap()
+    }
+}
+
+/// App B's answer: the client identity it was told.
+fn echo_client_id() -> spoke::devtools::Handler {
+    Arc::new(|req| {
+        Response::new(
+            200,
+            req.header("l5d-client-id").unwrap_or("none").to_owned(),
+        )
+    })
+}
+
+#[test]
+fn two_spokes_speak_mtls_and_the_application_sees_the_client_identity() {
+    let m = mesh(
+        "basic",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        echo_client_id(),
+    );
+    let r = eventually_some("a request over mTLS", || {
+        let r = get(m.a(), BOOKS, "/");
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(r.text(), WEB);
+    // A client's own claim never gets through: the header is the proof's.
+    let mut c = spoke::devtools::Client::connect(m.a().outbound_addr(), patience()).unwrap();
+    let forged = format!(
+        "GET / HTTP/1.1\r\nhost: {BOOKS}\r\nl5d-client-id: admin.default.serviceaccount.identity.linkerd.cluster.local\r\n\r\n"
+    );
+    let r = c.send_raw(forged.as_bytes(), false).unwrap();
+    assert_eq!((r.status, r.text()), (200, WEB.to_owned()));
+    let last = m.app_b.received().pop().unwrap();
+    let ids: Vec<_> = last
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("l5d-client-id"))
+        .collect();
+    assert_eq!(ids.len(), 1, "one l5d-client-id: {ids:?}");
+    assert!(
+        metric(
+            m.b(),
+            "spoke_detect_total",
+            &[
+                ("direction", "inbound"),
+                ("protocol", "tls"),
+                ("reason", "terminated")
+            ]
+        ) >= 1.0
+    );
+    // A plaintext client of the inbound side is still served, with no
+    // identity (and no claimed one).
+    let plain = spoke::devtools::Client::connect(m.b().inbound_addr(), patience())
+        .unwrap()
+        .send_raw(forged.as_bytes(), false)
+        .unwrap();
+    assert_eq!((plain.status, plain.text()), (200, "none".to_owned()));
+}
+
+/// A TLS server that is not the workload it claims to be: it presents
+/// `chain` (for whatever name is asked) to every connection, until dropped.
+struct Impostor {
+    addr: SocketAddr,
+    /// Connections it has accepted.
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Impostor {
+    fn start(chain: Vec<rustls_pki_types::CertificateDer<'static>>, key: Vec<u8>) -> Impostor {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, rustls_pki_types::PrivateKeyDer::Pkcs8(key.into()))
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = hits.clone();
+        let thread = std::thread::spawn(move || {
+            for sock in listener.incoming() {
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
+                seen.fetch_add(1, Ordering::Relaxed);
+                let Ok(mut sock) = sock else { continue };
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                // The client gives up on it; the error is expected.
+                let _ = conn.complete_io(&mut sock);
+            }
+        });
+        Impostor {
+            addr,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Points `books` at `impostor` (expected to prove `BOOKS_ID`) and asks
+/// for it through spoke A until the impostor was reached: the answer.
+fn books_at(m: &Mesh, impostor: &Impostor) -> spoke::devtools::Reply {
+    let yaml = mesh_yaml(Some((impostor.addr, BOOKS_ID)));
+    std::fs::write(m.dir.join("mesh.yaml"), yaml).unwrap();
+    eventually_some("the endpoint moved", || {
+        let r = get(m.a(), BOOKS, "/");
+        (impostor.hits.load(Ordering::Relaxed) > 0).then_some(r)
+    })
+}
+
+#[test]
+fn an_endpoint_that_cannot_prove_the_expected_identity_is_refused() {
+    let m = mesh(
+        "wrong-id",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        echo_client_id(),
+    );
+    eventually("a request over mTLS", || {
+        get(m.a(), BOOKS, "/").status == 200
+    });
+    // A certificate from the mesh's own CA, but for another workload.
+    let docs = Documents::generate(WEB).unwrap();
+    let leaf =
+        m.ca.issue(
+            WEB,
+            &docs.csr,
+            Duration::from_secs(3600),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let other = Impostor::start(vec![leaf.der.into()], docs.key_pkcs8.to_vec());
+    // A certificate for the right name, from a CA the mesh does not trust.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![BOOKS_ID.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let untrusted = Impostor::start(vec![cert.der().clone()], key.serialize_der());
+    for impostor in [&other, &untrusted] {
+        let r = books_at(&m, impostor);
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(
+            r.header("l5d-proxy-error")
+                .is_some_and(|e| e.contains("TLS")),
+            "{:?}",
+            r.header("l5d-proxy-error")
+        );
+    }
+}
+
+/// A TLS server for `name` with a self-signed certificate (the
+/// application's own TLS, which the mesh must not touch), echoing what it
+/// reads; and a client config trusting it.
+fn app_tls(name: &str) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let der = rustls_pki_types::CertificateDer::from(cert.der().to_vec());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![der.clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+#[test]
+fn a_client_hello_for_another_name_passes_through_to_the_application() {
+    let m = mesh(
+        "foreign",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        echo_client_id(),
+    );
+    let (server_cfg, client_cfg) = app_tls("app.example.com");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(server_cfg).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        let mut got = vec![0u8; 5];
+        tls.read_exact(&mut got).unwrap();
+        tls.write_all(&got).unwrap();
+        tls.flush().unwrap();
+    });
+    // Spoke B's inbound side, this connection redirected to the app.
+    let injected = Injected::to(app_addr);
+    let b2 = proxy_with_orig_dst(
+        &spoke_env(
+            &m.dir,
+            m.ctl.as_ref().unwrap().addr(),
+            &m.anchors,
+            BOOKS_ID,
+            false,
+        ),
+        Box::new(injected),
+    );
+    eventually("spoke certified", || ready(&b2));
+    let mut sock = TcpStream::connect(b2.inbound_addr()).unwrap();
+    sock.set_read_timeout(Some(patience())).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("app.example.com").unwrap();
+    let mut conn = rustls::ClientConnection::new(client_cfg, name).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    tls.write_all(b"hello").unwrap();
+    let mut back = [0u8; 5];
+    tls.read_exact(&mut back).unwrap();
+    // The application's own certificate verified end to end: nothing in
+    // between terminated it.
+    assert_eq!(&back, b"hello");
+    echo.join().unwrap();
+    drop(conn);
+    drop(sock);
+    assert!(
+        metric(
+            &b2,
+            "spoke_detect_total",
+            &[
+                ("direction", "inbound"),
+                ("protocol", "tls"),
+                ("reason", "passthrough")
+            ]
+        ) >= 1.0
+    );
+    b2.shutdown().unwrap();
+}
+
+#[test]
+fn megabytes_cross_mtls_both_ways_to_a_slow_reader() {
+    // App B answers with the body it received, reversed.
+    let echo = Arc::new(|req: &spoke::devtools::Request| {
+        let mut body = req.body.clone();
+        body.reverse();
+        Response::new(200, body)
+    });
+    let m = mesh("bulk", Duration::from_secs(3600), BOOKS_ID, echo);
+    eventually("a request over mTLS", || {
+        get(m.a(), BOOKS, "/").status == 200
+    });
+    let body: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sock = TcpStream::connect(m.a().outbound_addr()).unwrap();
+    sock.set_read_timeout(Some(patience())).unwrap();
+    let head = format!(
+        "POST /up HTTP/1.1\r\nhost: {BOOKS}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut writer = sock.try_clone().unwrap();
+    let up = body.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(head.as_bytes()).unwrap();
+        writer.write_all(&up).unwrap();
+    });
+    // Read slowly: small reads, a pause every 256 KiB, so both spokes' TLS
+    // output backs up behind a full socket again and again.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read after {} bytes: {e}", got.len()),
+        }
+        if got.len() % (256 * 1024) < 4096 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    sender.join().unwrap();
+    let text_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..text_end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut expected = body;
+    expected.reverse();
+    assert!(
+        got[text_end..] == expected[..],
+        "{} body bytes of {}",
+        got.len() - text_end,
+        expected.len()
+    );
+}
+
+#[test]
+fn certificates_rotate_under_steady_traffic_without_a_failed_request() {
+    let m = mesh("rotate", Duration::from_secs(2), BOOKS_ID, echo_client_id());
+    eventually("a request over mTLS", || {
+        get(m.a(), BOOKS, "/").status == 200
+    });
+    let start = metric(m.a(), "identity_cert_refresh_count", &[]);
+    let mut failures = 0;
+    let mut sent = 0;
+    // New connections (handshakes with whatever certificate is in force)
+    // and one kept-alive connection, until both sides renewed three times.
+    let mut kept = spoke::devtools::Client::connect(m.a().outbound_addr(), patience()).unwrap();
+    eventually("three renewals on both sides under traffic", || {
+        for _ in 0..5 {
+            sent += 2;
+            if get(m.a(), BOOKS, "/").status != 200 {
+                failures += 1;
+            }
+            if kept.get(BOOKS, "/").map(|r| r.status).unwrap_or(0) != 200 {
+                failures += 1;
+            }
+        }
+        metric(m.a(), "identity_cert_refresh_count", &[]) >= start + 3.0
+            && metric(m.b(), "identity_cert_refresh_count", &[]) >= 4.0
+    });
+    assert_eq!(failures, 0, "{failures} of {sent} requests failed");
+}
