@@ -480,18 +480,19 @@ impl EventLoop {
             Some(Owner::Admin(key)) => self.drive_admin(key),
             Some(Owner::Idle(direction, bucket)) => {
                 // A writable edge left over from the last exchange is
-                // harmless (with TLS it sends what is still queued);
-                // readable means the upstream closed the connection (or sent
-                // bytes no request asked for): drop it. Over TLS, records
-                // that carry no data (a key update) leave it open.
+                // harmless (TLS output an idle connection may still hold,
+                // such as an answer to a key update, goes out with its next
+                // write); readable means the upstream closed the connection
+                // (or sent bytes no request asked for): drop it. Over TLS,
+                // records that carry no data (a key update) leave it open.
+                if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
+                    return;
+                }
                 let pool = self.parts.pools.get_mut(direction);
                 let Some(conn) = pool.get_mut(bucket, index) else {
                     return;
                 };
                 conn.stream.ready(Readiness::of(event));
-                if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
-                    return;
-                }
                 let alive = conn.stream.is_idle_and_open();
                 if !alive {
                     if let Some(conn) = pool.remove(bucket, index) {

@@ -264,7 +264,7 @@ impl Session {
             let mut progress = false;
 
             if self.wants_client_bytes() {
-                match self.inbuf.fill_from(&mut self.client) {
+                match self.client.fill(&mut self.inbuf) {
                     Ok(Filled::Some(_)) => progress = true,
                     Ok(Filled::Nothing) => {}
                     Ok(Filled::Eof) => {

@@ -170,7 +170,7 @@ impl Tunnel {
         if self.up_eof || self.up_buf.is_full() {
             return Ok(false);
         }
-        match self.up_buf.fill_from(&mut self.up) {
+        match self.up.fill(&mut self.up_buf) {
             Ok(Filled::Some(_)) => Ok(true),
             Ok(Filled::Nothing) => Ok(false),
             Ok(Filled::Eof) => {

@@ -193,7 +193,7 @@ impl Exchange {
         }
 
         if !up.eof && !up.inbuf.is_full() {
-            match up.inbuf.fill_from(&mut up.stream) {
+            match up.stream.fill(&mut up.inbuf) {
                 Ok(Filled::Some(_)) => {
                     up.received = true;
                     progress = true;

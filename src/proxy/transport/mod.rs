@@ -22,16 +22,23 @@ use std::time::Duration;
 
 use mio::net::TcpStream;
 
+use super::buffer::{Buffer, Filled};
 use super::ready::{Readiness, Tracked};
 use crate::tls::{ClientConfig, HalfClose, ServerConfig, TlsStream};
 
 pub use connect::Connect;
 
-/// A connection's transport.
+/// A connection's transport. The TLS state is boxed, so a plaintext
+/// connection carries one pointer for it.
 #[derive(Debug)]
 pub struct Transport {
     io: Tracked<TcpStream>,
-    tls: Option<Box<TlsStream>>,
+    tls: Option<Box<Tls>>,
+}
+
+#[derive(Debug)]
+struct Tls {
+    stream: TlsStream,
     /// The TCP connect has finished (an upstream connection's handshake
     /// waits for it).
     tcp_up: bool,
@@ -50,7 +57,6 @@ impl Transport {
         Transport {
             io: Tracked::new(stream, true, true),
             tls: None,
-            tcp_up: true,
         }
     }
 
@@ -60,7 +66,6 @@ impl Transport {
         Transport {
             io: Tracked::new(stream, false, false),
             tls: None,
-            tcp_up: false,
         }
     }
 
@@ -72,7 +77,10 @@ impl Transport {
         name: &str,
         server_id: &str,
     ) -> io::Result<Transport> {
-        self.tls = Some(Box::new(TlsStream::client(config, name, server_id)?));
+        self.tls = Some(Box::new(Tls {
+            stream: TlsStream::client(config, name, server_id)?,
+            tcp_up: false,
+        }));
         Ok(self)
     }
 
@@ -83,7 +91,10 @@ impl Transport {
         config: Arc<ServerConfig>,
         received: &[u8],
     ) -> io::Result<()> {
-        self.tls = Some(Box::new(TlsStream::server(&mut self.io, config, received)?));
+        self.tls = Some(Box::new(Tls {
+            stream: TlsStream::server(&mut self.io, config, received)?,
+            tcp_up: true,
+        }));
         Ok(())
     }
 
@@ -102,12 +113,12 @@ impl Transport {
 
     /// The identity the peer proved over mTLS, once the handshake is done.
     pub fn peer_identity(&self) -> Option<&Arc<str>> {
-        self.tls.as_ref().and_then(|t| t.peer_identity())
+        self.tls.as_ref().and_then(|t| t.stream.peer_identity())
     }
 
     /// The ALPN protocol the TLS handshake agreed on.
     pub fn alpn(&self) -> Option<&[u8]> {
-        self.tls.as_ref().and_then(|t| t.alpn())
+        self.tls.as_ref().and_then(|t| t.stream.alpn())
     }
 
     /// Records what an event said; with TLS, sends what rustls has queued.
@@ -115,7 +126,7 @@ impl Transport {
     pub fn ready(&mut self, r: Readiness) {
         self.io.ready(r);
         if let Some(t) = &mut self.tls {
-            t.on_ready(&mut self.io);
+            tls_ready(t, &mut self.io);
         }
     }
 
@@ -123,29 +134,32 @@ impl Transport {
     /// close waits for it.
     #[inline]
     pub fn wants_flush(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.wants_flush())
+        self.tls.as_ref().is_some_and(|t| t.stream.wants_flush())
     }
 
     /// Whether a non-blocking connect has finished (on a writable event);
     /// with TLS, whether the handshake has too (a handshake that fails is a
     /// connect that failed).
     pub fn connect_status(&mut self) -> Connect {
-        if !self.tcp_up {
+        let Some(t) = &mut self.tls else {
+            if !self.io.is_writable() {
+                return Connect::Pending;
+            }
+            return connect::status(self.io.get_ref());
+        };
+        if !t.tcp_up {
             if !self.io.is_writable() {
                 return Connect::Pending;
             }
             match connect::status(self.io.get_ref()) {
-                Connect::Done => self.tcp_up = true,
+                Connect::Done => t.tcp_up = true,
                 other => return other,
             }
         }
-        match &mut self.tls {
-            None => Connect::Done,
-            Some(t) => match t.handshake(&mut self.io) {
-                Ok(true) => Connect::Done,
-                Ok(false) => Connect::Pending,
-                Err(e) => Connect::Failed(e),
-            },
+        match t.stream.handshake(&mut self.io) {
+            Ok(true) => Connect::Done,
+            Ok(false) => Connect::Pending,
+            Err(e) => Connect::Failed(e),
         }
     }
 
@@ -167,7 +181,7 @@ impl Transport {
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         match &mut self.tls {
             None => self.io.half_close(),
-            Some(t) => t.shutdown_write(&mut self.io),
+            Some(t) => t.stream.shutdown_write(&mut self.io),
         }
     }
 
@@ -177,7 +191,20 @@ impl Transport {
     pub fn is_idle_and_open(&mut self) -> bool {
         match &mut self.tls {
             None => connect::idle_and_open(self.io.get_ref()),
-            Some(t) => t.is_idle_and_open(&mut self.io),
+            Some(t) => t.stream.is_idle_and_open(&mut self.io),
+        }
+    }
+}
+
+impl Transport {
+    /// Reads into `buf` what there is (see `Buffer::fill_from`). The
+    /// transport is chosen once per fill, not once per read: the plaintext
+    /// loop is the socket's own.
+    #[inline]
+    pub fn fill(&mut self, buf: &mut Buffer) -> io::Result<Filled> {
+        match &mut self.tls {
+            None => buf.fill_from(&mut self.io),
+            Some(t) => tls_fill(t, &mut self.io, buf),
         }
     }
 }
@@ -187,7 +214,7 @@ impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.tls {
             None => self.io.read(buf),
-            Some(t) => t.read(&mut self.io, buf),
+            Some(t) => tls_read(t, &mut self.io, buf),
         }
     }
 }
@@ -197,7 +224,7 @@ impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.tls {
             None => self.io.write(buf),
-            Some(t) => t.write_vectored(&mut self.io, &[IoSlice::new(buf)]),
+            Some(t) => tls_write(t, &mut self.io, &[IoSlice::new(buf)]),
         }
     }
 
@@ -205,7 +232,7 @@ impl Write for Transport {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match &mut self.tls {
             None => self.io.write_vectored(bufs),
-            Some(t) => t.write_vectored(&mut self.io, bufs),
+            Some(t) => tls_write(t, &mut self.io, bufs),
         }
     }
 
@@ -213,4 +240,40 @@ impl Write for Transport {
     fn flush(&mut self) -> io::Result<()> {
         self.io.flush()
     }
+}
+
+// The TLS calls stay out of line, so that the plaintext path that inlines
+// `read`/`write` into its callers stays as small as it was.
+
+#[cold]
+#[inline(never)]
+fn tls_read(t: &mut Tls, io: &mut Tracked<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+    t.stream.read(io, buf)
+}
+
+#[cold]
+#[inline(never)]
+fn tls_fill(t: &mut Tls, io: &mut Tracked<TcpStream>, buf: &mut Buffer) -> io::Result<Filled> {
+    struct Plaintext<'a> {
+        t: &'a mut Tls,
+        io: &'a mut Tracked<TcpStream>,
+    }
+    impl Read for Plaintext<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.t.stream.read(self.io, buf)
+        }
+    }
+    buf.fill_from(&mut Plaintext { t, io })
+}
+
+#[cold]
+#[inline(never)]
+fn tls_write(t: &mut Tls, io: &mut Tracked<TcpStream>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    t.stream.write_vectored(io, bufs)
+}
+
+#[cold]
+#[inline(never)]
+fn tls_ready(t: &mut Tls, io: &mut Tracked<TcpStream>) {
+    t.stream.on_ready(io)
 }
