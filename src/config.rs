@@ -63,6 +63,10 @@ pub const INBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT"
 pub const OUTBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT";
 pub const DETECT_QUIET_TIMEOUT: &str = "SPOKE_DETECT_QUIET_TIMEOUT";
 pub const INBOUND_OPAQUE_PORTS: &str = "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
+/// Inbound ports served only to clients that proved an identity over mTLS.
+pub const INBOUND_REQUIRE_IDENTITY_PORTS: &str = "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY";
+/// Inbound ports served only over TLS (mTLS terminated by spoke).
+pub const INBOUND_REQUIRE_TLS_PORTS: &str = "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_TLS";
 pub const OPAQUE_IDLE_TIMEOUT: &str = "SPOKE_OPAQUE_IDLE_TIMEOUT";
 pub const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
 pub const INBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT";
@@ -219,6 +223,10 @@ pub struct DetectConfig {
     pub quiet_timeout: Duration,
     /// Inbound ports carried as opaque TCP without reading a byte.
     pub inbound_opaque_ports: PortSet,
+    /// Inbound ports refused to a client without a verified identity.
+    pub inbound_require_identity: PortSet,
+    /// Inbound ports refused to a client that did not speak mTLS to spoke.
+    pub inbound_require_tls: PortSet,
     /// An opaque connection with no byte either way for this long is closed
     /// (`None`: never).
     pub opaque_idle_timeout: Option<Duration>,
@@ -315,14 +323,9 @@ impl Config {
                 inbound_timeout: positive(env, INBOUND_DETECT_TIMEOUT, "10s")?,
                 outbound_timeout: positive(env, OUTBOUND_DETECT_TIMEOUT, "10s")?,
                 quiet_timeout: positive(env, DETECT_QUIET_TIMEOUT, "300ms")?,
-                inbound_opaque_ports: {
-                    let value = env.get(INBOUND_OPAQUE_PORTS).unwrap_or_default();
-                    PortSet::parse(&value).map_err(|reason| ConfigError {
-                        var: INBOUND_OPAQUE_PORTS,
-                        value,
-                        reason,
-                    })?
-                },
+                inbound_opaque_ports: ports(env, INBOUND_OPAQUE_PORTS)?,
+                inbound_require_identity: ports(env, INBOUND_REQUIRE_IDENTITY_PORTS)?,
+                inbound_require_tls: ports(env, INBOUND_REQUIRE_TLS_PORTS)?,
                 opaque_idle_timeout: Some(dur(env, OPAQUE_IDLE_TIMEOUT, "1h")?)
                     .filter(|d| !d.is_zero()),
             },
@@ -346,6 +349,12 @@ fn dur(env: &dyn Env, var: &'static str, default: &str) -> Result<Duration, Conf
         value,
         reason: e.to_string(),
     })
+}
+
+/// A port list variable (empty when unset).
+fn ports(env: &dyn Env, var: &'static str) -> Result<PortSet, ConfigError> {
+    let value = env.get(var).unwrap_or_default();
+    PortSet::parse(&value).map_err(|reason| ConfigError { var, value, reason })
 }
 
 fn positive(env: &dyn Env, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
@@ -566,6 +575,17 @@ mod tests {
             Config::from_env(&MapEnv::new().set(INBOUND_OPAQUE_PORTS, "25,smtp")).unwrap_err();
         assert_eq!(err.var, INBOUND_OPAQUE_PORTS);
         assert!(err.to_string().contains("smtp"), "{err}");
+        let env = MapEnv::new()
+            .set(INBOUND_REQUIRE_IDENTITY_PORTS, "8080")
+            .set(INBOUND_REQUIRE_TLS_PORTS, "9000-9002");
+        let c = Config::from_env(&env).expect("valid");
+        assert!(c.detect.inbound_require_identity.contains(8080));
+        assert!(c.detect.inbound_require_tls.contains(9001));
+        assert!(!c.detect.inbound_require_tls.contains(8080));
+        for var in [INBOUND_REQUIRE_IDENTITY_PORTS, INBOUND_REQUIRE_TLS_PORTS] {
+            let err = Config::from_env(&MapEnv::new().set(var, "70000")).unwrap_err();
+            assert_eq!(err.var, var);
+        }
         for var in [
             INBOUND_DETECT_TIMEOUT,
             OUTBOUND_DETECT_TIMEOUT,

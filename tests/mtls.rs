@@ -115,6 +115,17 @@ fn test_ca() -> (String, String) {
 }
 
 fn mesh(test: &str, lifetime: Duration, identity: &str, handler: spoke::devtools::Handler) -> Mesh {
+    mesh_with(test, lifetime, identity, handler, None)
+}
+
+/// [`mesh`], with spoke B's app port listed in the port variable `policy`.
+fn mesh_with(
+    test: &str,
+    lifetime: Duration,
+    identity: &str,
+    handler: spoke::devtools::Handler,
+    policy: Option<&str>,
+) -> Mesh {
     let dir = std::env::temp_dir().join(format!("spoke-mtls-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -137,10 +148,11 @@ fn mesh(test: &str, lifetime: Duration, identity: &str, handler: spoke::devtools
     let anchors = cert;
     let app_b = backend_with("app-b", handler);
     let short = lifetime < Duration::from_secs(60);
-    let b = proxy_with_orig_dst(
-        &spoke_env(&dir, ctl.addr(), &anchors, BOOKS_ID, short),
-        Box::new(Injected::to(app_b.addr())),
-    );
+    let mut b_env = spoke_env(&dir, ctl.addr(), &anchors, BOOKS_ID, short);
+    if let Some(var) = policy {
+        b_env = b_env.set(var, app_b.addr().port().to_string());
+    }
+    let b = proxy_with_orig_dst(&b_env, Box::new(Injected::to(app_b.addr())));
     std::fs::write(&file, mesh_yaml(Some((b.inbound_addr(), identity)))).unwrap();
     let a = proxy(&spoke_env(&dir, ctl.addr(), &anchors, WEB, short));
     eventually("both spokes certified", || ready(&a) && ready(&b));
@@ -289,6 +301,50 @@ fn books_at(m: &Mesh, impostor: &Impostor) -> spoke::devtools::Reply {
         let r = get(m.a(), BOOKS, "/");
         (impostor.hits.load(Ordering::Relaxed) > 0).then_some(r)
     })
+}
+
+#[test]
+fn a_port_that_requires_an_identity_serves_mtls_and_refuses_plaintext() {
+    let var = spoke::config::INBOUND_REQUIRE_IDENTITY_PORTS;
+    let m = mesh_with(
+        "require",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        echo_client_id(),
+        Some(var),
+    );
+    let r = eventually_some("a request over mTLS", || {
+        let r = get(m.a(), BOOKS, "/");
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(r.text(), WEB);
+    let hits = m.app_b.hits();
+    // Plaintext HTTP to the same port: 403, said why.
+    let plain = spoke::devtools::get(m.b().inbound_addr(), BOOKS, "/").unwrap();
+    assert_eq!(plain.status, 403);
+    assert!(
+        plain
+            .header("l5d-proxy-error")
+            .is_some_and(|e| e.contains("identity")),
+        "{:?}",
+        plain.header("l5d-proxy-error")
+    );
+    // Plaintext TCP: closed, nothing forwarded.
+    let mut raw = TcpStream::connect(m.b().inbound_addr()).unwrap();
+    raw.set_read_timeout(Some(patience())).unwrap();
+    raw.write_all(b"\x00\x01binary protocol\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(m.app_b.hits(), hits, "nothing reached the application");
+    assert_eq!(
+        metric(
+            m.b(),
+            "spoke_connections_refused_total",
+            &[("direction", "inbound"), ("reason", "no_identity")]
+        ),
+        2.0
+    );
 }
 
 #[test]

@@ -228,6 +228,12 @@ impl DetectMetrics {
         }
     }
 
+    /// A connection refused after it was accepted
+    /// (`spoke_connections_refused_total`).
+    pub fn refused(&mut self, direction: Direction, reason: &'static str) {
+        self.metrics.connection_refused(direction, reason).inc();
+    }
+
     pub fn count(&mut self, direction: Direction, protocol: &'static str, reason: &'static str) {
         let key = (direction, protocol, reason);
         if let Some((_, c)) = self.seen.iter().find(|(k, _)| *k == key) {

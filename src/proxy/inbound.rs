@@ -19,6 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::addr_text;
 use crate::http1::{DropHeaders, RequestHead};
+use crate::ports::PortSet;
 
 /// What a request that arrived without a verified client identity loses on
 /// its way to the application: a client's own `l5d-client-id` claims an
@@ -60,6 +61,10 @@ pub enum Refusal {
     NoOrigDst,
     /// Its target IP is not one of `LINKERD2_PROXY_INBOUND_IPS`.
     NotInboundIp,
+    /// Its port requires a verified client identity, and it proved none.
+    NoIdentity,
+    /// Its port requires TLS, and it did not speak mTLS to spoke.
+    NoTls,
 }
 
 impl Refusal {
@@ -68,8 +73,38 @@ impl Refusal {
         match self {
             Refusal::NoOrigDst => "no_orig_dst",
             Refusal::NotInboundIp => "not_inbound_ip",
+            Refusal::NoIdentity => "no_identity",
+            Refusal::NoTls => "no_tls",
         }
     }
+
+    /// What an HTTP client is told (403, `l5d-proxy-error`).
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NoIdentity => "a verified client identity is required on this port",
+            Refusal::NoTls => "TLS is required on this port",
+            Refusal::NoOrigDst | Refusal::NotInboundIp => "refused",
+        }
+    }
+}
+
+/// Whether a connection to inbound `port` may be served: `tls` says it
+/// spoke mTLS to spoke, `identity` that the client proved one. A port that
+/// requires an identity requires TLS too.
+pub fn port_policy(
+    port: u16,
+    require_identity: &PortSet,
+    require_tls: &PortSet,
+    tls: bool,
+    identity: bool,
+) -> Result<(), Refusal> {
+    if require_identity.contains(port) && !identity {
+        return Err(Refusal::NoIdentity);
+    }
+    if require_tls.contains(port) && !tls {
+        return Err(Refusal::NoTls);
+    }
+    Ok(())
 }
 
 /// The target of an inbound connection whose original destination is
@@ -262,5 +297,19 @@ mod tests {
         assert!(!is_ip_literal("books.default.svc.cluster.local"));
         assert!(!is_ip_literal("1password.com"));
         assert!(!is_ip_literal("10.1.2"));
+    }
+
+    #[test]
+    fn required_identity_and_tls_are_enforced_per_port() {
+        let identity = PortSet::parse("8080").unwrap();
+        let tls = PortSet::parse("9090").unwrap();
+        let policy = |port, t, id| port_policy(port, &identity, &tls, t, id);
+        assert_eq!(policy(80, false, false), Ok(()));
+        assert_eq!(policy(8080, false, false), Err(Refusal::NoIdentity));
+        // TLS without a client certificate proves no identity.
+        assert_eq!(policy(8080, true, false), Err(Refusal::NoIdentity));
+        assert_eq!(policy(8080, true, true), Ok(()));
+        assert_eq!(policy(9090, false, false), Err(Refusal::NoTls));
+        assert_eq!(policy(9090, true, false), Ok(()));
     }
 }

@@ -37,6 +37,7 @@ use crate::metrics::Direction;
 use crate::profile::Profile;
 use crate::proxy::addr_text;
 use crate::proxy::ctx::Ctx;
+use crate::proxy::inbound::{port_policy, Refusal};
 use crate::proxy::timers::SessionTimer;
 
 /// Connects an opaque connection may try, across a service's endpoints,
@@ -67,6 +68,9 @@ impl Session {
             Direction::Outbound => profile_says_opaque(orig, ctx).then_some("opaque_profile"),
         };
         if let Some(reason) = opaque {
+            if self.refused(ctx).is_some() {
+                return Err(());
+            }
             return self.go_opaque("opaque", reason, ctx);
         }
         let timeout = match self.direction {
@@ -206,6 +210,31 @@ impl Session {
         self.drop_probe(ctx);
         self.end_detection();
         self.stage = Stage::ReadHead;
+        if let Some(why) = self.refused(ctx) {
+            self.synthetic(403, why.message(), true);
+        }
+    }
+
+    /// An inbound connection its port's policy refuses (counted), if so:
+    /// one that must prove an identity, or speak TLS, and did not.
+    fn refused(&mut self, ctx: &mut Ctx<'_>) -> Option<Refusal> {
+        let (Direction::Inbound, Some(orig)) = (self.direction, self.orig_dst) else {
+            return None;
+        };
+        let d = &ctx.cfg.detect;
+        let tls = self.client.is_tls();
+        let identity = self.client.peer_identity().is_some();
+        let why = port_policy(
+            orig.port(),
+            &d.inbound_require_identity,
+            &d.inbound_require_tls,
+            tls,
+            identity,
+        )
+        .err()?;
+        log::info!("inbound connection to {orig} refused: {}", why.message());
+        ctx.detect.refused(self.direction, why.reason());
+        Some(why)
     }
 
     /// Carries the connection as opaque TCP from here: over the probe when
@@ -218,6 +247,9 @@ impl Session {
     ) -> Result<(), ()> {
         ctx.detect.count(self.direction, protocol, reason);
         self.end_detection();
+        if self.refused(ctx).is_some() {
+            return Err(());
+        }
         let tunnel = match std::mem::replace(&mut self.stage, Stage::Closing) {
             Stage::Detect(Some(probe)) => probe,
             _ => {
