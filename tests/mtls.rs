@@ -224,6 +224,27 @@ fn two_spokes_speak_mtls_and_the_application_sees_the_client_identity() {
             ]
         ) >= 1.0
     );
+    // The admin server tells how each endpoint is reached.
+    let doc = spoke::devtools::get(m.a().admin_addr(), "localhost", "/destinations").unwrap();
+    assert_eq!(doc.header("content-type"), Some("application/json"));
+    let doc = doc.text();
+    assert!(
+        doc.contains(&format!(
+            "\"local_identity\": \"{WEB}\", \"tls\": \"ready\""
+        )),
+        "{doc}"
+    );
+    let books = format!(
+        "{{\"direction\": \"outbound\", \"name\": \"{BOOKS}\", \"source\": \"controller\", \
+         \"endpoints\": [{{\"addr\": \"{}\", \"protocol_hint\": \"unknown\", \"mtls\": true, \
+         \"server_id\": \"{BOOKS_ID}\", \"server_name\": \"{BOOKS_ID}\"}}]}}",
+        m.b().inbound_addr()
+    );
+    assert!(doc.contains(&books), "{doc}");
+    let doc = spoke::devtools::get(m.b().admin_addr(), "localhost", "/destinations")
+        .unwrap()
+        .text();
+    assert!(doc.contains("\"no_tls_reason\": \"loopback\""), "{doc}");
     // A plaintext client of the inbound side is still served, with no
     // identity (and no claimed one).
     let plain = spoke::devtools::Client::connect(m.b().inbound_addr(), patience())

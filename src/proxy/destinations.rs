@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::TryRecvError;
 
+use super::admin::destinations::DestinationView;
 use crate::balance::{Balancer, Pick};
 use crate::discovery::{Discovery, Watch};
 use crate::endpoints::{Endpoint, EndpointSet, Source};
@@ -396,6 +397,15 @@ impl Destinations {
 
     pub fn len(&self) -> usize {
         self.table.len()
+    }
+
+    /// Each destination as `/destinations` shows it.
+    pub fn views(&self) -> impl Iterator<Item = DestinationView<'_>> {
+        self.table.values().map(|d| DestinationView {
+            direction: self.direction,
+            name: &d.name,
+            endpoints: d.endpoints.as_deref(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {

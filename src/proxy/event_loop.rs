@@ -18,7 +18,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::admin::{AdminConn, AdminState};
+use super::admin::{self, AdminConn, AdminState};
 use super::conn::Session;
 use super::ctx::{ByDirection, Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpByDirection};
 use super::destinations::Destinations;
@@ -94,6 +94,8 @@ pub struct EventLoop {
 struct Admin<'a> {
     metrics: &'a ProxyMetrics,
     ready: &'a dyn Fn() -> bool,
+    dsts: &'a ByDirection<Destinations>,
+    tls: &'a MeshTls,
 }
 
 impl AdminState for Admin<'_> {
@@ -103,6 +105,11 @@ impl AdminState for Admin<'_> {
 
     fn is_ready(&self) -> bool {
         (self.ready)()
+    }
+
+    fn destinations(&self) -> String {
+        let views = self.dsts.inbound.views().chain(self.dsts.outbound.views());
+        admin::destinations::render(self.tls, views.collect())
     }
 }
 
@@ -458,6 +465,8 @@ impl EventLoop {
         let state = Admin {
             metrics: &self.metrics,
             ready: &*self.ready,
+            dsts: &self.parts.dsts,
+            tls: &self.parts.tls,
         };
         if conn.drive(&state) {
             let conn = self.admins.remove(key);

@@ -1,12 +1,16 @@
 //! The admin server's connections, served on the event loop: `GET /metrics`
-//! (Prometheus text), `GET /ready`, `GET /live`. Each connection reads one
-//! small request, answers it and closes; nothing here blocks.
+//! (Prometheus text), `GET /ready`, `GET /live`, `GET /destinations` (JSON:
+//! each live destination's endpoints and whether they are reached over mTLS;
+//! `destinations.rs`). Each connection reads one small request, answers it
+//! and closes; nothing here blocks.
 //!
 //! `/metrics` is written a piece at a time: the next piece is rendered only
 //! once the socket has taken the last one, so a scrape holds one piece
 //! (`METRICS_PIECE`) however many series there are, and a slow scraper only
 //! slows itself. HTTP/1.1 gets the body chunked; HTTP/1.0 gets it ended by the
 //! close.
+
+pub mod destinations;
 
 use std::io::{self, Write};
 
@@ -37,6 +41,8 @@ pub trait AdminState {
     /// `budget` bytes; `true` when the whole registry is written.
     fn render_metrics(&self, cursor: &mut RenderCursor, out: &mut String, budget: usize) -> bool;
     fn is_ready(&self) -> bool;
+    /// The `/destinations` document.
+    fn destinations(&self) -> String;
 }
 
 impl AdminConn {
@@ -159,6 +165,7 @@ pub fn respond(method: &str, target: &str, http11: bool, state: &dyn AdminState)
     if method != "GET" && !head_only {
         return Reply::plain(response(405, "text/plain", b"method not allowed\n"));
     }
+    let json;
     let (status, body): (u16, &[u8]) = match path {
         "/metrics" => {
             let framing = if http11 {
@@ -177,9 +184,18 @@ pub fn respond(method: &str, target: &str, http11: bool, state: &dyn AdminState)
         "/ready" if state.is_ready() => (200, b"ready\n"),
         "/ready" => (503, b"not ready\n"),
         "/live" => (200, b"live\n"),
+        "/destinations" => {
+            json = state.destinations();
+            (200, json.as_bytes())
+        }
         _ => (404, b"not found\n"),
     };
-    let mut out = response(status, "text/plain", body);
+    let content_type = if path == "/destinations" {
+        "application/json"
+    } else {
+        "text/plain"
+    };
+    let mut out = response(status, content_type, body);
     if head_only {
         out.truncate(out.len() - body.len());
     }
@@ -231,6 +247,9 @@ mod tests {
         fn is_ready(&self) -> bool {
             self.ready
         }
+        fn destinations(&self) -> String {
+            "{\"destinations\": []}\n".into()
+        }
     }
 
     /// Everything the connection would write for this reply.
@@ -256,6 +275,10 @@ mod tests {
         assert!(r.ends_with("not ready\n"));
         assert!(get("/live", &Fixed::new(false)).ends_with("\r\n\r\nlive\n"));
         assert!(get("/nope", &Fixed::new(true)).starts_with("HTTP/1.1 404 "));
+        let d = get("/destinations", &Fixed::new(true));
+        assert!(d.starts_with("HTTP/1.1 200 "), "{d}");
+        assert!(d.contains("content-type: application/json\r\n"), "{d}");
+        assert!(d.ends_with("\r\n\r\n{\"destinations\": []}\n"), "{d}");
         let r = wire(
             respond("POST", "/ready", true, &Fixed::new(true)),
             &Fixed::new(true),
