@@ -1,4 +1,5 @@
-//! Generates the Rust types of Linkerd's destination and identity APIs from `proto/` with
+//! Generates the Rust types of Linkerd's destination and identity APIs and of its
+//! opaque transport header from `proto/` with
 //! protobuf-codegen's pure-Rust parser, so no `protoc` binary is needed.
 //! The output lands in `$OUT_DIR/proto/` and is included by `src/proto.rs`.
 //!
@@ -18,6 +19,7 @@ fn main() {
             "proto/net.proto",
             "proto/http_types.proto",
             "proto/identity.proto",
+            "proto/transport_header.proto",
         ])
         .cargo_out_dir("proto")
         .run_from_script();

@@ -59,6 +59,7 @@ pub mod retry_budget;
 pub mod router;
 pub mod split;
 pub mod tls;
+pub mod transport_header;
 pub mod updates;
 
 /// The hash map of the event loop's per-request lookups (destinations, the

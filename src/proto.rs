@@ -8,8 +8,8 @@
 
 #![allow(clippy::all, missing_docs, unused_qualifications)]
 
-// The generated `mod.rs` declares `destination`, `net`, `http_types` and
-// `identity`; the
+// The generated `mod.rs` declares `destination`, `net`, `http_types`,
+// `identity` and `transport_header`; the
 // generated files carry inner attributes, which rules out wrapping each one in
 // a `mod { include!(..) }` block.
 include!(concat!(env!("OUT_DIR"), "/proto/mod.rs"));

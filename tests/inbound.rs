@@ -3,7 +3,8 @@
 //! the original destination whatever they name, carry `direction="inbound"`
 //! metrics with route labels from their `Host`'s profile, are neither retried
 //! nor split, lose `l5d-client-id`, and connections with no target (not
-//! redirected, a target IP not listed, a loop) are refused and counted.
+//! redirected, a target IP not listed, a loop, a direct connection without
+//! mTLS) are refused and counted.
 
 mod support;
 
@@ -276,15 +277,20 @@ fn inbound_connections_without_a_target_are_refused_and_counted() {
     ))));
     assert_eq!(raw_inbound(&app), b"");
     assert_eq!(refused(&app, "not_inbound_ip"), 1.0);
-    // Redirected to spoke's own listeners: a loop, whichever.
-    for own in [app.inbound_addr(), app.outbound_addr(), app.admin_addr()] {
+    // Redirected to spoke's other listeners: a loop.
+    for own in [app.outbound_addr(), app.admin_addr()] {
         orig.set(Some(own));
         assert_eq!(raw_inbound(&app), b"", "answered a loop to {own}");
     }
-    assert_eq!(refused(&app, "loop"), 3.0);
+    assert_eq!(refused(&app, "loop"), 2.0);
     assert_eq!(local.hits(), 0);
     let opened = metric(&app, "tcp_open_total", &[("direction", "inbound")]);
     assert_eq!(opened, 0.0, "a refused connection is no session");
+    // To the inbound port itself: a direct connection (Linkerd's opaque
+    // transport), which must be mTLS with the transport header.
+    orig.set(Some(app.inbound_addr()));
+    assert_eq!(raw_inbound(&app), b"");
+    assert_eq!(refused(&app, "transport_header_required"), 1.0);
 
     // A listed IP is served.
     orig.set(Some(local.addr()));

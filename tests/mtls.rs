@@ -500,6 +500,200 @@ fn a_client_hello_for_another_name_passes_through_to_the_application() {
     b2.shutdown().unwrap();
 }
 
+/// An `add` of `addr`, meshed as `identity`, opaque, whose proxy takes
+/// Linkerd's opaque transport on `transport_port`.
+fn opaque_endpoint(addr: SocketAddr, identity: &str, transport_port: u16) -> pb::Update {
+    let mut name = pb::tls_identity::DnsLikeIdentity::new();
+    name.name = identity.to_owned();
+    let mut tls = pb::TlsIdentity::new();
+    tls.set_dns_like_identity(name.clone());
+    tls.server_name = Some(name).into();
+    let mut transport = pb::protocol_hint::OpaqueTransport::new();
+    transport.inbound_port = u32::from(transport_port);
+    let mut hint = pb::ProtocolHint::new();
+    hint.set_opaque(pb::protocol_hint::Opaque::new());
+    hint.opaque_transport = Some(transport).into();
+    let mut update = add(&[addr]);
+    if let Some(pb::update::Update::Add(set)) = update.update.as_mut() {
+        set.addrs[0].tls_identity = Some(tls).into();
+        set.addrs[0].protocol_hint = Some(hint).into();
+    }
+    update
+}
+
+/// Echoes every byte back until EOF, on each connection, until dropped.
+fn echo_server() -> (SocketAddr, std::thread::JoinHandle<()>, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = stop.clone();
+    let t = std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            if done.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(mut sock) = sock else { continue };
+            let mut w = sock.try_clone().unwrap();
+            let _ = std::io::copy(&mut sock, &mut w);
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    (addr, t, stop)
+}
+
+#[test]
+fn opaque_tcp_to_a_meshed_endpoint_uses_linkerds_opaque_transport() {
+    let m = mesh(
+        "transport",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        echo_client_id(),
+    );
+    let (echo, echo_thread, echo_stop) = echo_server();
+    // Spoke C, the server side: connections come to its inbound port itself.
+    let direct = Injected::default();
+    let c = proxy_with_orig_dst(
+        &spoke_env(
+            &m.dir,
+            m.ctl.as_ref().unwrap().addr(),
+            &m.anchors,
+            BOOKS_ID,
+            false,
+        ),
+        Box::new(direct.clone()),
+    );
+    direct.set(Some(c.inbound_addr()));
+    // Spoke D, the client side, redirected to a service address with nothing
+    // behind it; discovery (a mock) names the echo server, meshed, behind C.
+    let ctl = MockController::start();
+    let service = dead_port();
+    let name = "db.default.svc.cluster.local";
+    let mut p = profile(vec![]);
+    p.fully_qualified_name = name.to_string();
+    p.opaque_protocol = true;
+    ctl.profile(&service.to_string(), &p);
+    let path = format!("{name}:{}", service.port());
+    ctl.endpoints_update(
+        &path,
+        &opaque_endpoint(echo, BOOKS_ID, c.inbound_addr().port()),
+    );
+    let d_env = spoke_env(
+        &m.dir,
+        m.ctl.as_ref().unwrap().addr(),
+        &m.anchors,
+        WEB,
+        false,
+    )
+    .set(spoke::config::DESTINATION_SVC_ADDR, ctl.addr().to_string())
+    .set(spoke::config::PROFILE_NETWORKS, "127.0.0.0/8");
+    let d = proxy_with_orig_dst(&d_env, Box::new(Injected::to(service)));
+    eventually("both spokes certified", || ready(&c) && ready(&d));
+
+    let round_trip = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(d.outbound_addr()).unwrap();
+        s.set_read_timeout(Some(patience())).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    eventually("bytes echoed through the opaque transport", || {
+        round_trip(b"\x00ping") == b"\x00ping"
+    });
+    let counted = |app: &App, family: &str, labels: &[(&str, &str)]| metric(app, family, labels);
+    assert!(
+        counted(
+            &c,
+            "spoke_detect_total",
+            &[
+                ("direction", "inbound"),
+                ("protocol", "tls"),
+                ("reason", "terminated")
+            ]
+        ) >= 1.0
+    );
+    assert!(
+        counted(
+            &c,
+            "spoke_detect_total",
+            &[
+                ("direction", "inbound"),
+                ("protocol", "opaque"),
+                ("reason", "transport_header")
+            ]
+        ) >= 1.0
+    );
+    // Anything but mTLS with the header is refused on the direct port.
+    let mut plain = TcpStream::connect(c.inbound_addr()).unwrap();
+    plain.set_read_timeout(Some(patience())).unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(
+        counted(
+            &c,
+            "spoke_connections_refused_total",
+            &[
+                ("direction", "inbound"),
+                ("reason", "transport_header_required")
+            ]
+        ),
+        1.0
+    );
+    for app in [c, d] {
+        app.shutdown().unwrap();
+    }
+    echo_stop.store(true, Ordering::Relaxed);
+    let _ = TcpStream::connect(echo);
+    echo_thread.join().unwrap();
+}
+
+#[test]
+fn a_pod_ip_named_directly_is_reached_over_mtls_when_its_profile_says_so() {
+    let m = mesh(
+        "pod-ip",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        echo_client_id(),
+    );
+    // Spoke D asks a mock for the profile of B's address, which (as Linkerd's
+    // controller does for a meshed pod's IP) names B's identity.
+    let ctl = MockController::start();
+    let pod = m.b().inbound_addr();
+    let mut p = profile(vec![]);
+    let mut ep = add(&[pod]);
+    if let Some(pb::update::Update::Add(set)) = ep.update.as_mut() {
+        let meshed = opaque_endpoint(pod, BOOKS_ID, 1);
+        let Some(pb::update::Update::Add(m)) = meshed.update else {
+            unreachable!()
+        };
+        set.addrs[0].tls_identity = m.addrs[0].tls_identity.clone();
+        p.endpoint = Some(set.addrs[0].clone()).into();
+    }
+    ctl.profile(&pod.to_string(), &p);
+    let env = spoke_env(
+        &m.dir,
+        m.ctl.as_ref().unwrap().addr(),
+        &m.anchors,
+        WEB,
+        false,
+    )
+    .set(spoke::config::DESTINATION_SVC_ADDR, ctl.addr().to_string())
+    .set(spoke::config::PROFILE_NETWORKS, "127.0.0.0/8");
+    let d = proxy(&env);
+    eventually("spoke D certified", || ready(&d));
+    // Before the profile is in, the request goes in plaintext (B serves it
+    // without an identity); once it is, over mTLS.
+    eventually("the pod reached over mTLS", || {
+        get(&d, &pod.to_string(), "/").text() == WEB
+    });
+    d.shutdown().unwrap();
+}
+
 #[test]
 fn megabytes_cross_mtls_both_ways_to_a_slow_reader() {
     // App B answers with the body it received, reversed.

@@ -109,14 +109,18 @@ impl Ctx<'_> {
     /// counted open (`tcp_dst`); the writable edge will say how it went.
     /// With `tls` (the endpoint is meshed) and identity on, the connection
     /// speaks mTLS, its handshake part of the connect; with identity off, it
-    /// stays plaintext.
+    /// stays plaintext. `transport`: offer the ALPN of Linkerd's opaque
+    /// transport (the connection goes to the endpoint's opaque-transport
+    /// port).
     pub fn dial(
         &mut self,
         addr: SocketAddr,
         owner: Owner,
         tls: Option<&ClientTls>,
+        transport: bool,
     ) -> Result<(Transport, usize), DialError> {
         let client = match (tls, self.tls) {
+            (Some(t), MeshTls::Ready(cfg)) if transport => Some((t, cfg.client_transport())),
             (Some(t), MeshTls::Ready(cfg)) => Some((t, cfg.client())),
             (Some(_), MeshTls::Awaiting) => {
                 let e = io::Error::other("no certificate in force yet for mTLS");

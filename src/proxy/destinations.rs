@@ -156,10 +156,32 @@ impl Destination {
         self.balancer.pick(now, excluded)
     }
 
-    /// How to reach the endpoint at `addr` over mTLS, when the control
-    /// plane says it is meshed.
-    pub fn endpoint_tls(&self, addr: std::net::SocketAddr) -> Option<crate::endpoints::ClientTls> {
-        self.endpoints.as_ref()?.get(addr)?.tls.clone()
+    /// What connecting to the endpoint at `addr` takes (its mTLS identity,
+    /// its opaque-transport port), when the set has it.
+    pub fn endpoint_ref(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Option<crate::endpoints::EndpointRef> {
+        self.endpoints
+            .as_ref()?
+            .get(addr)
+            .map(crate::endpoints::EndpointRef::of)
+    }
+}
+
+/// An outbound destination that is one address (a pod IP, say) takes what
+/// its profile says about that address (Linkerd's `endpoint`: its mTLS
+/// identity, protocol hint and opaque-transport port), so a connection to a
+/// meshed pod by IP is mTLS as one by service name is.
+fn adopt_profile_endpoint(d: &mut Destination, profile: &crate::profile::Profile) {
+    let (Some(ep), Some(set)) = (&profile.endpoint, &d.endpoints) else {
+        return;
+    };
+    if set.source != Source::Fixed || set.endpoints.len() != 1 || set.endpoints[0].addr != ep.addr {
+        return;
+    }
+    if set.endpoints[0] != *ep {
+        d.endpoints = Some(Arc::new(EndpointSet::new(vec![ep.clone()], Source::Fixed)));
     }
 }
 
@@ -328,6 +350,9 @@ impl Destinations {
             if let Some(rx) = &d.watch.profile {
                 if let Some(s) = newest(rx) {
                     self.swap_profile.swap_latency(s.at.elapsed());
+                    if self.direction == Direction::Outbound {
+                        adopt_profile_endpoint(d, &s.value.profile);
+                    }
                     let label = &d.label;
                     let router = Router::new(s.value, label, self.direction, &self.metrics, now);
                     backends.extend(router.backends.iter().cloned());

@@ -72,6 +72,10 @@ pub struct EventLoop {
     poll: Poll,
     listeners: Vec<Listener>,
     own: Vec<SocketAddr>,
+    /// The inbound listener's port: an inbound connection whose original
+    /// destination is this port came to spoke itself (Linkerd's direct
+    /// connections, with the opaque transport header), not through a loop.
+    inbound_port: u16,
     orig_dst: Box<dyn OrigDst>,
     inbound_ips: Option<Vec<IpAddr>>,
     /// Set when shutdown has begun.
@@ -131,6 +135,7 @@ impl EventLoop {
             orig_dst,
             inbound_ips,
         } = sockets;
+        let inbound_port = inbound.local_addr()?.port();
         let listeners = vec![
             Listener::new(
                 outbound,
@@ -146,6 +151,7 @@ impl EventLoop {
             poll,
             listeners,
             own,
+            inbound_port,
             orig_dst,
             inbound_ips,
             draining: false,
@@ -381,6 +387,11 @@ impl EventLoop {
         direction: Direction,
     ) -> Option<Option<SocketAddr>> {
         match self.orig_dst.lookup(stream, peer) {
+            Ok(Some(orig))
+                if direction == Direction::Inbound && orig.port() == self.inbound_port =>
+            {
+                Some(Some(orig))
+            }
             Ok(Some(orig)) if orig_dst::is_loop(orig, &self.own) => {
                 log::warn!(
                     "{peer}: {} connection redirected to {orig}, one of spoke's own listeners: \
@@ -422,7 +433,12 @@ impl EventLoop {
         self.next_session_id += 1;
         let client = Transport::accepted(stream);
         let id = self.next_session_id;
-        let s = Session::new(key, id, direction, orig_dst, client, sock, &self.parts.cfg);
+        let mut s = Session::new(key, id, direction, orig_dst, client, sock, &self.parts.cfg);
+        if direction == Direction::Inbound
+            && orig_dst.is_some_and(|o| o.port() == self.inbound_port)
+        {
+            s.set_direct();
+        }
         self.sessions.insert(s);
         Some(key)
     }

@@ -14,9 +14,9 @@
 //!   and verified against the anchors when offered, and a client without one
 //!   is still served (Linkerd's default); the client's identity is the first
 //!   DNS SAN of its leaf ([`peer_identity`]).
-//! - Either side may name an ALPN protocol list ([`TlsConfigs::client_alpn`],
-//!   [`TlsConfigs::server_alpn`]): Linkerd's opaque transport is negotiated
-//!   that way.
+//! - Linkerd's opaque transport is negotiated with ALPN `transport.l5d.io/v1`:
+//!   a client and a server configuration offering it are built beside the
+//!   plain ones ([`TlsConfigs::client_transport`], [`TlsConfigs::server_direct`]).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -36,6 +36,8 @@ pub struct TlsConfigs {
     pub not_after: SystemTime,
     client: Arc<ClientConfig>,
     server: Arc<ServerConfig>,
+    client_transport: Arc<ClientConfig>,
+    server_direct: Arc<ServerConfig>,
 }
 
 impl std::fmt::Debug for TlsConfigs {
@@ -95,11 +97,17 @@ impl TlsConfigs {
         server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         server.send_tls13_tickets = 0;
 
+        let mut client_transport = client.clone();
+        client_transport.alpn_protocols = vec![super::TRANSPORT_ALPN.to_vec()];
+        let mut server_direct = server.clone();
+        server_direct.alpn_protocols = vec![super::TRANSPORT_ALPN.to_vec()];
         Ok(TlsConfigs {
             local_name: Arc::from(creds.name.as_str()),
             not_after: creds.not_after,
             client: Arc::new(client),
             server: Arc::new(server),
+            client_transport: Arc::new(client_transport),
+            server_direct: Arc::new(server_direct),
         })
     }
 
@@ -111,19 +119,15 @@ impl TlsConfigs {
         self.server.clone()
     }
 
-    /// The client configuration offering `alpn` (one protocol list per
-    /// connection kind; cloned when the kind is first needed).
-    pub fn client_alpn(&self, alpn: &[u8]) -> Arc<ClientConfig> {
-        let mut c = (*self.client).clone();
-        c.alpn_protocols = vec![alpn.to_vec()];
-        Arc::new(c)
+    /// The client configuration offering the opaque transport's ALPN.
+    pub fn client_transport(&self) -> Arc<ClientConfig> {
+        self.client_transport.clone()
     }
 
-    /// The server configuration selecting `alpn` when the client offers it.
-    pub fn server_alpn(&self, alpn: &[u8]) -> Arc<ServerConfig> {
-        let mut s = (*self.server).clone();
-        s.alpn_protocols = vec![alpn.to_vec()];
-        Arc::new(s)
+    /// The server configuration of the direct port, agreeing on the opaque
+    /// transport's ALPN when the client offers it.
+    pub fn server_direct(&self) -> Arc<ServerConfig> {
+        self.server_direct.clone()
     }
 }
 
@@ -191,10 +195,10 @@ pub(crate) mod tests {
         let cfg = TlsConfigs::new(&c).unwrap();
         assert_eq!(&*cfg.local_name, c.name);
         assert_eq!(cfg.server().send_tls13_tickets, 0);
-        assert_eq!(
-            cfg.client_alpn(b"transport.l5d.io/v1").alpn_protocols,
-            vec![b"transport.l5d.io/v1".to_vec()]
-        );
+        let alpn = vec![b"transport.l5d.io/v1".to_vec()];
+        assert_eq!(cfg.client_transport().alpn_protocols, alpn);
+        assert_eq!(cfg.server_direct().alpn_protocols, alpn);
+        assert!(cfg.client().alpn_protocols.is_empty() && cfg.server().alpn_protocols.is_empty());
         assert_eq!(peer_identity(&c.chain[0]).as_deref(), Some(c.name.as_str()));
         assert!(names(&c.chain[0], &c.name.to_uppercase()));
         assert!(!names(

@@ -189,6 +189,18 @@ impl MockController {
         }
     }
 
+    /// Answers `path` with `update` (one message, e.g. an `add` whose
+    /// addresses carry TLS identities and protocol hints) from now on.
+    pub fn endpoints_update(&self, path: &str, update: &Update) {
+        let mut streams = self.hub.lock();
+        let raw = update.write_to_bytes().unwrap();
+        self.state.answers.lock().unwrap().insert(
+            (Kind::Endpoints, path.to_string()),
+            Answer::Messages(vec![raw.clone()]),
+        );
+        streams.send(Kind::Endpoints, path, &raw);
+    }
+
     /// Answers `path` with `no_endpoints{exists}` from now on.
     pub fn no_endpoints(&self, path: &str, exists: bool) {
         let mut streams = self.hub.lock();

@@ -32,7 +32,7 @@ use crate::balance::Pick;
 use crate::client_hello::{self, Hello};
 use crate::conn_failure::ConnFailure;
 use crate::detect::{self, Detected};
-use crate::endpoints::{ClientTls, ProtocolHint};
+use crate::endpoints::{EndpointRef, ProtocolHint};
 use crate::metrics::Direction;
 use crate::profile::Profile;
 use crate::proxy::addr_text;
@@ -46,8 +46,9 @@ use crate::proxy::timers::SessionTimer;
 const MAX_OPAQUE_CONNECTS: u8 = 3;
 
 /// Where an opaque connection goes: the address, the destination whose
-/// balancer picked it (if one did), and its mTLS parameters (if meshed).
-type OpaqueTarget = (SocketAddr, Option<Arc<str>>, Option<ClientTls>);
+/// balancer picked it (if one did), and what the control plane says about
+/// the endpoint (its mTLS identity and opaque-transport port), if anything.
+type OpaqueTarget = (SocketAddr, Option<Arc<str>>, Option<EndpointRef>);
 
 impl Session {
     /// The stage a new connection starts in.
@@ -104,8 +105,11 @@ impl Session {
                 return Ok(true);
             }
         }
-        let bytes = self.inbuf.bytes();
         let settle = self.client_eof || self.inbuf.is_full();
+        if self.direct {
+            return self.direct_step(settle, ctx).map(|p| p || progress);
+        }
+        let bytes = self.inbuf.bytes();
         let found = if settle {
             detect::on_timeout(bytes)
         } else {
@@ -172,10 +176,10 @@ impl Session {
     pub(super) fn detect_timer(&mut self, kind: SessionTimer, ctx: &mut Ctx<'_>) -> Result<(), ()> {
         match kind {
             SessionTimer::Quiet if self.inbuf.is_empty() => {
-                let Some((target, via, tls)) = self.opaque_target(ctx) else {
+                let Some((target, via, ep)) = self.opaque_target(ctx) else {
                     return Ok(());
                 };
-                match self.open_tunnel(target, via, tls, ctx) {
+                match self.open_tunnel(target, via, ep, ctx) {
                     Ok(probe) => {
                         log::debug!(
                             "client silent: probing {target} for a server that speaks first"
@@ -186,6 +190,8 @@ impl Session {
                 }
                 Ok(())
             }
+            // A direct connection that did not say where it goes in time.
+            SessionTimer::Detect if self.direct => Err(()),
             SessionTimer::Detect => match detect::on_timeout(self.inbuf.bytes()) {
                 Detected::Http1 => {
                     self.go_http1("timeout", ctx);
@@ -205,7 +211,7 @@ impl Session {
         }
     }
 
-    fn go_http1(&mut self, reason: &'static str, ctx: &mut Ctx<'_>) {
+    pub(super) fn go_http1(&mut self, reason: &'static str, ctx: &mut Ctx<'_>) {
         ctx.detect.count(self.direction, "http1", reason);
         self.drop_probe(ctx);
         self.end_detection();
@@ -239,7 +245,7 @@ impl Session {
 
     /// Carries the connection as opaque TCP from here: over the probe when
     /// there is one, else over a new connection to the target.
-    fn go_opaque(
+    pub(super) fn go_opaque(
         &mut self,
         protocol: &'static str,
         reason: &'static str,
@@ -253,11 +259,11 @@ impl Session {
         let tunnel = match std::mem::replace(&mut self.stage, Stage::Closing) {
             Stage::Detect(Some(probe)) => probe,
             _ => {
-                let Some((target, via, tls)) = self.opaque_target(ctx) else {
+                let Some((target, via, ep)) = self.opaque_target(ctx) else {
                     log::debug!("an opaque connection with no target: closing it");
                     return Err(());
                 };
-                match self.open_tunnel(target, via, tls, ctx) {
+                match self.open_tunnel(target, via, ep, ctx) {
                     Ok(t) => t,
                     Err(e) => {
                         log::info!("opaque connection to {target} failed: {e}");
@@ -289,16 +295,21 @@ impl Session {
     }
 
     /// Starts connecting a tunnel to `target`, picked by `via`'s balancer if
-    /// a balancer picked it, over mTLS when the endpoint is meshed (`tls`).
+    /// a balancer picked it, over mTLS when the endpoint is meshed (to its
+    /// opaque-transport port, with the header, when it has one).
     fn open_tunnel(
         &mut self,
         target: SocketAddr,
         via: Option<Arc<str>>,
-        tls: Option<ClientTls>,
+        ep: Option<EndpointRef>,
         ctx: &mut Ctx<'_>,
     ) -> io::Result<Box<Tunnel>> {
         let (key, mut deadlines) = (self.key, self.session_deadlines());
-        let mut t = Tunnel::connect(target, tls.as_ref(), key, &mut deadlines, ctx)?;
+        let (tls, transport) = match &ep {
+            Some(e) => (e.tls.as_ref(), e.opaque_port),
+            None => (None, None),
+        };
+        let mut t = Tunnel::connect(target, tls, transport, key, &mut deadlines, ctx)?;
         t.via = via;
         Ok(Box::new(t))
     }
@@ -310,13 +321,19 @@ impl Session {
     /// address, the destination whose balancer picked it, if one did, and
     /// how to reach the endpoint over mTLS when it is meshed.
     fn opaque_target(&mut self, ctx: &mut Ctx<'_>) -> Option<OpaqueTarget> {
+        if self.direct {
+            // Its header has not named a target yet.
+            return None;
+        }
         let orig = self.orig_dst?;
         if self.direction == Direction::Inbound {
             return Some((orig, None, None));
         }
         let Some(name) = orig_profile(orig, ctx).and_then(|p| p.fully_qualified_name.clone())
         else {
-            return Some((orig, None, None));
+            // One address: what its profile says of it (a meshed pod's
+            // identity), if anything.
+            return Some((orig, None, orig_endpoint(orig, ctx)));
         };
         let dst = DstKey::new(&name, orig.port());
         match ctx
@@ -324,7 +341,7 @@ impl Session {
             .get_or_start(dst.key(), dst.name(), orig.port(), ctx.now)
         {
             Ok(d) => match d.pick_endpoint(ctx.now, &[]) {
-                Pick::Ready(addr) => Some((addr, Some(d.name.clone()), d.endpoint_tls(addr))),
+                Pick::Ready(addr) => Some((addr, Some(d.name.clone()), d.endpoint_ref(addr))),
                 _ => Some((orig, None, None)),
             },
             Err(_) => Some((orig, None, None)),
@@ -354,13 +371,13 @@ impl Session {
             return false;
         };
         d.connect_retries.retry(&via, cause);
-        let tls = d.endpoint_tls(next);
+        let ep = d.endpoint_ref(next);
         if let Stage::Opaque(t) = std::mem::replace(&mut self.stage, Stage::Closing) {
             t.close(ctx);
         }
         self.clear_deadline(SessionTimer::Connect);
         log::debug!("{via}: opaque connect to {addr} failed ({cause:?}); trying {next}");
-        match self.open_tunnel(next, Some(via), tls, ctx) {
+        match self.open_tunnel(next, Some(via), ep, ctx) {
             Ok(mut t) => {
                 t.attempts = attempts + 1;
                 self.stage = Stage::Opaque(t);
@@ -381,6 +398,13 @@ fn orig_profile(orig: SocketAddr, ctx: &mut Ctx<'_>) -> Option<Arc<Profile>> {
     let key = addr_text(orig, &mut text);
     let d = ctx.dsts.get_or_start_fixed(key, orig, ctx.now).ok()?;
     d.router.as_ref().map(|r| r.profile.clone())
+}
+
+/// The fixed destination `orig`'s one endpoint, as its profile describes it.
+fn orig_endpoint(orig: SocketAddr, ctx: &mut Ctx<'_>) -> Option<EndpointRef> {
+    let mut text = [0u8; 64];
+    let key = addr_text(orig, &mut text);
+    ctx.dsts.get(key)?.endpoint_ref(orig)
 }
 
 /// The profile of `orig` (when it has been fetched) marks it opaque.

@@ -26,6 +26,7 @@
 //! keeps that router (`Rc<Router>`) to the end, whatever swaps happen meanwhile.
 
 mod detect;
+mod direct;
 mod http1;
 mod opaque;
 
@@ -95,6 +96,10 @@ pub struct Session {
     client_eof: bool,
     /// Shutting down: finish what is in flight, then close.
     draining: bool,
+    /// An inbound connection to spoke's own port (`direct.rs`): mTLS with
+    /// the opaque transport header says where it goes; until then it goes
+    /// nowhere.
+    direct: bool,
 }
 
 impl Session {
@@ -124,7 +129,13 @@ impl Session {
             spare_head: None,
             client_eof: false,
             draining: false,
+            direct: false,
         }
+    }
+
+    /// The connection came to the inbound port itself (see `direct.rs`).
+    pub fn set_direct(&mut self) {
+        self.direct = true;
     }
 
     pub fn direction(&self) -> Direction {

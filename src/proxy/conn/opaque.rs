@@ -26,6 +26,8 @@ use crate::proxy::buffer::{Buffer, Filled};
 use crate::proxy::ctx::{Ctx, DialError, Owner, Role};
 use crate::proxy::timers::{SessionDeadlines, SessionTimer};
 use crate::proxy::transport::{Connect, Transport};
+use crate::tls::TRANSPORT_ALPN;
+use crate::transport_header::{self, TransportHeader};
 
 pub(super) struct Tunnel {
     pub(super) up: Transport,
@@ -44,6 +46,11 @@ pub(super) struct Tunnel {
     /// EOF passed on to the upstream / the client.
     shut_up: bool,
     shut_client: bool,
+    /// The endpoint port the transport header names, when the connection
+    /// goes to the endpoint's opaque-transport port.
+    header_port: Option<u16>,
+    /// What goes upstream before the client's bytes (the transport header).
+    preamble: Vec<u8>,
 }
 
 /// What a tunnel step found.
@@ -71,15 +78,21 @@ impl Tunnel {
             connected: true,
             shut_up: false,
             shut_client: false,
+            header_port: None,
+            preamble: Vec::new(),
         }
     }
 
     /// Starts connecting to `addr` for session `session`, with the
     /// direction's connect timeout as a session deadline. `Err` when the
     /// connect failed at once.
+    /// With `transport_port` (a meshed endpoint's opaque-transport port), the
+    /// connection goes to that port over mTLS offering Linkerd's transport
+    /// ALPN, and starts with the transport header naming `addr`'s port.
     pub(super) fn connect(
         addr: SocketAddr,
         tls: Option<&ClientTls>,
+        transport_port: Option<u16>,
         session: usize,
         deadlines: &mut SessionDeadlines<'_>,
         ctx: &mut Ctx<'_>,
@@ -88,9 +101,13 @@ impl Tunnel {
             session,
             role: Role::Upstream,
         };
-        let (up, sock) = ctx.dial(addr, owner, tls).map_err(|e| match e {
-            DialError::Connect(e) | DialError::Register(e) | DialError::Tls(e) => e,
-        })?;
+        let transport_port = transport_port.filter(|_| tls.is_some());
+        let dial = transport_port.map_or(addr, |p| SocketAddr::new(addr.ip(), p));
+        let (up, sock) = ctx
+            .dial(dial, owner, tls, transport_port.is_some())
+            .map_err(|e| match e {
+                DialError::Connect(e) | DialError::Register(e) | DialError::Tls(e) => e,
+            })?;
         let timeout = ctx.cfg.connect_timeout(ctx.direction);
         deadlines.set(SessionTimer::Connect, timeout, ctx.now, ctx.timers);
         Ok(Tunnel {
@@ -104,6 +121,8 @@ impl Tunnel {
             connected: false,
             shut_up: false,
             shut_client: false,
+            header_port: transport_port.map(|_| addr.port()),
+            preamble: Vec::new(),
         })
     }
 
@@ -146,6 +165,19 @@ impl Tunnel {
             Connect::Done => {
                 self.up.connected(ctx.cfg.connect_keepalive);
                 self.connected = true;
+                if let Some(port) = self.header_port {
+                    if self.up.alpn() == Some(TRANSPORT_ALPN) {
+                        self.preamble = transport_header::encode(&TransportHeader {
+                            port,
+                            name: None,
+                            protocol: None,
+                        });
+                    } else {
+                        // As Linkerd: a peer that did not agree on the
+                        // transport gets the bytes as they are.
+                        log::debug!("{:?}: no transport ALPN agreed; no header", self.addr);
+                    }
+                }
                 Ok(true)
             }
             Connect::Failed(e) => {
@@ -199,6 +231,24 @@ impl Tunnel {
         };
         if !self.connected {
             return TunnelStep::Progress(progress);
+        }
+        // The transport header, then the client's bytes.
+        while !self.preamble.is_empty() {
+            match self.up.write(&self.preamble) {
+                Ok(0) => return TunnelStep::Done,
+                Ok(n) => {
+                    self.preamble.drain(..n);
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return TunnelStep::Progress(progress);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("opaque upstream write failed: {e}");
+                    return TunnelStep::Done;
+                }
+            }
         }
         // Client to upstream.
         match drain(client_buf, &mut self.up) {

@@ -67,7 +67,7 @@ impl Exchange {
             });
             return Ok(());
         }
-        let (stream, sock) = match ctx.dial(addr, owner, key.tls.as_ref()) {
+        let (stream, sock) = match ctx.dial(addr, owner, key.tls.as_ref(), false) {
             Ok(dialed) => dialed,
             Err(DialError::Connect(e)) => {
                 log::debug!("connect to {addr} failed: {e}");
