@@ -56,7 +56,9 @@
 //! Names are compared in lower case, and a trailing dot is ignored, in documents and paths.
 //! `fully_qualified_name` is the profile's name (also in the default profile sent for a name
 //! without one); it is left empty when the path names an IP address, since this file maps no
-//! IPs to services.
+//! IPs to services. An `IP:port` path that an Endpoints document lists gets that address as
+//! the profile's `endpoint`, with its identity, as Linkerd's controller answers for a pod IP,
+//! so a client that connects to a meshed pod by IP knows to use mTLS.
 
 mod identities;
 mod profile;
@@ -132,11 +134,32 @@ impl Mesh {
                 let mut proto = DestinationProfile::new();
                 if !is_ip_literal(&name) {
                     proto.fully_qualified_name = name;
+                } else if let Some(ep) = self.listed_address(&name, port) {
+                    proto.endpoint = MessageField::some(ep);
                 }
                 proto.retry_budget = MessageField::some(default_retry_budget());
                 Ok(proto)
             }
         }
+    }
+
+    /// The address `ip:port` as some Endpoints document lists it, with its identity.
+    fn listed_address(
+        &self,
+        ip: &str,
+        port: u16,
+    ) -> Option<crate::proto::destination::WeightedAddr> {
+        let ip: IpAddr = ip
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
+        let addr = SocketAddr::new(ip, port);
+        self.endpoints.values().find_map(|(addrs, identity)| {
+            addrs
+                .contains(&addr)
+                .then(|| updates::weighted_addr(addr, identity.as_deref()))
+        })
     }
 
     /// The endpoints the file lists for `path` (`name:port`).
@@ -564,6 +587,27 @@ mod tests {
             m.endpoints("authors.default.svc.cluster.local:7000"),
             Ok(addrs(&["127.0.0.1:7002"]))
         );
+    }
+
+    #[test]
+    fn a_listed_pod_address_gets_its_identity_as_the_profiles_endpoint() {
+        let m = mesh(
+            "apiVersion: spoke.dev/v1alpha1\nkind: Endpoints\nmetadata:\n  name: books.ns.svc.cluster.local\n\
+             spec:\n  ports:\n  - port: 7000\n    \
+             identity: books.ns.serviceaccount.identity.linkerd.cluster.local\n    \
+             addresses:\n    - 10.1.0.7:7000\n",
+        );
+        let p = profile(&m, "10.1.0.7:7000");
+        assert_eq!(p.fully_qualified_name, "");
+        let ep = p.endpoint.as_ref().expect("an endpoint");
+        assert_eq!(
+            ep.tls_identity.dns_like_identity().name,
+            "books.ns.serviceaccount.identity.linkerd.cluster.local"
+        );
+        assert_eq!(ep.addr.port, 7000);
+        // Another port of the same IP, or an address no document lists: none.
+        assert!(profile(&m, "10.1.0.7:7001").endpoint.is_none());
+        assert!(profile(&m, "10.1.0.8:7000").endpoint.is_none());
     }
 
     #[test]

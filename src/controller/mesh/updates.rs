@@ -62,21 +62,22 @@ pub fn endpoint_updates(old: Option<&EndpointsView>, new: &EndpointsView) -> Vec
 
 fn add(addrs: &[SocketAddr], identity: Option<&str>) -> Update {
     let mut set = WeightedAddrSet::new();
-    set.addrs = addrs
-        .iter()
-        .map(|a| {
-            let mut wa = WeightedAddr::new();
-            wa.addr = MessageField::some(tcp_address(*a));
-            wa.weight = ENDPOINT_WEIGHT;
-            if let Some(id) = identity {
-                wa.tls_identity = MessageField::some(tls(id));
-            }
-            wa
-        })
-        .collect();
+    set.addrs = addrs.iter().map(|a| weighted_addr(*a, identity)).collect();
     let mut update = Update::new();
     update.set_add(set);
     update
+}
+
+/// One address as `Get` answers (and `GetProfile`'s `endpoint` for a pod
+/// IP) carry it: with its TLS identity when it is meshed.
+pub(super) fn weighted_addr(a: SocketAddr, identity: Option<&str>) -> WeightedAddr {
+    let mut wa = WeightedAddr::new();
+    wa.addr = MessageField::some(tcp_address(a));
+    wa.weight = ENDPOINT_WEIGHT;
+    if let Some(id) = identity {
+        wa.tls_identity = MessageField::some(tls(id));
+    }
+    wa
 }
 
 fn tls(identity: &str) -> TlsIdentity {
