@@ -41,6 +41,7 @@ pub mod config;
 pub mod conn_failure;
 pub mod controller;
 pub mod demo;
+pub mod demo_mesh;
 pub mod detect;
 pub mod devtools;
 pub mod discovery;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! spoke                                  run the proxy (configured by LINKERD2_PROXY_* / SPOKE_*)
-//! spoke demo [--requests N]              embedded controller + proxy + two backends, traffic, report
+//! spoke demo [--mesh] [--requests N]     embedded controller + proxy + backends, traffic, report (--mesh: two workloads over mTLS)
 //! spoke controller --config FILE --listen ADDR   run the embedded controller alone
 //! spoke init [--proxy-uid UID] ... [--dry-run]   install the pod's iptables rules
 //! ```
@@ -22,7 +22,7 @@ use spoke::controller::embedded::{Controller, STOP_GRACE};
 
 const USAGE: &str = "usage:
   spoke                                         run the proxy (see README for the environment)
-  spoke demo [--requests N]                     run the demo: controller, proxy, backends, traffic
+  spoke demo [--mesh] [--requests N]            run the demo (--mesh: two spokes over mTLS, the controller as CA)
   spoke controller --config FILE [--listen ADDR]  serve a ServiceProfile file over the Destination API
   spoke init [--proxy-uid UID] [--inbound-port P] [--outbound-port P]
              [--inbound-ports-to-ignore P,P-P] [--outbound-ports-to-ignore P,P-P]
@@ -129,8 +129,13 @@ fn run(cfg: Config) -> ExitCode {
 
 fn demo(cfg: Config, args: &[String]) -> ExitCode {
     let mut requests = 600usize;
+    let mut mesh = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--mesh" {
+            mesh = true;
+            continue;
+        }
         match (a.as_str(), it.next()) {
             ("--requests", Some(n)) => match n.parse() {
                 Ok(n) if n > 0 && n <= 1_000_000 => requests = n,
@@ -145,7 +150,12 @@ fn demo(cfg: Config, args: &[String]) -> ExitCode {
             }
         }
     }
-    match spoke::demo::run(&cfg, requests) {
+    let report = if mesh {
+        spoke::demo_mesh::run(&cfg, requests)
+    } else {
+        spoke::demo::run(&cfg, requests)
+    };
+    match report {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS

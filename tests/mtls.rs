@@ -774,3 +774,25 @@ fn certificates_rotate_under_steady_traffic_without_a_failed_request() {
     });
     assert_eq!(failures, 0, "{failures} of {sent} requests failed");
 }
+
+#[test]
+fn the_mesh_demo_reports_mtls_for_the_meshed_service_and_plaintext_for_the_other() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let cfg = spoke::config::Config::from_env(&MapEnv::new()).unwrap();
+    let report = spoke::demo_mesh::run(&cfg, 30).unwrap();
+    assert!(
+        report.contains(&format!("l5d-client-id: {WEB}")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "{BOOKS:<40} {:>8} {:>9}  mTLS {BOOKS_ID}",
+            20, "100.0%"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("plaintext (not_provided_by_service_discovery)"),
+        "{report}"
+    );
+}
