@@ -10,6 +10,7 @@ README.md beside this file defines every column.
 import json
 import sys
 
+import report_mtls
 import report_opaque
 from report_opaque import fmt, median  # noqa: E402  (shared with the opaque rows)
 
@@ -107,7 +108,7 @@ def ratio(a, b):
 
 
 def render(recs):
-    http = [r for r in recs if not report_opaque.is_opaque(r)]
+    http = [r for r in recs if not report_opaque.is_opaque(r) and not report_mtls.is_mtls(r)]
     if http:
         out = render_http(http)
     else:
@@ -116,6 +117,9 @@ def render(recs):
                "Machine: %s CPUs, %s, kernel %s.\n"
                % (meta.get("nproc"), meta.get("cpu", "?"), meta.get("kernel"))]
     out += report_opaque.render(recs)
+    mtls = [r for r in recs if report_mtls.is_mtls(r)]
+    if mtls:
+        out.append(report_mtls.render(mtls))
     out.append("<details><summary>raw measurements</summary>\n\n```")
     out += [json.dumps(r) for r in recs]
     out.append("```\n</details>")
