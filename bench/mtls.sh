@@ -24,7 +24,7 @@
 #        (rows: spoke-plain spoke-mtls nginx-plain nginx-tls and their -new forms; all by
 #        default; fewer, e.g. to profile one row with `perf record -C 1` beside it)
 # Env:   SPOKE_BIN, BENCH_MTLS_RUNS (3), BENCH_MTLS_DURATION (10), BENCH_MTLS_SLICE (2),
-#        BENCH_MTLS_CONNS (64). Needs root (namespace, iptables); about 4 minutes.
+#        BENCH_MTLS_CONNS (64). Needs root (namespace, iptables); about 5 minutes.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -112,8 +112,12 @@ def render(recs):
     if http:
         out = render_http(http)
     else:
-        meta = next((r for r in recs if r.get("kind") == "opaque-meta"), {})
-        out = ["# spoke benchmark: opaque TCP, %s\n" % meta.get("date", "?"),
+        meta = next((r for r in recs if r.get("kind") == "opaque-meta"), None)
+        what = "opaque TCP"
+        if meta is None:
+            meta = next((r for r in recs if r.get("kind") == "mtls-meta"), {})
+            what = "mTLS hop"
+        out = ["# spoke benchmark: %s, %s\n" % (what, meta.get("date", "?")),
                "Machine: %s CPUs, %s, kernel %s.\n"
                % (meta.get("nproc"), meta.get("cpu", "?"), meta.get("kernel"))]
     out += report_opaque.render(recs)
