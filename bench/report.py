@@ -10,6 +10,7 @@ README.md beside this file defines every column.
 import json
 import sys
 
+import report_mtls
 import report_opaque
 from report_opaque import fmt, median  # noqa: E402  (shared with the opaque rows)
 
@@ -107,15 +108,22 @@ def ratio(a, b):
 
 
 def render(recs):
-    http = [r for r in recs if not report_opaque.is_opaque(r)]
+    http = [r for r in recs if not report_opaque.is_opaque(r) and not report_mtls.is_mtls(r)]
     if http:
         out = render_http(http)
     else:
-        meta = next((r for r in recs if r.get("kind") == "opaque-meta"), {})
-        out = ["# spoke benchmark: opaque TCP, %s\n" % meta.get("date", "?"),
+        meta = next((r for r in recs if r.get("kind") == "opaque-meta"), None)
+        what = "opaque TCP"
+        if meta is None:
+            meta = next((r for r in recs if r.get("kind") == "mtls-meta"), {})
+            what = "mTLS hop"
+        out = ["# spoke benchmark: %s, %s\n" % (what, meta.get("date", "?")),
                "Machine: %s CPUs, %s, kernel %s.\n"
                % (meta.get("nproc"), meta.get("cpu", "?"), meta.get("kernel"))]
     out += report_opaque.render(recs)
+    mtls = [r for r in recs if report_mtls.is_mtls(r)]
+    if mtls:
+        out.append(report_mtls.render(mtls))
     out.append("<details><summary>raw measurements</summary>\n\n```")
     out += [json.dumps(r) for r in recs]
     out.append("```\n</details>")

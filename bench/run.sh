@@ -12,10 +12,11 @@
 # All targets run at once and their throughput runs are cut into short wrk slices that are
 # interleaved across targets (see below). Loopback only; every run is bounded (about 6
 # minutes in all with the defaults). Then opaque.sh adds the opaque TCP rows (in a network
-# namespace of its own, about 2 minutes) to the same raw measurements and report.
+# namespace of its own, about 2 minutes) to the same raw measurements and report, and with
+# --mtls, mtls.sh the mTLS hop rows (another namespace, about 5 minutes).
 #
 # Usage: bench/run.sh [--quick] [--targets "direct nginx haproxy spoke spoke-routes"]
-#                     [--no-install] [--keep] [--opaque-only | --no-opaque]
+#                     [--no-install] [--keep] [--opaque-only | --no-opaque] [--mtls]
 # Env:   SPOKE_BIN (default $CARGO_TARGET_DIR/release/spoke, else /var/tmp/spoke-target/...),
 #        BENCH_DURATION (10), BENCH_SLICE (2), BENCH_RUNS (3), BENCH_RATE (2000),
 #        BENCH_CONNS (64), BENCH_PORT_BASE (18000); opaque.sh's BENCH_OPAQUE_* too.
@@ -39,16 +40,20 @@ ROUTES=100
 DESTS=1000
 OPAQUE=1
 OPAQUE_ARGS=()
+MTLS=0
+MTLS_ARGS=()
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) DURATION=3; RUNS=1; LAT_DURATION=3; SLICE=3; OPAQUE_ARGS+=(--quick); shift ;;
+    --quick) DURATION=3; RUNS=1; LAT_DURATION=3; SLICE=3; OPAQUE_ARGS+=(--quick)
+      MTLS_ARGS+=(--quick); shift ;;
     --targets) TARGETS=$2; shift 2 ;;
-    --no-install) INSTALL=0; OPAQUE_ARGS+=(--no-install); shift ;;
-    --keep) KEEP=1; OPAQUE_ARGS+=(--keep); shift ;;
+    --no-install) INSTALL=0; OPAQUE_ARGS+=(--no-install); MTLS_ARGS+=(--no-install); shift ;;
+    --keep) KEEP=1; OPAQUE_ARGS+=(--keep); MTLS_ARGS+=(--keep); shift ;;
+    --mtls) MTLS=1; shift ;;
     --opaque-only) OPAQUE=only; shift ;;
     --no-opaque) OPAQUE=0; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -530,6 +535,16 @@ if [ "$OPAQUE" = 1 ] && [ -n "$OPAQUE_TARGETS" ]; then
   else
     log "warning: the opaque rows need root (a network namespace): skipped"
     record '{"kind":"opaque-skip","target":"all","reason":"run.sh was not run as root"}'
+  fi
+fi
+
+if [ "$MTLS" = 1 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "mTLS hop: bench/mtls.sh, same run"
+    SPOKE_BIN=$SPOKE_BIN "$HERE/mtls.sh" "${MTLS_ARGS[@]}" --raw "$RAW" ||
+      log "warning: mtls.sh failed; report without it"
+  else
+    log "warning: the mTLS rows need root (a network namespace): skipped"
   fi
 fi
 

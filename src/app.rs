@@ -178,6 +178,7 @@ impl App {
             connect_keepalive: cfg.connect_keepalive,
             failfast_timeout: cfg.failfast_timeout,
             pool_idle_timeout: cfg.pool_idle_timeout,
+            max_idle_per_endpoint: cfg.max_idle_per_endpoint,
             discovery_idle_timeout: cfg.discovery_idle_timeout,
             limits: http1::Limits {
                 max_head_bytes: cfg.http.max_head_bytes,

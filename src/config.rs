@@ -79,6 +79,11 @@ pub const DISCOVERY_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE
 pub const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
 pub const FAILFAST_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_FAILFAST_TIMEOUT";
 pub const POOL_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT";
+/// Idle upstream connections kept per endpoint, outbound (`0`: none, every
+/// request opens a connection of its own).
+pub const OUTBOUND_MAX_IDLE: &str = "LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT";
+/// The same towards the local application.
+pub const INBOUND_MAX_IDLE: &str = "LINKERD2_PROXY_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT";
 pub const LOG: &str = "LINKERD2_PROXY_LOG";
 pub const HEAD_TIMEOUT: &str = "SPOKE_HTTP_HEAD_TIMEOUT";
 pub const BODY_TIMEOUT: &str = "SPOKE_HTTP_REQUEST_BODY_TIMEOUT";
@@ -87,6 +92,9 @@ pub const MAX_HEAD_BYTES: &str = "SPOKE_HTTP_MAX_HEAD_BYTES";
 pub const MAX_HEADERS: &str = "SPOKE_HTTP_MAX_HEADERS";
 pub const MAX_CONNECTIONS: &str = "SPOKE_MAX_CONNECTIONS";
 pub const PROFILE_NETWORKS: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS";
+
+/// Idle connections kept per endpoint unless configured (Linkerd allows 10,000).
+pub const MAX_IDLE_DEFAULT: usize = 10_000;
 
 /// A bad setting: names the variable and the value, so the operator can fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +209,8 @@ pub struct Config {
     pub failfast_timeout: Duration,
     /// How long an idle upstream connection stays in the pool.
     pub pool_idle_timeout: Duration,
+    /// Idle upstream connections kept per endpoint: outbound, inbound.
+    pub max_idle_per_endpoint: (usize, usize),
     /// HTTP/1.1 limits and client-side deadlines (DESIGN: "Limits").
     pub http: HttpLimits,
     /// Protocol detection and opaque TCP.
@@ -311,6 +321,20 @@ impl Config {
             shutdown_grace: dur(env, SHUTDOWN_GRACE_PERIOD, "2m")?,
             failfast_timeout: positive(env, FAILFAST_TIMEOUT, "3s")?,
             pool_idle_timeout: dur(env, POOL_IDLE_TIMEOUT, "3s")?,
+            max_idle_per_endpoint: (
+                count(
+                    env,
+                    OUTBOUND_MAX_IDLE,
+                    MAX_IDLE_DEFAULT,
+                    0..=MAX_IDLE_DEFAULT,
+                )?,
+                count(
+                    env,
+                    INBOUND_MAX_IDLE,
+                    MAX_IDLE_DEFAULT,
+                    0..=MAX_IDLE_DEFAULT,
+                )?,
+            ),
             http: HttpLimits {
                 head_timeout: positive(env, HEAD_TIMEOUT, "10s")?,
                 body_timeout: positive(env, BODY_TIMEOUT, "60s")?,
@@ -475,6 +499,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn idle_connections_per_endpoint_can_be_limited_or_turned_off() {
+        let c = Config::from_env(
+            &MapEnv::new()
+                .set(OUTBOUND_MAX_IDLE, "0")
+                .set(INBOUND_MAX_IDLE, "7"),
+        )
+        .unwrap();
+        assert_eq!(c.max_idle_per_endpoint, (0, 7));
+        let err = Config::from_env(&MapEnv::new().set(OUTBOUND_MAX_IDLE, "-1")).unwrap_err();
+        assert_eq!(err.var, OUTBOUND_MAX_IDLE);
+        let err = Config::from_env(&MapEnv::new().set(INBOUND_MAX_IDLE, "10001")).unwrap_err();
+        assert_eq!(err.var, INBOUND_MAX_IDLE);
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::from_env(&MapEnv::new()).unwrap();
         assert_eq!(
@@ -499,6 +538,7 @@ mod tests {
         assert_eq!(c.http.max_head_bytes, 65536);
         assert_eq!(c.http.max_headers, 100);
         assert_eq!(c.http.max_connections, 10_000);
+        assert_eq!(c.max_idle_per_endpoint, (10_000, 10_000));
         assert_eq!(c.detect.inbound_timeout, Duration::from_secs(10));
         assert_eq!(c.detect.outbound_timeout, Duration::from_secs(10));
         assert_eq!(c.detect.quiet_timeout, Duration::from_millis(300));

@@ -58,6 +58,8 @@ pub struct LoopConfig {
     pub connect_keepalive: Option<Duration>,
     pub failfast_timeout: Duration,
     pub pool_idle_timeout: Duration,
+    /// Idle upstream connections kept per endpoint: outbound, inbound.
+    pub max_idle_per_endpoint: (usize, usize),
     pub discovery_idle_timeout: Duration,
     pub limits: http1::Limits,
     /// Read-buffer size per direction; bounds memory per connection.

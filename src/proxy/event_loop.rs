@@ -34,9 +34,6 @@ use crate::identity::CredentialsRx;
 use crate::metrics::{Direction, Peer, ProxyMetrics, RenderCursor};
 use crate::tls::{MeshTls, TlsConfigs};
 
-/// Idle connections kept per endpoint (Linkerd allows 10,000).
-const MAX_IDLE_PER_ENDPOINT: usize = 10_000;
-
 /// Everything sessions may touch, kept apart from the session slab so both can
 /// be borrowed at once.
 struct Parts {
@@ -162,8 +159,8 @@ impl EventLoop {
             parts: Parts {
                 socks: Slab::new(),
                 pools: ByDirection {
-                    inbound: Pool::new(MAX_IDLE_PER_ENDPOINT),
-                    outbound: Pool::new(MAX_IDLE_PER_ENDPOINT),
+                    inbound: Pool::new(cfg.max_idle_per_endpoint.1),
+                    outbound: Pool::new(cfg.max_idle_per_endpoint.0),
                 },
                 dsts,
                 timers: Timers::default(),

@@ -94,8 +94,12 @@ impl Pool {
     }
 
     /// Keeps `conn` for reuse under `key`, returning the bucket that now
-    /// holds it; or gives it back if that bucket is full.
+    /// holds it; or gives it back if that bucket is full (always, when the
+    /// pool keeps none: no bucket is made then).
     pub fn put(&mut self, key: &UpstreamKey, conn: IdleConn) -> Result<usize, IdleConn> {
+        if self.max_per_key == 0 {
+            return Err(conn);
+        }
         let b = match self.by_key.get(key) {
             Some(&b) => b,
             None => {
@@ -222,6 +226,16 @@ mod tests {
         pool.put(&meshed, conn(2, t)).ok().expect("room");
         pool.put(&meshed, conn(3, t)).ok().expect("room");
         assert_eq!(pool.put(&meshed, conn(4, t)).err().map(|c| c.sock), Some(4));
+    }
+
+    #[test]
+    fn a_pool_that_keeps_none_gives_every_connection_back() {
+        let t = Instant::now();
+        let mut pool = Pool::new(0);
+        let k = key("10.0.0.4:80", Some("books.ns.serviceaccount.identity"));
+        assert_eq!(pool.put(&k, conn(1, t)).err().map(|c| c.sock), Some(1));
+        assert!(pool.take(&k).is_none());
+        assert!(pool.buckets.is_empty() && pool.by_key.is_empty());
     }
 
     #[test]
