@@ -9,8 +9,9 @@
 //! [`serve`] is the same relay in server mode (a TLS terminator in front of a
 //! plaintext server; the tests put one in front of the embedded controller).
 //!
-//! The copy itself is [`Pump`] (generic over its sockets, unit-tested
-//! below); the thread only waits on a mio `Poll` between pumps. Every relay
+//! The copy itself is [`Pump`] (generic over its sockets; tested in
+//! `relay_tests.rs` over loopback sockets, both modes back to back); the
+//! thread only waits on a mio `Poll` between pumps. Every relay
 //! thread is kept in a [`Relays`] set: finished ones are joined when the next
 //! one starts, and [`Relays::shutdown`] stops and joins the rest.
 //!
@@ -145,8 +146,7 @@ impl Pump {
     ) -> io::Result<Step>
     where
         N: Read + Write + HalfClose,
-        P: Read + Write + ?Sized,
-        P: PlainClose,
+        P: Plain,
     {
         let mut chunk = [0u8; 16 * 1024];
         loop {
@@ -202,7 +202,7 @@ impl Pump {
             if self.net_eof && self.down.is_empty() && !self.plain_closed {
                 self.plain_closed = true;
                 // The other end may already be gone.
-                let _ = plain.close_write();
+                let _ = plain.shutdown_write();
             }
             if self.plain_eof && self.up.is_empty() {
                 tls.shutdown_write(net)?;
@@ -214,18 +214,6 @@ impl Pump {
                 return Ok(Step::Idle);
             }
         }
-    }
-}
-
-/// Closing the write side of the plain socket (a separate trait so that the
-/// pump's tests can use in-memory sockets).
-pub trait PlainClose {
-    fn close_write(&mut self) -> io::Result<()>;
-}
-
-impl<T: Plain> PlainClose for T {
-    fn close_write(&mut self) -> io::Result<()> {
-        self.shutdown_write()
     }
 }
 
