@@ -5,10 +5,12 @@
 //! Threads started here: the embedded controller's (`controller-watch` plus
 //! grpcio's completion queue) when no control plane is configured; the
 //! `event-loop`; and, through it, the `profile:`/`endpoints:` discovery threads;
-//! `identity` when the workload's identity is configured.
+//! `identity` when the workload's identity is configured; a `control-tls` /
+//! `identity-tls` relay thread per control-plane connection made over TLS
+//! (a service name configured).
 //! [`App::shutdown`] (or drop) stops the loop, which joins the discovery
-//! threads, then joins the loop and the identity thread and stops the
-//! controller; a panic on the loop thread is reported, not swallowed.
+//! threads, then joins the loop, the identity and control threads, then the
+//! TLS relays, and stops the controller; a panic on the loop thread is reported, not swallowed.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,19 +23,21 @@ use grpcio::{EnvBuilder, Environment};
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
-use crate::config::{Config, ControlPlane};
+use crate::config::{is_loopback, Config, ControlPlane};
 use crate::controller::embedded::{Controller, ControllerError, STOP_GRACE};
-use crate::discovery::control::{self, ControlConn, ControlThread};
+use crate::discovery::control::{self, ControlConn, ControlThread, ControlTls};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::http1;
 use crate::identity::client::{self as identity, IdentityMetrics, IdentityThread};
 use crate::identity::config::IdentityService;
+use crate::identity::CurrentCreds;
 use crate::metrics::{Direction, DiscoveryKind, MetricsError, ProxyMetrics, Registry};
 use crate::proxy::ctx::{ByDirection, LoopConfig};
 use crate::proxy::destinations::Destinations;
 use crate::proxy::event_loop::{EventLoop, Sockets};
 use crate::proxy::orig_dst::{Kernel, OrigDst};
 use crate::proxy::token;
+use crate::tls::Relays;
 use crate::updates;
 
 /// How often DNS-resolved endpoint sets are refreshed.
@@ -88,6 +92,8 @@ pub struct App {
     /// (and with it every discovery thread) has been joined.
     control: Option<ControlThread>,
     identity: Option<IdentityThread>,
+    /// The TLS relays of control-plane connections; joined last.
+    relays: RelayGuard,
     metrics: ProxyMetrics,
     _env: Arc<Environment>,
 }
@@ -117,19 +123,36 @@ impl App {
                 (Some(c), addr)
             }
         };
+        // Declared before every thread that may start a relay, so that on
+        // an early return it is dropped (and the relays joined) after them.
+        let relays = RelayGuard(Relays::new());
+        let current = CurrentCreds::default();
+        let dst_tls = destination_tls(cfg, &relays.0, &current);
         let dial_env = env.clone();
         let dial_addr = control_addr.clone();
         let eager = controller.is_none();
         let (conn, control) = ControlConn::start(cfg.backoff, eager, move || {
-            control::dial(&dial_env, &dial_addr, CONTROL_CONNECT_TIMEOUT)
+            control::dial(
+                &dial_env,
+                &dial_addr,
+                CONTROL_CONNECT_TIMEOUT,
+                dst_tls.as_ref(),
+            )
         })?;
         let registry = Registry::new();
         let metrics = ProxyMetrics::new(&registry).map_err(StartError::Metrics)?;
 
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
-        let (identity, identity_rx, identity_ready) =
-            start_identity(cfg, &env, &registry, &control_addr, &controller, &waker)?;
+        let (identity, identity_rx, identity_ready) = start_identity(
+            cfg,
+            &env,
+            &registry,
+            &control_addr,
+            &controller,
+            &waker,
+            (&relays.0, &current),
+        )?;
         let discovery = Discovery::new(
             conn.clone(),
             DiscoveryConfig {
@@ -266,6 +289,7 @@ impl App {
             controller,
             control: Some(control),
             identity,
+            relays,
             metrics,
             _env: env,
         })
@@ -311,6 +335,9 @@ impl App {
         }
         drop(self.identity.take());
         drop(self.control.take());
+        // Their connections are gone with them (gRPC closes its ends), but a
+        // relay whose server has not yet answered the close is stopped here.
+        self.relays.0.shutdown();
         if let Some(c) = self.controller.take() {
             // The discovery threads were joined with the loop, so no stream
             // is open and this returns at once.
@@ -328,6 +355,66 @@ type IdentityParts = (
     Option<Arc<AtomicBool>>,
 );
 
+/// Stops and joins the relay threads when dropped (also on a failed start).
+struct RelayGuard(Relays);
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// TLS to a remote service at `addr` when `name` is configured (Linkerd:
+/// a name means TLS with that server identity); without one, plaintext, which
+/// Linkerd allows only on loopback: elsewhere spoke warns.
+fn service_tls(
+    what: &str,
+    addr: &str,
+    name: Option<&String>,
+    anchors: Option<&crate::identity::creds::Anchors>,
+    (relays, current): (&Relays, &CurrentCreds),
+    thread: &'static str,
+) -> Option<ControlTls> {
+    match (name, anchors) {
+        (Some(name), Some(anchors)) => {
+            log::info!("{what} at {addr}: TLS, server identity {name}");
+            Some(ControlTls {
+                name: name.clone(),
+                anchors: anchors.clone(),
+                creds: current.clone(),
+                relays: relays.clone(),
+                thread,
+            })
+        }
+        _ => {
+            if !is_loopback(addr) {
+                log::warn!(
+                    "{what} at {addr} is not on loopback and no service name is set: \
+                     plaintext gRPC"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// TLS to a remote destination service (config checked that identity is on
+/// when a name is set).
+fn destination_tls(cfg: &Config, relays: &Relays, current: &CurrentCreds) -> Option<ControlTls> {
+    let ControlPlane::Remote(addr) = &cfg.control_plane else {
+        return None;
+    };
+    let anchors = cfg.identity.proxy.as_ref().map(|p| &p.anchors);
+    service_tls(
+        "destination service",
+        addr,
+        cfg.destination_name.as_ref(),
+        anchors,
+        (relays, current),
+        "control-tls",
+    )
+}
+
 /// Starts the `identity` thread when the workload's identity is configured.
 fn start_identity(
     cfg: &Config,
@@ -336,18 +423,22 @@ fn start_identity(
     control_addr: &str,
     controller: &Option<Controller>,
     waker: &Arc<Waker>,
+    (relays, current): (&Relays, &CurrentCreds),
 ) -> Result<IdentityParts, StartError> {
     let Some(id) = &cfg.identity.proxy else {
         return Ok((None, None, None));
     };
+    let mut tls = None;
     let addr = match &id.service {
         IdentityService::Remote(addr) => {
-            if id.service_name.is_some() {
-                log::warn!(
-                    "identity: TLS to the identity service is not supported yet; \
-                     Certify goes to {addr} over plaintext gRPC"
-                );
-            }
+            tls = service_tls(
+                "identity service",
+                addr,
+                id.service_name.as_ref(),
+                Some(&id.anchors),
+                (relays, current),
+                "identity-tls",
+            );
             addr.clone()
         }
         IdentityService::Embedded => {
@@ -376,6 +467,8 @@ fn start_identity(
         env: env.clone(),
         backoff: cfg.backoff,
         tx,
+        current: current.clone(),
+        tls,
         ready: ready.clone(),
         metrics,
     })?;

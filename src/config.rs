@@ -52,6 +52,7 @@ impl Env for MapEnv {
 }
 
 pub const DESTINATION_SVC_ADDR: &str = "LINKERD2_PROXY_DESTINATION_SVC_ADDR";
+pub const DESTINATION_SVC_NAME: &str = "LINKERD2_PROXY_DESTINATION_SVC_NAME";
 pub const CONTROLLER_CONFIG: &str = "SPOKE_CONTROLLER_CONFIG";
 pub const DESTINATION_CONTEXT: &str = "LINKERD2_PROXY_DESTINATION_CONTEXT";
 pub const PROFILE_SUFFIXES: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES";
@@ -183,6 +184,10 @@ pub enum ControlPlane {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub control_plane: ControlPlane,
+    /// The destination service's identity: with a remote control plane, the
+    /// connection to it is TLS and its server must prove this name (needs
+    /// identity on, for the trust anchors). Unused with the embedded one.
+    pub destination_name: Option<String>,
     pub context_token: String,
     pub profile_suffixes: Suffixes,
     pub get_suffixes: Suffixes,
@@ -295,9 +300,27 @@ impl Config {
             env,
             matches!(control_plane, ControlPlane::Embedded(_)),
         )?;
+        let destination_name = nonempty(env, DESTINATION_SVC_NAME);
+        if let Some(n) = &destination_name {
+            crate::identity::config::check_dns_name(n).map_err(|reason| ConfigError {
+                var: DESTINATION_SVC_NAME,
+                value: n.clone(),
+                reason,
+            })?;
+            if matches!(control_plane, ControlPlane::Remote(_)) && identity.proxy.is_none() {
+                return Err(ConfigError {
+                    var: DESTINATION_SVC_NAME,
+                    value: n.clone(),
+                    reason: "TLS to the destination service needs identity \
+                             (LINKERD2_PROXY_IDENTITY_LOCAL_NAME and _TRUST_ANCHORS)"
+                        .into(),
+                });
+            }
+        }
         Ok(Config {
             identity,
             control_plane,
+            destination_name: destination_name.map(|n| n.to_ascii_lowercase()),
             context_token: env.get(DESTINATION_CONTEXT).unwrap_or_default(),
             profile_suffixes: suffixes(env, PROFILE_SUFFIXES)?,
             profile_networks: {
@@ -479,6 +502,18 @@ fn suffixes(env: &dyn Env, var: &'static str) -> Result<Suffixes, ConfigError> {
     // Unset means Linkerd's default; set-but-empty means "none".
     let value = env.get(var).unwrap_or_else(|| "svc.cluster.local.".into());
     Suffixes::parse(&value).map_err(|reason| ConfigError { var, value, reason })
+}
+
+/// Whether a `host:port` names this host's loopback (`127.0.0.0/8`, `::1`,
+/// `localhost`): Linkerd reaches such a control plane in plaintext when no
+/// name is configured.
+pub fn is_loopback(addr: &str) -> bool {
+    let Some((host, _)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 pub(crate) fn validate_host_port(s: &str) -> Result<(), String> {
@@ -672,6 +707,56 @@ mod tests {
             c.control_plane,
             ControlPlane::Remote("linkerd-dst-headless.linkerd.svc.cluster.local.:8086".into())
         );
+    }
+
+    #[test]
+    fn a_destination_name_means_tls_and_needs_identity() {
+        let remote = MapEnv::new().set(DESTINATION_SVC_ADDR, "linkerd-dst:8086");
+        assert_eq!(Config::from_env(&remote).unwrap().destination_name, None);
+        let named = remote.clone().set(
+            DESTINATION_SVC_NAME,
+            "Linkerd-Destination.linkerd.serviceaccount.identity.linkerd.cluster.local",
+        );
+        let e = Config::from_env(&named).unwrap_err();
+        assert_eq!(e.var, DESTINATION_SVC_NAME);
+        assert!(e.reason.contains("needs identity"), "{}", e.reason);
+        use crate::identity::config as id;
+        let anchors = crate::identity::issuer::Issuer::generate()
+            .unwrap()
+            .cert_pem();
+        let with_identity = named
+            .set(
+                id::LOCAL_NAME,
+                "web.default.serviceaccount.identity.linkerd.cluster.local",
+            )
+            .set(id::TRUST_ANCHORS, anchors)
+            .set(id::TOKEN_FILE, "/var/run/token")
+            .set(id::SVC_ADDR, "linkerd-identity:8080");
+        assert_eq!(
+            Config::from_env(&with_identity)
+                .unwrap()
+                .destination_name
+                .as_deref(),
+            Some("linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local")
+        );
+        let bad = remote.set(DESTINATION_SVC_NAME, "not a name");
+        assert_eq!(
+            Config::from_env(&bad).unwrap_err().var,
+            DESTINATION_SVC_NAME
+        );
+    }
+
+    #[test]
+    fn loopback_addresses_are_told() {
+        assert!(is_loopback("127.0.0.1:8086"));
+        assert!(is_loopback("127.3.2.1:8086"));
+        assert!(is_loopback("[::1]:8086"));
+        assert!(is_loopback("localhost:8086"));
+        assert!(!is_loopback("10.0.0.1:8086"));
+        assert!(!is_loopback(
+            "linkerd-dst-headless.linkerd.svc.cluster.local.:8086"
+        ));
+        assert!(!is_loopback("no-port"));
     }
 
     #[test]

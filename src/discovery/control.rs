@@ -29,6 +29,13 @@
 //! resets the dial backoff. Streams still open on a replaced connection keep
 //! it alive until they end. The message-size limit gRPC's filter would apply
 //! is applied by the marshallers in `proto` instead.
+//!
+//! With a server identity configured (`LINKERD2_PROXY_DESTINATION_SVC_NAME`,
+//! or the identity service's `_SVC_NAME`; [`ControlTls`]), the dial also runs
+//! the TLS handshake, verifying that identity against the trust anchors, and
+//! gRPC gets one end of a socket pair whose other end a relay thread carries
+//! over TLS (`tls::relay`). A failed handshake is a failed dial; streams that
+//! find no connection because of it count `code="tls"`.
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -40,7 +47,10 @@ use grpcio::{CallOption, ChannelBuilder, Client, Environment};
 
 use super::backoff::Backoff;
 use crate::config::BackoffConfig;
+use crate::identity::creds::Anchors;
+use crate::identity::CurrentCreds;
 use crate::proto::METHOD_HEALTH_CHECK;
+use crate::tls::{self, Relays};
 
 /// How long a discovery thread waits for a dial already in progress before it
 /// backs off on its own. Short, so an evicted destination's thread still
@@ -69,7 +79,30 @@ struct Slot<C> {
     healthy: bool,
     stopping: bool,
     /// Why the last dial failed, for the streams that could not get a lease.
-    last_error: Option<String>,
+    last_error: Option<DialFailure>,
+}
+
+/// Why a dial failed: the message, and whether TLS (rather than the
+/// network or gRPC) failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DialFailure {
+    tls: bool,
+    message: String,
+}
+
+/// Why a stream got no connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoLease {
+    /// How discovery counts it: `tls` when the last dial failed its TLS
+    /// handshake, else `unavailable`.
+    pub code: &'static str,
+    pub why: String,
+}
+
+impl std::fmt::Display for NoLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
 }
 
 impl<C: Clone> Slot<C> {
@@ -132,7 +165,7 @@ impl<C: Clone> Slot<C> {
         }
     }
 
-    fn dialed(&mut self, result: Result<C, String>) -> bool {
+    fn dialed(&mut self, result: Result<C, DialFailure>) -> bool {
         self.dialing = false;
         match result {
             Ok(client) => {
@@ -210,7 +243,7 @@ impl<C: Clone + Send + 'static> ControlConn<C> {
 
     /// The current connection, waiting briefly if a dial is in progress.
     /// `Err` says why there is none.
-    pub fn lease(&self) -> Result<Lease<C>, String> {
+    pub fn lease(&self) -> Result<Lease<C>, NoLease> {
         let deadline = Instant::now() + LEASE_WAIT;
         let mut slot = self.shared.lock();
         if !slot.wanted {
@@ -225,8 +258,14 @@ impl<C: Clone + Send + 'static> ControlConn<C> {
             let now = Instant::now();
             if slot.stopping || !slot.dialing || now >= deadline {
                 return Err(match &slot.last_error {
-                    Some(e) => format!("no connection to the control plane: {e}"),
-                    None => "no connection to the control plane yet".to_owned(),
+                    Some(e) => NoLease {
+                        code: if e.tls { "tls" } else { "unavailable" },
+                        why: format!("no connection to the control plane: {}", e.message),
+                    },
+                    None => NoLease {
+                        code: "unavailable",
+                        why: "no connection to the control plane yet".to_owned(),
+                    },
                 });
             }
             slot = self
@@ -300,11 +339,14 @@ fn run<C: Clone>(
     }
     let mut not_before: Option<Instant>;
     loop {
-        let result = dial().map_err(|e| e.to_string());
+        let result = dial().map_err(|e| DialFailure {
+            tls: tls::is_tls_error(&e),
+            message: e.to_string(),
+        });
         {
             let mut slot = shared.lock();
             match &result {
-                Err(e) => {
+                Err(DialFailure { message: e, .. }) => {
                     let delay = backoff.next_delay();
                     log::warn!("cannot connect to the control plane: {e}; retrying in {delay:?}");
                     not_before = Some(Instant::now() + delay);
@@ -352,10 +394,30 @@ fn run<C: Clone>(
     }
 }
 
-/// Dials `addr` (`host:port`; every resolved address in turn), runs gRPC over
-/// the socket as a direct channel, and checks that gRPC answers on it (see
-/// [`probe`]). `timeout` bounds the connect and the probe.
-pub fn dial(env: &Arc<Environment>, addr: &str, timeout: Duration) -> io::Result<Client> {
+/// TLS to a control-plane service: the identity its server must prove (also
+/// the SNI), the anchors that verify it, and the workload's credentials, whose
+/// newest certificate each new connection offers (none before the first).
+#[derive(Clone, Debug)]
+pub struct ControlTls {
+    pub name: String,
+    pub anchors: Anchors,
+    pub creds: CurrentCreds,
+    /// Where the relay threads are kept (joined on shutdown).
+    pub relays: Relays,
+    /// The relay threads' name.
+    pub thread: &'static str,
+}
+
+/// Dials `addr` (`host:port`; every resolved address in turn), with TLS when
+/// `tls` says so, runs gRPC over the connection as a direct channel, and
+/// checks that gRPC answers on it (see [`probe`]). `timeout` bounds the
+/// connect, the handshake and the probe.
+pub fn dial(
+    env: &Arc<Environment>,
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&ControlTls>,
+) -> io::Result<Client> {
     let stream = connect(addr, timeout)?;
     stream.set_nodelay(true)?;
     if let Err(e) = watch_liveness(&stream) {
@@ -367,7 +429,17 @@ pub fn dial(env: &Arc<Environment>, addr: &str, timeout: Duration) -> io::Result
         // message-size filters (spoke sets no deadlines on its streams, and
         // `proto`'s marshallers bound message sizes).
         .raw_cfg_int(c"grpc.minimal_stack".into(), 1);
-    let client = Client::new(over_socket(builder, addr, stream));
+    let channel = match tls {
+        None => over_socket(builder, addr, stream),
+        Some(t) => {
+            let creds = t.creds.get();
+            let config = tls::config::control_client(&t.anchors, creds.as_deref())
+                .map_err(io::Error::other)?;
+            let grpc = tls::relay::client(stream, config, &t.name, timeout, t.thread, &t.relays)?;
+            over_socket(builder, addr, grpc)
+        }
+    };
+    let client = Client::new(channel);
     probe(&client, timeout)?;
     Ok(client)
 }
@@ -455,10 +527,14 @@ fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
 }
 
 #[allow(unsafe_code)]
-fn over_socket(builder: ChannelBuilder, target: &str, stream: TcpStream) -> grpcio::Channel {
-    use std::os::fd::IntoRawFd;
+fn over_socket(
+    builder: ChannelBuilder,
+    target: &str,
+    stream: impl std::os::fd::IntoRawFd,
+) -> grpcio::Channel {
     // SAFETY: `connect_from_fd` requires a connected stream socket that no
-    // other code touches afterwards. `stream` is a connected TCP socket, and
+    // other code touches afterwards. `stream` is a connected TCP socket or
+    // gRPC's end of a Unix socket pair (the relay keeps the other end), and
     // `into_raw_fd` gives up Rust's ownership of it: nothing else in spoke has
     // a copy of the descriptor, and gRPC closes it with the connection.
     unsafe { builder.connect_from_fd(target, stream.into_raw_fd()) }
@@ -504,8 +580,12 @@ mod tests {
         assert!(s.lease().is_none());
         assert!(s.needs_dial());
         s.start_dial();
-        assert!(!s.dialed(Err("refused".into())));
-        assert_eq!(s.last_error.as_deref(), Some("refused"));
+        let refused = DialFailure {
+            tls: false,
+            message: "refused".into(),
+        };
+        assert!(!s.dialed(Err(refused.clone())));
+        assert_eq!(s.last_error, Some(refused));
         s.start_dial();
         assert!(s.dialed(Ok(8)));
         assert!(!s.unavailable(1), "a stale generation breaks nothing");
@@ -556,7 +636,9 @@ mod tests {
         )
         .unwrap();
         eventually("the dial error", || {
-            conn.lease().err().is_some_and(|e| e.contains("refused"))
+            conn.lease()
+                .err()
+                .is_some_and(|e| e.why.contains("refused") && e.code == "unavailable")
         });
         assert!(!conn.connected());
         // The thread sleeps out a 60 s backoff; dropping its owner wakes it
@@ -564,6 +646,32 @@ mod tests {
         let t = Instant::now();
         drop(thread);
         assert!(t.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_failed_tls_handshake_is_told_to_the_streams() {
+        let (conn, thread) = ControlConn::<u32>::start(backoff(), true, || {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                tls::relay::HandshakeError("TLS handshake with dst failed".into()),
+            ))
+        })
+        .unwrap();
+        let e = eventually_some(|| conn.lease().err().filter(|e| e.code == "tls"));
+        assert!(e.why.contains("TLS handshake with dst failed"), "{e}");
+        drop(thread);
+    }
+
+    /// Polls `f` for up to ten seconds.
+    fn eventually_some<T>(mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl<M> Watcher<'_, M> {
         let lease = match self.conn.lease() {
             Ok(lease) => lease,
             Err(why) => {
-                self.metrics.error("unavailable");
+                self.metrics.error(why.code);
                 log::debug!("{}: could not open discovery stream: {why}", self.dst);
                 return State::Backoff(self.backoff.next_delay());
             }

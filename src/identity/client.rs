@@ -11,7 +11,12 @@
 //! A failed round is counted by reason and retried after an exponential
 //! backoff with jitter; the certificate in force stays until it expires.
 //!
-//! The call is plaintext gRPC: TLS to the identity service is not done yet.
+//! With the service's identity configured (`LINKERD2_PROXY_IDENTITY_SVC_NAME`
+//! and a remote service), the connection is TLS (`discovery::control`'s
+//! dial with [`ControlTls`]): the server must prove that identity against the
+//! trust anchors; the first Certify offers no client certificate, later ones
+//! the certificate in force. Otherwise it is plaintext gRPC. Each certificate
+//! obtained is also set in [`CurrentCreds`] before it is published.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,10 +30,10 @@ use grpcio::{CallOption, Client, Environment, RpcStatusCode};
 
 use super::config::ProxyIdentity;
 use super::creds::{self, refresh_in, Documents};
-use super::Credentials;
+use super::{Credentials, CurrentCreds};
 use crate::config::BackoffConfig;
 use crate::discovery::backoff::Backoff;
-use crate::discovery::control;
+use crate::discovery::control::{self, ControlTls};
 use crate::discovery::wait::block_on_timeout;
 use crate::metrics::{Counter, CounterFamily, Gauge, Labels, MetricsError, Registry};
 use crate::proto::identity::{CertifyRequest, CertifyResponse};
@@ -86,6 +91,9 @@ pub enum Reason {
     Unavailable,
     /// The service refused the request (a bad token or CSR).
     Rejected,
+    /// The TLS handshake with the service failed (its certificate does not
+    /// verify or does not name the service's identity).
+    Tls,
     /// The answer's certificate is not trusted, not for this name or key, or
     /// malformed.
     InvalidCertificate,
@@ -99,6 +107,7 @@ impl Reason {
             Reason::Token => "token",
             Reason::Unavailable => "unavailable",
             Reason::Rejected => "rejected",
+            Reason::Tls => "tls",
             Reason::InvalidCertificate => "invalid_certificate",
             Reason::Expired => "expired",
         }
@@ -143,6 +152,10 @@ pub struct Start {
     pub env: Arc<Environment>,
     pub backoff: BackoffConfig,
     pub tx: SnapshotTx<Arc<Credentials>>,
+    /// Set with every new certificate, before it is published.
+    pub current: CurrentCreds,
+    /// TLS to the service, when its identity is configured.
+    pub tls: Option<ControlTls>,
     /// Set once the first certificate is published (`/ready`).
     pub ready: Arc<AtomicBool>,
     pub metrics: IdentityMetrics,
@@ -180,18 +193,28 @@ fn run(s: Start, hangup: &mut oneshot::Receiver<()>) {
     let mut client: Option<Client> = None;
     let mut current: Option<SystemTime> = None;
     let mut expired_counted = false;
-    log::info!(
-        "identity: certifying {} with the identity service at {} (plaintext gRPC)",
-        s.cfg.local_name,
-        s.addr
-    );
+    match &s.tls {
+        Some(t) => log::info!(
+            "identity: certifying {} with the identity service at {} over TLS (server {})",
+            s.cfg.local_name,
+            s.addr,
+            t.name
+        ),
+        None => log::info!(
+            "identity: certifying {} with the identity service at {} (plaintext gRPC)",
+            s.cfg.local_name,
+            s.addr
+        ),
+    }
     loop {
         let wait = match round(&s, &mut client, hangup) {
             Ok(Some(creds)) => {
                 let not_after = creds.not_after;
                 s.metrics.expiration.set(creds::unix_seconds(not_after));
                 s.metrics.refreshes.inc();
-                s.tx.publish(Arc::new(creds));
+                let creds = Arc::new(creds);
+                s.current.set(creds.clone());
+                s.tx.publish(creds);
                 s.ready.store(true, Ordering::Release);
                 current = Some(not_after);
                 expired_counted = false;
@@ -244,9 +267,14 @@ fn round(
     // fails at the transport.
     let c = match client.take() {
         Some(c) => c,
-        None => control::dial(&s.env, &s.addr, DIAL_TIMEOUT).map_err(|e| {
+        None => control::dial(&s.env, &s.addr, DIAL_TIMEOUT, s.tls.as_ref()).map_err(|e| {
+            let reason = if crate::tls::is_tls_error(&e) {
+                Reason::Tls
+            } else {
+                Reason::Unavailable
+            };
             (
-                Reason::Unavailable,
+                reason,
                 format!("cannot reach the identity service at {}: {e}", s.addr),
             )
         })?,

@@ -53,7 +53,8 @@ pub struct ProxyIdentity {
     /// `key.p8` and `csr.der` are taken from here when present.
     pub dir: Option<PathBuf>,
     pub service: IdentityService,
-    /// The service's identity; TLS to it is not done yet (plaintext gRPC).
+    /// The service's identity: with a remote service, the connection to it
+    /// is TLS and its server must prove this name.
     pub service_name: Option<String>,
     pub min_refresh: Duration,
     pub max_refresh: Duration,

@@ -16,13 +16,15 @@
 //! (CSR checks, leaf signing), `config` (variables). The one thread is in
 //! `client`. Identity is off unless `LINKERD2_PROXY_IDENTITY_LOCAL_NAME` and
 //! `_TRUST_ANCHORS` are set; then `/ready` waits for the first certificate.
+//! The certificate in force is also kept in a [`CurrentCreds`] for TLS to
+//! the control plane.
 
 pub mod client;
 pub mod config;
 pub mod creds;
 pub mod issuer;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use crossbeam_channel::Receiver;
@@ -63,3 +65,27 @@ impl Credentials {
 
 /// The event loop's end of the identity channel.
 pub type CredentialsRx = Receiver<Stamped<Arc<Credentials>>>;
+
+/// The certificate in force, for the threads that dial the control plane
+/// (`control`, `identity`): the identity thread sets it before it publishes
+/// to the loop; a new connection takes the newest, one already open keeps
+/// the one it was made with. Cheap to clone; all clones share the value.
+#[derive(Clone, Default)]
+pub struct CurrentCreds(Arc<RwLock<Option<Arc<Credentials>>>>);
+
+impl std::fmt::Debug for CurrentCreds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CurrentCreds").field(&self.get()).finish()
+    }
+}
+
+impl CurrentCreds {
+    /// The newest credentials, if any were obtained yet.
+    pub fn get(&self) -> Option<Arc<Credentials>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, creds: Arc<Credentials>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(creds);
+    }
+}

@@ -27,6 +27,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use crate::identity::creds::Anchors;
 use crate::identity::Credentials;
 
 /// The configurations for one certificate.
@@ -62,9 +63,35 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn roots(creds: &Credentials) -> RootCertStore {
+    anchor_roots(&creds.anchors)
+}
+
+fn anchor_roots(anchors: &Anchors) -> RootCertStore {
     RootCertStore {
-        roots: creds.anchors.as_slice().to_vec(),
+        roots: anchors.as_slice().to_vec(),
     }
+}
+
+/// The client configuration for a connection to the control plane: the
+/// server is verified against `anchors`; the workload's certificate is
+/// offered when one is in force (`creds`), else none (the first `Certify`).
+/// The same parameters as the data plane's.
+pub fn control_client(
+    anchors: &Anchors,
+    creds: Option<&Credentials>,
+) -> Result<Arc<ClientConfig>, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| format!("client TLS settings: {e}"))?
+        .with_root_certificates(anchor_roots(anchors));
+    let mut client = match creds {
+        Some(c) => builder
+            .with_client_auth_cert(c.chain.clone(), key(c))
+            .map_err(|e| format!("client certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    client.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(client))
 }
 
 fn key(creds: &Credentials) -> PrivateKeyDer<'static> {
@@ -205,5 +232,9 @@ pub(crate) mod tests {
             &c.chain[0],
             "b.ns.serviceaccount.identity.linkerd.cluster.local"
         ));
+        let anchors_only = control_client(&c.anchors, None).unwrap();
+        assert!(!anchors_only.client_auth_cert_resolver.has_certs());
+        let with_cert = control_client(&c.anchors, Some(&c)).unwrap();
+        assert!(with_cert.client_auth_cert_resolver.has_certs());
     }
 }

@@ -2,12 +2,17 @@
 //! names rustls's types. `config` builds the client and server settings for
 //! the certificate in force (pure; the event-loop thread rebuilds them when
 //! the identity thread sends new credentials); `stream` pumps one connection
-//! by hand over a non-blocking socket (event-loop thread).
+//! by hand over a non-blocking socket (event-loop thread); `relay` carries
+//! gRPC's control-plane connections over TLS (one relay thread each);
+//! `terminator` is a TLS front for a plaintext server, for the tests.
 
 pub mod config;
+pub mod relay;
 pub mod stream;
+pub mod terminator;
 
 pub use config::TlsConfigs;
+pub use relay::Relays;
 pub use rustls::{ClientConfig, ServerConfig};
 pub use stream::{is_tls_error, HalfClose, TlsStream};
 

@@ -87,6 +87,8 @@ fn would_block<T>() -> io::Result<T> {
 pub fn is_tls_error(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
         || e.get_ref().is_some_and(|inner| inner.is::<Mismatch>())
+        || e.get_ref()
+            .is_some_and(|inner| inner.is::<super::relay::HandshakeError>())
 }
 
 /// The server proved a name, but not the identity expected of it.
