@@ -52,6 +52,7 @@ type OpaqueTarget = (SocketAddr, Option<Arc<str>>, Option<EndpointRef>);
 
 impl Session {
     /// The stage a new connection starts in.
+    #[inline(never)]
     pub(super) fn first_stage(&mut self, ctx: &mut Ctx<'_>) -> Result<(), ()> {
         let Some(orig) = self.orig_dst else {
             // Sent to the outbound listener on purpose: HTTP/1 (an explicit
@@ -86,6 +87,7 @@ impl Session {
 
     /// One detection step: the probe's side, then the client's bytes.
     /// `Err` means close the session.
+    #[inline(never)]
     pub(super) fn detect_step(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
         let mut progress = false;
         if let Stage::Detect(Some(probe)) = &mut self.stage {

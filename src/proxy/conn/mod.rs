@@ -320,24 +320,10 @@ impl Session {
                 Stage::Exchanging => {
                     progress |= self.exchange(ctx, |ex, cl, ctx| ex.step(cl, ctx));
                 }
-                Stage::Opaque(ref mut t) => {
-                    match t.step(&mut self.client, &mut self.inbuf, self.client_eof, ctx) {
-                        TunnelStep::Progress(true) => {
-                            progress = true;
-                            if let Some(idle) = ctx.cfg.detect.opaque_idle_timeout {
-                                self.set_deadline(SessionTimer::Idle, idle, ctx);
-                            }
-                        }
-                        TunnelStep::Progress(false) => {}
-                        TunnelStep::ConnectFailed(cause) => {
-                            if !self.opaque_connect_failed(cause, ctx) {
-                                return Step::Close;
-                            }
-                            progress = true;
-                        }
-                        TunnelStep::Done => return Step::Close,
-                    }
-                }
+                Stage::Opaque(_) => match self.opaque_step(ctx) {
+                    Ok(p) => progress |= p,
+                    Err(()) => return Step::Close,
+                },
                 _ => {}
             }
 
@@ -367,18 +353,8 @@ impl Session {
             if self.resp.is_complete() {
                 match self.stage {
                     Stage::Closing => {
-                        if self.client.is_tls() {
-                            // close_notify, then the write side.
-                            let _ = self.client.shutdown_write();
-                        }
-                        if !self.client.wants_flush() {
+                        if self.closed(ctx) {
                             return Step::Close;
-                        }
-                        // The last bytes are still inside TLS: an event
-                        // flushes them; a client that never reads them
-                        // is closed when the idle timeout ends.
-                        if !self.deadlines.is_set(SessionTimer::Idle) {
-                            self.set_deadline(SessionTimer::Idle, ctx.cfg.http.idle_timeout, ctx);
                         }
                     }
                     Stage::Exchanging => {
@@ -398,6 +374,51 @@ impl Session {
                 return Step::Open;
             }
         }
+    }
+
+    /// One step of the opaque stage (kept out of `drive`'s body, which the
+    /// HTTP/1 path runs for every request). `Err`: close.
+    #[inline(never)]
+    fn opaque_step(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
+        let Stage::Opaque(t) = &mut self.stage else {
+            return Ok(false);
+        };
+        match t.step(&mut self.client, &mut self.inbuf, self.client_eof, ctx) {
+            TunnelStep::Progress(true) => {
+                if let Some(idle) = ctx.cfg.detect.opaque_idle_timeout {
+                    self.set_deadline(SessionTimer::Idle, idle, ctx);
+                }
+                Ok(true)
+            }
+            TunnelStep::Progress(false) => Ok(false),
+            TunnelStep::ConnectFailed(cause) => {
+                if self.opaque_connect_failed(cause, ctx) {
+                    Ok(true)
+                } else {
+                    Err(())
+                }
+            }
+            TunnelStep::Done => Err(()),
+        }
+    }
+
+    /// The Closing stage's response is out: whether the connection may
+    /// close now. Over TLS, `close_notify` goes first, and the last bytes may
+    /// still be inside TLS: an event flushes them; a client that never reads
+    /// them is closed when the idle timeout ends.
+    #[cold]
+    #[inline(never)]
+    fn closed(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        if self.client.is_tls() {
+            let _ = self.client.shutdown_write();
+        }
+        if !self.client.wants_flush() {
+            return true;
+        }
+        if !self.deadlines.is_set(SessionTimer::Idle) {
+            self.set_deadline(SessionTimer::Idle, ctx.cfg.http.idle_timeout, ctx);
+        }
+        false
     }
 
     fn wants_client_bytes(&self) -> bool {
