@@ -52,22 +52,6 @@ impl Drop for ControlPlane {
     }
 }
 
-/// A test CA (certificate and key, PEM).
-fn test_ca() -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ctltls test CA");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 /// A server configuration presenting `name`, issued by `ca`.
 fn server_as(ca: &Issuer, anchors: &str, name: &str) -> Arc<ServerConfig> {
     let docs = Documents::generate(name).unwrap();
@@ -107,7 +91,7 @@ fn control_plane(test: &str, dst_name: &str, identity_name: &str) -> ControlPlan
     let file = dir.join("mesh.yaml");
     std::fs::write(&file, yaml).unwrap();
     std::fs::write(dir.join("web.token"), "token-of-web").unwrap();
-    let (cert, key) = test_ca();
+    let (cert, key) = test_ca("ctltls test CA");
     let ca = Issuer::from_pem(&cert, &key).unwrap();
     let source = IssuerSource::Load {
         cert: cert.clone(),

@@ -46,22 +46,6 @@ fn scratch(test: &str) -> Scratch {
     Scratch(dir)
 }
 
-/// A CA made by the test: its certificate and key, PEM.
-fn test_ca() -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "test identity CA");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 /// The controller's file: no services, one identity allowed with `TOKEN`.
 fn mesh_file(dir: &Path) -> PathBuf {
     let path = dir.join("mesh.yaml");
@@ -147,7 +131,7 @@ fn certify(
 #[test]
 fn the_embedded_controller_certifies_the_proxy_and_ready_waits_for_it() {
     let dir = scratch("certify");
-    let ca = test_ca();
+    let ca = test_ca("test identity CA");
     let app = proxy(&identity_env(&dir, &ca, &ca.0, TOKEN));
     eventually("/ready after the first certificate", || ready(&app) == 200);
     assert_eq!(metric(&app, "identity_cert_refresh_count", &[]), 1.0);
@@ -165,7 +149,7 @@ fn the_embedded_controller_certifies_the_proxy_and_ready_waits_for_it() {
 #[test]
 fn short_lifetimes_are_renewed_again_and_again() {
     let dir = scratch("renew");
-    let ca = test_ca();
+    let ca = test_ca("test identity CA");
     let env = identity_env(&dir, &ca, &ca.0, TOKEN)
         .set(id::ISSUANCE_LIFETIME, "2s")
         .set(id::MIN_REFRESH, "100ms");
@@ -189,7 +173,7 @@ fn short_lifetimes_are_renewed_again_and_again() {
 #[test]
 fn a_wrong_token_is_refused_and_counted_and_the_proxy_stays_unready() {
     let dir = scratch("token");
-    let ca = test_ca();
+    let ca = test_ca("test identity CA");
     let app = proxy(&identity_env(&dir, &ca, &ca.0, "not-the-token"));
     eventually("refusals counted", || {
         metric(
@@ -235,7 +219,7 @@ fn a_wrong_token_is_refused_and_counted_and_the_proxy_stays_unready() {
 #[test]
 fn a_certificate_from_an_untrusted_issuer_is_not_used() {
     let dir = scratch("untrusted");
-    let (controller_ca, other) = (test_ca(), test_ca());
+    let (controller_ca, other) = (test_ca("test identity CA"), test_ca("test identity CA"));
     let app = proxy(&identity_env(&dir, &controller_ca, &other.0, TOKEN));
     eventually("untrusted certificates counted", || {
         metric(
@@ -287,7 +271,7 @@ fn a_standalone_controller_generates_its_ca_and_writes_the_anchors() {
 #[test]
 fn identity_with_an_embedded_controller_that_has_no_ca_stops_start_up() {
     let dir = scratch("no-ca");
-    let ca = test_ca();
+    let ca = test_ca("test identity CA");
     let mut env = identity_env(&dir, &ca, &ca.0, TOKEN);
     env.0.remove(id::ISSUER_CERT);
     env.0.remove(id::ISSUER_KEY);
@@ -302,7 +286,7 @@ fn identity_with_an_embedded_controller_that_has_no_ca_stops_start_up() {
 #[test]
 fn key_and_csr_are_taken_from_the_identity_dir() {
     let dir = scratch("dir");
-    let ca = test_ca();
+    let ca = test_ca("test identity CA");
     let docs = Documents::generate(WEB).unwrap();
     let end_entity = dir.join("end-entity");
     std::fs::create_dir_all(&end_entity).unwrap();
@@ -349,7 +333,7 @@ fn key_and_csr_are_taken_from_the_identity_dir() {
 #[test]
 fn an_unreachable_identity_service_is_retried_and_counted() {
     let dir = scratch("unreachable");
-    let (ca, _) = test_ca();
+    let (ca, _) = test_ca("test identity CA");
     let token_file = dir.join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
     let ctl = MockController::start();

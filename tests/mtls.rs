@@ -94,26 +94,6 @@ fn ready(app: &App) -> bool {
     spoke::devtools::get(app.admin_addr(), "localhost", "/ready").is_ok_and(|r| r.status == 200)
 }
 
-/// Starts the controller (CA leaves of `lifetime`), app B answering with
-/// `handler`, spoke B in front of it, then the Endpoints naming B's inbound
-/// address with `identity`, then spoke A. Both spokes are ready (certified).
-/// A CA made by the test (certificate and key, PEM), so that it can sign
-/// leaves of its own besides the controller's.
-fn test_ca() -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "mtls test CA");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 fn mesh(test: &str, lifetime: Duration, identity: &str, handler: spoke::devtools::Handler) -> Mesh {
     mesh_with(test, lifetime, identity, handler, None)
 }
@@ -131,7 +111,7 @@ fn mesh_with(
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("mesh.yaml");
     std::fs::write(&file, mesh_yaml(None)).unwrap();
-    let (cert, key) = test_ca();
+    let (cert, key) = test_ca("mtls test CA");
     let ca = Issuer::from_pem(&cert, &key).unwrap();
     let source = IssuerSource::Load {
         cert: cert.clone(),
@@ -503,22 +483,44 @@ fn a_client_hello_for_another_name_passes_through_to_the_application() {
 /// An `add` of `addr`, meshed as `identity`, opaque, whose proxy takes
 /// Linkerd's opaque transport on `transport_port`.
 fn opaque_endpoint(addr: SocketAddr, identity: &str, transport_port: u16) -> pb::Update {
-    let mut name = pb::tls_identity::DnsLikeIdentity::new();
-    name.name = identity.to_owned();
-    let mut tls = pb::TlsIdentity::new();
-    tls.set_dns_like_identity(name.clone());
-    tls.server_name = Some(name).into();
     let mut transport = pb::protocol_hint::OpaqueTransport::new();
     transport.inbound_port = u32::from(transport_port);
     let mut hint = pb::ProtocolHint::new();
     hint.set_opaque(pb::protocol_hint::Opaque::new());
     hint.opaque_transport = Some(transport).into();
-    let mut update = add(&[addr]);
-    if let Some(pb::update::Update::Add(set)) = update.update.as_mut() {
-        set.addrs[0].tls_identity = Some(tls).into();
-        set.addrs[0].protocol_hint = Some(hint).into();
-    }
+    let mut wa = meshed_addr(addr, identity);
+    wa.protocol_hint = Some(hint).into();
+    let mut set = pb::WeightedAddrSet::new();
+    set.addrs.push(wa);
+    let mut update = pb::Update::new();
+    update.set_add(set);
     update
+}
+
+/// `addr` as discovery names a meshed endpoint: with `identity` as both the
+/// identity and the server name, as Linkerd's controller fills them.
+fn meshed_addr(addr: SocketAddr, identity: &str) -> pb::WeightedAddr {
+    let mut name = pb::tls_identity::DnsLikeIdentity::new();
+    name.name = identity.to_owned();
+    let mut tls = pb::TlsIdentity::new();
+    tls.set_dns_like_identity(name.clone());
+    tls.server_name = Some(name).into();
+    let mut wa = pb::WeightedAddr::new();
+    wa.addr = Some(spoke::discovery::convert::to_tcp_address(addr)).into();
+    wa.weight = 10_000;
+    wa.tls_identity = Some(tls).into();
+    wa
+}
+
+impl Mesh {
+    /// A spoke certified as `name` by the mesh's controller, with discovery
+    /// from `ctl` instead, profiles looked up for loopback addresses.
+    fn env_with_discovery(&self, name: &str, ctl: &MockController) -> MapEnv {
+        let identity = self.ctl.as_ref().unwrap().addr();
+        spoke_env(&self.dir, identity, &self.anchors, name, false)
+            .set(spoke::config::DESTINATION_SVC_ADDR, ctl.addr().to_string())
+            .set(spoke::config::PROFILE_NETWORKS, "127.0.0.0/8")
+    }
 }
 
 /// Echoes every byte back until EOF, on each connection, until dropped.
@@ -577,15 +579,7 @@ fn opaque_tcp_to_a_meshed_endpoint_uses_linkerds_opaque_transport() {
         &path,
         &opaque_endpoint(echo, BOOKS_ID, c.inbound_addr().port()),
     );
-    let d_env = spoke_env(
-        &m.dir,
-        m.ctl.as_ref().unwrap().addr(),
-        &m.anchors,
-        WEB,
-        false,
-    )
-    .set(spoke::config::DESTINATION_SVC_ADDR, ctl.addr().to_string())
-    .set(spoke::config::PROFILE_NETWORKS, "127.0.0.0/8");
+    let d_env = m.env_with_discovery(WEB, &ctl);
     let d = proxy_with_orig_dst(&d_env, Box::new(Injected::to(service)));
     eventually("both spokes certified", || ready(&c) && ready(&d));
 
@@ -665,25 +659,9 @@ fn a_pod_ip_named_directly_is_reached_over_mtls_when_its_profile_says_so() {
     let ctl = MockController::start();
     let pod = m.b().inbound_addr();
     let mut p = profile(vec![]);
-    let mut ep = add(&[pod]);
-    if let Some(pb::update::Update::Add(set)) = ep.update.as_mut() {
-        let meshed = opaque_endpoint(pod, BOOKS_ID, 1);
-        let Some(pb::update::Update::Add(m)) = meshed.update else {
-            unreachable!()
-        };
-        set.addrs[0].tls_identity = m.addrs[0].tls_identity.clone();
-        p.endpoint = Some(set.addrs[0].clone()).into();
-    }
+    p.endpoint = Some(meshed_addr(pod, BOOKS_ID)).into();
     ctl.profile(&pod.to_string(), &p);
-    let env = spoke_env(
-        &m.dir,
-        m.ctl.as_ref().unwrap().addr(),
-        &m.anchors,
-        WEB,
-        false,
-    )
-    .set(spoke::config::DESTINATION_SVC_ADDR, ctl.addr().to_string())
-    .set(spoke::config::PROFILE_NETWORKS, "127.0.0.0/8");
+    let env = m.env_with_discovery(WEB, &ctl);
     let d = proxy(&env);
     eventually("spoke D certified", || ready(&d));
     // Before the profile is in, the request goes in plaintext (B serves it

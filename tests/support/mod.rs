@@ -486,3 +486,20 @@ pub fn has_series(text: &str, family: &str, labels: &[(&str, &str)]) -> bool {
             && labels.iter().all(|(k, v)| s.label(k) == Some(*v))
     })
 }
+
+/// A CA made by the test, named `cn`: its certificate and key, PEM (for the
+/// embedded controller's issuer, and to sign leaves of the test's own).
+pub fn test_ca(cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).expect("self-signed CA");
+    (cert.pem(), key.serialize_pem())
+}
