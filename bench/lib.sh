@@ -58,3 +58,40 @@ busy_pct() {
   for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
   echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
 }
+
+# ns_cleanup: what a namespaced script (opaque.sh, mtls.sh) does on exit: stop every PID in
+# PIDS (TERM, then KILL after 3 s), delete namespace NS if NS_MADE, and remove RUN unless
+# KEEP=1.
+ns_cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  [ "$NS_MADE" = 0 ] || ip netns del "$NS" 2>/dev/null || true
+  if [ "$KEEP" = 1 ]; then log "kept $RUN"; else rm -rf "$RUN"; fi
+}
+
+# nginx_head NAME [CONNS]: what every nginx config of the bench shares (CONNS: worker
+# connections, 4096 unless given): one process (master_process off, so
+# the worker *is* the process measured), no logging, keep-alive to clients. Leaves the
+# `http` block open.
+nginx_head() {
+  cat <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $RUN/$1.pid;
+error_log $RUN/logs/$1.err warn;
+events { worker_connections ${2:-4096}; }
+http {
+  access_log off;
+  client_body_temp_path $RUN/tmp; proxy_temp_path $RUN/tmp; fastcgi_temp_path $RUN/tmp;
+  uwsgi_temp_path $RUN/tmp; scgi_temp_path $RUN/tmp;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+EOF
+}
+

@@ -109,17 +109,7 @@ NS=spoke-mtls-$$
 PIDS=()
 NS_MADE=0
 
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  [ "$NS_MADE" = 0 ] || ip netns del "$NS" 2>/dev/null || true
-  if [ "$KEEP" = 1 ]; then log "kept $RUN"; else rm -rf "$RUN"; fi
-}
+cleanup() { ns_cleanup; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -184,25 +174,9 @@ pki() {
 
 # ------------------------------------------------------------------ configs
 
-nginx_head() { # NAME: one process (the worker is the process measured), no logs
-  cat <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $RUN/$1.pid;
-error_log $RUN/logs/$1.err warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $RUN/tmp; proxy_temp_path $RUN/tmp; fastcgi_temp_path $RUN/tmp;
-  uwsgi_temp_path $RUN/tmp; scgi_temp_path $RUN/tmp;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-EOF
-}
 
 write_backend() {
-  { nginx_head backend; cat <<EOF
+  { nginx_head backend 8192; cat <<EOF
   server {
     listen $BACKEND_MESHED; listen $BACKEND_PLAIN;
     location / { return 200 "ok\n"; }
@@ -217,7 +191,7 @@ EOF
 # over TLS: session reuse is off, as spoke has no resumption).
 write_nginx_a() {
   local d=$RUN/pki
-  { nginx_head nginx-a; cat <<EOF
+  { nginx_head nginx-a 8192; cat <<EOF
   upstream b_plain { server 127.0.0.1:$NB_PLAIN; keepalive 128; keepalive_requests 10000000; }
   upstream b_tls { server 127.0.0.1:$NB_TLS; keepalive 128; keepalive_requests 10000000; }
   upstream b_plain_new { server 127.0.0.1:$NB_PLAIN; }
@@ -249,7 +223,7 @@ EOF
 # their connections to the backend alive.
 write_nginx_b() {
   local d=$RUN/pki
-  { nginx_head nginx-b; cat <<EOF
+  { nginx_head nginx-b 8192; cat <<EOF
   upstream backend { server 127.0.0.1:$BACKEND_MESHED; keepalive 128; keepalive_requests 10000000; }
   proxy_http_version 1.1;
   proxy_set_header Connection "";

@@ -12,7 +12,7 @@ import sys
 
 import report_mtls
 import report_opaque
-from report_opaque import fmt, median  # noqa: E402  (shared with the opaque rows)
+from report_util import fmt, load, median, table
 
 ORDER = ["direct", "nginx", "haproxy", "spoke", "spoke-routes"]
 LABEL = {
@@ -29,20 +29,8 @@ def mib(kib):
     return None if kib is None else kib / MIB
 
 
-def table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
-def load(path):
-    recs = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                recs.append(json.loads(line))
-    return recs
 
 
 def summarize(recs):

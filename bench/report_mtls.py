@@ -10,6 +10,8 @@ column.
 import json
 import sys
 
+from report_util import fmt, load, median, table
+
 KEEPALIVE = ["spoke-plain", "spoke-mtls", "nginx-plain", "nginx-tls"]
 NEWCONN = ["spoke-plain-new", "spoke-mtls-new", "nginx-plain-new", "nginx-tls-new"]
 LABEL = {
@@ -30,24 +32,10 @@ def is_mtls(rec):
     return str(rec.get("kind", "")).startswith("mtls")
 
 
-def median(xs):
-    xs = sorted(x for x in xs if x is not None)
-    if not xs:
-        return None
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
 
 
-def fmt(v, digits=0, unit=""):
-    if v is None:
-        return "—"
-    return ("{:,.%df}" % digits).format(v) + unit
 
 
-def table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def per_run(rec):
@@ -198,7 +186,7 @@ def render(recs):
 
 
 def main():
-    recs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    recs = load(sys.argv[1])
     meta = next((r for r in recs if r.get("kind") == "mtls-meta"), {})
     print("# spoke benchmark: mTLS hop, %s" % meta.get("date", "?"))
     print()

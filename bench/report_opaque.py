@@ -6,6 +6,8 @@ opaque-mem, opaque-detect, opaque-skip). Output: Markdown lines. Pure formatting
 arithmetic, used by report.py; README.md beside this file defines every column.
 """
 
+from report_util import fmt, median, table
+
 ORDER = ["direct", "haproxy", "nginx", "spoke"]
 LABEL = {
     "direct": "direct (no proxy)",
@@ -21,24 +23,10 @@ def is_opaque(rec):
     return str(rec.get("kind", "")).startswith("opaque")
 
 
-def median(xs):
-    xs = sorted(x for x in xs if x is not None)
-    if not xs:
-        return None
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
 
 
-def fmt(v, digits=0, unit=""):
-    if v is None:
-        return "—"
-    return ("{:,.%df}" % digits).format(v) + unit
 
 
-def table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def run_seconds(rec):

@@ -250,26 +250,6 @@ mem_record() { # TARGET PHASE PID
 
 # ------------------------------------------------------------------ configs
 
-# nginx_head NAME: what both nginx configs share: one process (master_process off, so
-# the worker *is* the process measured), no logging, keep-alive to clients. Leaves the
-# `http` block open.
-nginx_head() {
-  cat <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $RUN/$1.pid;
-error_log $RUN/logs/$1.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $RUN/tmp; proxy_temp_path $RUN/tmp; fastcgi_temp_path $RUN/tmp;
-  uwsgi_temp_path $RUN/tmp; scgi_temp_path $RUN/tmp;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-EOF
-}
-
 write_nginx_backend() {
   {
     echo "# Backend: one nginx process answering a fixed 200 to every request."
