@@ -59,9 +59,9 @@ busy_pct() {
   echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
 }
 
-# ns_cleanup: what a namespaced script (opaque.sh, mtls.sh) does on exit: stop every PID in
-# PIDS (TERM, then KILL after 3 s), delete namespace NS if NS_MADE, and remove RUN unless
-# KEEP=1.
+# ns_cleanup: what each script (run.sh, opaque.sh, mtls.sh) does on exit: stop every PID in
+# PIDS (TERM, then KILL after 3 s), delete namespace NS if NS_MADE (set it to 0 without one),
+# and remove RUN unless KEEP=1.
 ns_cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

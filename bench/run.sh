@@ -117,17 +117,9 @@ mkdir -p "$RUN/logs" "$RUN/tmp"
 RAW=$RUN/raw.jsonl
 : >"$RAW"
 PIDS=()
+NS_MADE=0 # no namespace of its own (ns_cleanup)
 
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  if [ "$KEEP" = 1 ]; then log "kept $RUN"; else rm -rf "$RUN"; fi
-}
+cleanup() { ns_cleanup; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

@@ -13,13 +13,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use grpcio::EnvBuilder;
 use spoke::config::{MapEnv, DESTINATION_SVC_NAME};
 use spoke::controller::embedded::{Controller, STOP_GRACE};
 use spoke::devtools::Backend;
 use spoke::identity::config as id;
 use spoke::identity::creds::{Anchors, Documents};
-use spoke::identity::issuer::{Issuer, IssuerSource};
+use spoke::identity::issuer::Issuer;
 use spoke::identity::Credentials;
 use spoke::tls::terminator::Terminator;
 use spoke::tls::{ServerConfig, TlsConfigs};
@@ -91,20 +90,7 @@ fn control_plane(test: &str, dst_name: &str, identity_name: &str) -> ControlPlan
     let file = dir.join("mesh.yaml");
     std::fs::write(&file, yaml).unwrap();
     std::fs::write(dir.join("web.token"), "token-of-web").unwrap();
-    let (cert, key) = test_ca("ctltls test CA");
-    let ca = Issuer::from_pem(&cert, &key).unwrap();
-    let source = IssuerSource::Load {
-        cert: cert.clone(),
-        key,
-    };
-    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
-    let ctl = Controller::start(
-        env,
-        &file,
-        "127.0.0.1:0".parse().unwrap(),
-        Some((&source, Duration::from_secs(3600))),
-    )
-    .unwrap();
+    let (ctl, ca, cert) = ca_controller(&file, "ctltls test CA", Duration::from_secs(3600));
     let dst = Terminator::start(ctl.addr(), server_as(&ca, &cert, dst_name)).unwrap();
     let identity = Terminator::start(ctl.addr(), server_as(&ca, &cert, identity_name)).unwrap();
     ControlPlane {

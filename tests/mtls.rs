@@ -16,14 +16,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::EnvBuilder;
 use spoke::app::App;
 use spoke::config::MapEnv;
 use spoke::controller::embedded::{Controller, STOP_GRACE};
 use spoke::devtools::{Backend, Response};
 use spoke::identity::config as id;
 use spoke::identity::creds::Documents;
-use spoke::identity::issuer::{Issuer, IssuerSource};
+use spoke::identity::issuer::Issuer;
 use support::*;
 
 const WEB: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
@@ -111,21 +110,7 @@ fn mesh_with(
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("mesh.yaml");
     std::fs::write(&file, mesh_yaml(None)).unwrap();
-    let (cert, key) = test_ca("mtls test CA");
-    let ca = Issuer::from_pem(&cert, &key).unwrap();
-    let source = IssuerSource::Load {
-        cert: cert.clone(),
-        key,
-    };
-    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
-    let ctl = Controller::start(
-        env,
-        &file,
-        "127.0.0.1:0".parse().unwrap(),
-        Some((&source, lifetime)),
-    )
-    .unwrap();
-    let anchors = cert;
+    let (ctl, ca, anchors) = ca_controller(&file, "mtls test CA", lifetime);
     let app_b = backend_with("app-b", handler);
     let short = lifetime < Duration::from_secs(60);
     let mut b_env = spoke_env(&dir, ctl.addr(), &anchors, BOOKS_ID, short);

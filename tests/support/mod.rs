@@ -503,3 +503,33 @@ pub fn test_ca(cn: &str) -> (String, String) {
     let cert = params.self_signed(&key).expect("self-signed CA");
     (cert.pem(), key.serialize_pem())
 }
+
+/// A standalone embedded controller serving `file` on loopback, its CA a new
+/// test CA named `cn` issuing leaves of `lifetime`: the controller, the CA
+/// (to sign leaves of the test's own) and its certificate (the anchors, PEM).
+pub fn ca_controller(
+    file: &std::path::Path,
+    cn: &str,
+    lifetime: Duration,
+) -> (
+    spoke::controller::embedded::Controller,
+    spoke::identity::issuer::Issuer,
+    String,
+) {
+    let (cert, key) = test_ca(cn);
+    let ca = spoke::identity::issuer::Issuer::from_pem(&cert, &key).expect("test CA");
+    let source = spoke::identity::issuer::IssuerSource::Load {
+        cert: cert.clone(),
+        key,
+    };
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let listen = "127.0.0.1:0".parse().expect("address");
+    let ctl = spoke::controller::embedded::Controller::start(
+        env,
+        file,
+        listen,
+        Some((&source, lifetime)),
+    )
+    .expect("controller starts");
+    (ctl, ca, cert)
+}
