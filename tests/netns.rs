@@ -166,7 +166,10 @@ fn missing() -> Option<String> {
             return Some(format!("{tool} is not installed"));
         }
     }
-    let probe = format!("spoke-probe-{}", std::process::id());
+    // One name per call: the tests of this file probe at the same time.
+    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("spoke-probe-{}-{n}", std::process::id());
     if !sh(&["ip", "netns", "add", &probe]).status.success() {
         return Some("cannot create network namespaces".into());
     }
