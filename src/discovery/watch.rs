@@ -175,6 +175,21 @@ impl<M> Watcher<'_, M> {
                 Some(Either::Left((None, _))) => Next::End,
             }
         };
+        self.after(next, stream, received, handler, ever_received)
+    }
+
+    // Not inlined either: what follows a wake (converting a message, a
+    // failure's bookkeeping) would otherwise widen the frame that stays live
+    // while the thread is parked in `on_stream`.
+    #[inline(never)]
+    fn after(
+        &mut self,
+        next: Next<M>,
+        stream: ClientSStreamReceiver<M>,
+        received: bool,
+        handler: &mut impl Handler<M>,
+        ever_received: &mut bool,
+    ) -> State<M> {
         match next {
             Next::Tick => {
                 handler.tick();
