@@ -144,34 +144,41 @@ impl Session {
     /// other name (or a hello spoke cannot read) is the application's, passed
     /// through untouched as opaque TCP. `Err` means close the session.
     fn inbound_tls(&mut self, settle: bool, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
-        let hello = match client_hello::parse(self.inbuf.bytes()) {
-            Hello::Incomplete if !settle => return Ok(false),
-            Hello::Parsed(h) => h,
-            Hello::Incomplete | Hello::Invalid(_) => {
-                self.go_opaque("tls", "unreadable_hello", ctx)?;
-                return Ok(true);
+        let local = ctx.tls.configs().map(|c| &*c.local_name);
+        let reason = match hello_for(self.inbuf.bytes(), settle, local) {
+            HelloFor::Wait => return Ok(false),
+            HelloFor::Unreadable => "unreadable_hello",
+            HelloFor::Other => "passthrough",
+            HelloFor::Local => {
+                let cfg = ctx.tls.configs().map(|c| c.server());
+                return match cfg.map(|cfg| self.terminate(cfg, ctx)) {
+                    Some(Ok(())) => Ok(true),
+                    _ => {
+                        ctx.detect.count(self.direction, "tls", "handshake_failed");
+                        Err(())
+                    }
+                };
             }
         };
-        let local = ctx.tls.configs();
-        let ours = match (local, hello.server_name.as_deref()) {
-            (Some(cfg), Some(sni)) => sni == &*cfg.local_name,
-            _ => false,
-        };
-        let Some(cfg) = local.filter(|_| ours) else {
-            self.go_opaque("tls", "passthrough", ctx)?;
-            return Ok(true);
-        };
-        if let Err(e) = self
-            .client
-            .start_tls_server(cfg.server(), self.inbuf.bytes())
-        {
+        self.go_opaque("tls", reason, ctx)?;
+        Ok(true)
+    }
+
+    /// Terminates TLS on the client connection with `config`, its
+    /// ClientHello (in `inbuf`) fed to rustls; what follows reads as
+    /// plaintext into the emptied buffer.
+    pub(super) fn terminate(
+        &mut self,
+        config: Arc<crate::tls::ServerConfig>,
+        ctx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        if let Err(e) = self.client.start_tls_server(config, self.inbuf.bytes()) {
             log::info!("inbound TLS handshake failed: {e}");
-            ctx.detect.count(self.direction, "tls", "handshake_failed");
-            return Err(());
+            return Err(e);
         }
         ctx.detect.count(self.direction, "tls", "terminated");
         self.inbuf.consume(self.inbuf.len());
-        Ok(true)
+        Ok(())
     }
 
     /// A detection deadline is due. `Err` means close the session.
@@ -390,6 +397,29 @@ impl Session {
                 false
             }
         }
+    }
+}
+
+/// What a ClientHello that begins `bytes` asks of spoke, whose identity is
+/// `local` (when a certificate is in force); `settle`: no more bytes come.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum HelloFor {
+    /// Not all of it has arrived.
+    Wait,
+    /// Not a ClientHello spoke can read.
+    Unreadable,
+    /// For another name (or none, or spoke has no certificate).
+    Other,
+    /// For the local identity.
+    Local,
+}
+
+pub(super) fn hello_for(bytes: &[u8], settle: bool, local: Option<&str>) -> HelloFor {
+    match client_hello::parse(bytes) {
+        Hello::Incomplete if !settle => HelloFor::Wait,
+        Hello::Incomplete | Hello::Invalid(_) => HelloFor::Unreadable,
+        Hello::Parsed(h) if local.is_some() && h.server_name.as_deref() == local => HelloFor::Local,
+        Hello::Parsed(_) => HelloFor::Other,
     }
 }
 

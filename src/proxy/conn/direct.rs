@@ -20,8 +20,8 @@
 
 use std::net::SocketAddr;
 
+use super::detect::{hello_for, HelloFor};
 use super::Session;
-use crate::client_hello::{self, Hello};
 use crate::detect::{self, Detected};
 use crate::metrics::Direction;
 use crate::proxy::ctx::Ctx;
@@ -81,30 +81,19 @@ impl Session {
             Detected::Tls => {}
             _ => return self.direct_refused("transport_header_required", ctx),
         }
-        let hello = match client_hello::parse(self.inbuf.bytes()) {
-            Hello::Incomplete if !settle => return Ok(false),
-            Hello::Parsed(h) => h,
-            Hello::Incomplete | Hello::Invalid(_) => {
-                return self.direct_refused("transport_header_required", ctx)
+        let local = ctx.tls.configs().map(|c| &*c.local_name);
+        match hello_for(self.inbuf.bytes(), settle, local) {
+            HelloFor::Wait => Ok(false),
+            HelloFor::Unreadable => self.direct_refused("transport_header_required", ctx),
+            HelloFor::Other => self.direct_refused("not_local_identity", ctx),
+            HelloFor::Local => {
+                let cfg = ctx.tls.configs().map(|c| c.server_direct());
+                match cfg.map(|cfg| self.terminate(cfg, ctx)) {
+                    Some(Ok(())) => Ok(true),
+                    _ => self.direct_refused("tls_handshake", ctx),
+                }
             }
-        };
-        let cfg = ctx
-            .tls
-            .configs()
-            .filter(|c| hello.server_name.as_deref() == Some(&*c.local_name));
-        let Some(cfg) = cfg else {
-            return self.direct_refused("not_local_identity", ctx);
-        };
-        if let Err(e) = self
-            .client
-            .start_tls_server(cfg.server_direct(), self.inbuf.bytes())
-        {
-            log::info!("direct inbound TLS handshake failed: {e}");
-            return self.direct_refused("tls_handshake", ctx);
         }
-        ctx.detect.count(Direction::Inbound, "tls", "terminated");
-        self.inbuf.consume(self.inbuf.len());
-        Ok(true)
     }
 
     fn direct_refused(&mut self, reason: &'static str, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
