@@ -9,4 +9,5 @@ if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --release --all-targets -- -D warnings
 fi
+bash scripts/no-runtime.sh
 cargo test --release --all-targets

@@ -55,6 +55,13 @@ const MAX_METHOD: usize = 32;
 const MAX_LEADING_EMPTY_LINES: usize = 4;
 
 /// Classifies the first bytes of a connection.
+/// Whether `bytes` begin as the HTTP/2 preface does (as much of it as
+/// there is): a client that sent it to a port expecting HTTP/1.
+pub fn starts_h2(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(H2_PREFACE.len());
+    n >= 14 && bytes[..n] == H2_PREFACE[..n]
+}
+
 pub fn classify(bytes: &[u8]) -> Detected {
     let Some(&first) = bytes.first() else {
         return Detected::NeedMore;

@@ -37,6 +37,10 @@ pub enum Owner {
     /// bucket.
     Idle(Direction, usize),
     Admin(usize),
+    /// A client connection served over HTTP/2 (index in the h2 servers).
+    H2Server(usize),
+    /// An HTTP/2 upstream connection of this direction's h2 pool.
+    H2Upstream(Direction, usize),
 }
 
 /// Which side of a session a socket is.
@@ -170,6 +174,8 @@ impl LoopConfig {
 pub enum Step {
     Open,
     Close,
+    /// The client speaks HTTP/2: the loop hands the connection over.
+    H2,
 }
 
 /// One of something per direction (the loop's destination tables and

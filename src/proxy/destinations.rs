@@ -118,6 +118,14 @@ impl Router {
     }
 }
 
+/// A request parked on a destination: an HTTP/1 session (by slab key) or
+/// an HTTP/2 stream task (by its slab key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiter {
+    Session(usize),
+    Stream(usize),
+}
+
 pub struct Destination {
     /// Its key in the table.
     pub name: Arc<str>,
@@ -129,8 +137,8 @@ pub struct Destination {
     pub router: Option<Rc<Router>>,
     pub endpoints: Option<Arc<EndpointSet>>,
     pub authority: AuthorityMetrics,
-    /// Sessions parked until this destination is ready.
-    pub waiters: Vec<usize>,
+    /// Requests parked until this destination is ready.
+    pub waiters: Vec<Waiter>,
     /// Requests in flight; a destination in use is never evicted.
     pub active: usize,
     pub last_used: Instant,
@@ -343,7 +351,7 @@ impl Destinations {
     /// and starts the backends that new traffic splits name. Sessions parked
     /// on a destination that changed go to `woken`; they check for themselves
     /// whether what they wait for is there now.
-    pub fn drain(&mut self, now: Instant, woken: &mut Vec<usize>) {
+    pub fn drain(&mut self, now: Instant, woken: &mut Vec<Waiter>) {
         let mut backends = Vec::new();
         for d in self.table.values_mut() {
             let mut changed = false;

@@ -21,7 +21,8 @@ use slab::Slab;
 use super::admin::{self, AdminConn, AdminState};
 use super::conn::Session;
 use super::ctx::{ByDirection, Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpByDirection};
-use super::destinations::Destinations;
+use super::destinations::{Destinations, Waiter};
+use super::h2::{H2World, TaskId};
 use super::inbound;
 use super::listen::Listener;
 use super::orig_dst::{self, OrigDst};
@@ -81,6 +82,11 @@ pub struct EventLoop {
     next_session_id: u64,
     admin: TcpListener,
     sessions: Slab<Session>,
+    /// HTTP/2: client connections handed over by sessions, their streams,
+    /// and the shared upstream connections.
+    h2: H2World,
+    /// The h2 tasks of the round being polled (kept for its allocation).
+    h2_batch: Vec<TaskId>,
     admins: Slab<AdminConn>,
     parts: Parts,
     metrics: ProxyMetrics,
@@ -155,6 +161,8 @@ impl EventLoop {
             next_session_id: 0,
             admin,
             sessions: Slab::new(),
+            h2: H2World::default(),
+            h2_batch: Vec::new(),
             admins: Slab::new(),
             parts: Parts {
                 socks: Slab::new(),
@@ -213,7 +221,11 @@ impl EventLoop {
             .add(Instant::now() + housekeeping, Timer::Maintenance);
         let mut woken_sessions = Vec::new();
         loop {
-            let timeout = self.parts.timers.next_timeout(Instant::now());
+            let timeout = if self.h2.has_ready() {
+                Some(Duration::ZERO)
+            } else {
+                self.parts.timers.next_timeout(Instant::now())
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -241,13 +253,17 @@ impl EventLoop {
                 for dsts in self.parts.dsts.both_mut() {
                     dsts.drain(now, &mut woken_sessions);
                 }
-                for key in woken_sessions.drain(..) {
-                    self.drive(key, now);
+                for w in woken_sessions.drain(..) {
+                    match w {
+                        Waiter::Session(key) => self.drive(key, now),
+                        Waiter::Stream(key) => self.h2.wake_stream(key),
+                    }
                 }
             }
             while let Some(timer) = self.parts.timers.pop_expired(now) {
                 match timer {
                     Timer::Session { key, id } => self.session_timer(key, id, now),
+                    Timer::H2(task) => self.h2.wake(task),
                     Timer::Maintenance => {
                         self.maintenance(now);
                         self.parts
@@ -266,7 +282,8 @@ impl EventLoop {
                     }
                 }
             }
-            if self.draining && self.sessions.is_empty() {
+            self.run_h2(now);
+            if self.draining && self.sessions.is_empty() && self.h2.connections() == 0 {
                 break;
             }
         }
@@ -293,6 +310,7 @@ impl EventLoop {
         for key in idle {
             self.close_session(key, now);
         }
+        self.h2.drain();
         self.parts
             .timers
             .add(now + self.parts.cfg.shutdown_grace, Timer::ShutdownDeadline);
@@ -304,6 +322,41 @@ impl EventLoop {
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close_session(key, now);
+        }
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            let mut ctx = Self::ctx(&self.poll, &mut self.parts, direction, now);
+            self.h2.close_all(&mut ctx);
+        }
+    }
+
+    /// Polls the HTTP/2 tasks that were woken, for a bounded number of
+    /// rounds (what is still queued then makes the next epoll wait zero).
+    #[inline]
+    fn run_h2(&mut self, now: Instant) {
+        if !self.h2.has_ready() {
+            return;
+        }
+        self.run_h2_tasks(now);
+    }
+
+    #[inline(never)]
+    fn run_h2_tasks(&mut self, now: Instant) {
+        let mut closed = false;
+        for _ in 0..super::h2::MAX_ROUNDS {
+            self.h2.take_ready(&mut self.h2_batch);
+            if self.h2_batch.is_empty() {
+                break;
+            }
+            for task in std::mem::take(&mut self.h2_batch).drain(..) {
+                let Some(direction) = self.h2.direction_of(task) else {
+                    continue;
+                };
+                let mut ctx = Self::ctx(&self.poll, &mut self.parts, direction, now);
+                closed |= self.h2.poll_task(task, &mut ctx);
+            }
+        }
+        if closed {
+            self.resume_accepting(now);
         }
     }
 
@@ -340,7 +393,7 @@ impl EventLoop {
     fn accept(&mut self, direction: Direction, now: Instant) {
         loop {
             let max = self.parts.cfg.http.max_connections;
-            let open = self.sessions.len();
+            let open = self.sessions.len() + self.h2.connections();
             let Some(l) = self.listeners.iter_mut().find(|l| l.direction == direction) else {
                 return;
             };
@@ -500,6 +553,8 @@ impl EventLoop {
                 self.drive(key, now)
             }
             Some(Owner::Admin(key)) => self.drive_admin(key),
+            Some(Owner::H2Server(i)) => self.h2.server_ready(i, Readiness::of(event)),
+            Some(Owner::H2Upstream(d, i)) => self.h2.upstream_ready(d, i, Readiness::of(event)),
             Some(Owner::Idle(direction, bucket)) => {
                 // A writable edge left over from the last exchange is
                 // harmless (TLS output an idle connection may still hold,
@@ -532,8 +587,33 @@ impl EventLoop {
             return;
         };
         let mut ctx = Self::ctx(&self.poll, &mut self.parts, session.direction(), now);
-        if session.drive(&mut ctx) == Step::Close {
-            self.close_session(key, now);
+        let step = session.drive(&mut ctx);
+        self.after_step(key, step, now);
+    }
+
+    /// Acts on what a session's step said.
+    fn after_step(&mut self, key: usize, step: Step, now: Instant) {
+        match step {
+            Step::Open => {}
+            Step::Close => self.close_session(key, now),
+            Step::H2 => {
+                let Some(session) = self.sessions.try_remove(key) else {
+                    return;
+                };
+                let (transport, prefix, direction, orig_dst, sock) = session.into_h2();
+                log::trace!("{} connection speaks HTTP/2", direction.as_str());
+                self.h2.add_server(
+                    transport,
+                    prefix,
+                    direction,
+                    orig_dst,
+                    sock,
+                    &mut self.parts.socks,
+                );
+                if self.draining {
+                    self.h2.drain();
+                }
+            }
         }
     }
 
@@ -542,9 +622,8 @@ impl EventLoop {
             return;
         };
         let mut ctx = Self::ctx(&self.poll, &mut self.parts, session.direction(), now);
-        if session.on_timer(id, &mut ctx) == Step::Close {
-            self.close_session(key, now);
-        }
+        let step = session.on_timer(id, &mut ctx);
+        self.after_step(key, step, now);
     }
 
     fn close_session(&mut self, key: usize, now: Instant) {
@@ -556,6 +635,12 @@ impl EventLoop {
         self.parts.tcp.get(direction, Peer::Src).close();
         let mut ctx = Self::ctx(&self.poll, &mut self.parts, direction, now);
         session.release(&mut ctx);
+        self.resume_accepting(now);
+    }
+
+    /// A connection closed: listeners paused at the connection cap accept
+    /// again.
+    fn resume_accepting(&mut self, now: Instant) {
         let paused: Vec<Direction> = self
             .listeners
             .iter()
@@ -576,6 +661,10 @@ impl EventLoop {
             dsts.evict_idle(now, idle);
         }
         let ttl = self.parts.cfg.pool_idle_timeout;
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            let mut ctx = Self::ctx(&self.poll, &mut self.parts, direction, now);
+            self.h2.maintenance(&mut ctx, ttl, now);
+        }
         for pool in self.parts.pools.both_mut() {
             for conn in pool.expire(now, ttl) {
                 self.parts.socks.remove(conn.sock);
@@ -589,6 +678,10 @@ impl EventLoop {
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close_session(key, now);
+        }
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            let mut ctx = Self::ctx(&self.poll, &mut self.parts, direction, now);
+            self.h2.close_all(&mut ctx);
         }
         for pool in self.parts.pools.both_mut() {
             for conn in pool.drain() {

@@ -34,6 +34,8 @@ use crate::FastMap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Proto {
     Http1,
+    /// One multiplexed HTTP/2 connection (`proxy/h2`).
+    H2,
 }
 
 /// What an upstream connection was made for.

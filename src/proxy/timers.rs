@@ -55,6 +55,9 @@ const KINDS: [SessionTimer; 9] = [
 pub enum Timer {
     /// Some deadline of session `key` (whose unique id is `id`) may be due.
     Session { key: usize, id: u64 },
+    /// An HTTP/2 task (a stream's route timeout, fail-fast window or
+    /// backoff): it is polled and sees for itself what is due.
+    H2(crate::proxy::h2::TaskId),
     /// Periodic housekeeping: eviction, pool expiry, joining finished threads.
     Maintenance,
     /// Try accepting again after running out of descriptors.

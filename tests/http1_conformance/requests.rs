@@ -147,9 +147,11 @@ fn header_syntax_errors_are_refused() {
             400,
             "invalid request line",
         ),
+        // (The HTTP/2 preface itself is HTTP/2 with prior knowledge, served
+        // as such: tests/h2.rs.)
         refused(
-            "HTTP/2 preface",
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_string(),
+            "HTTP/2.0 in an HTTP/1 request line",
+            format!("GET / HTTP/2.0\r\nHost: {WEB}\r\n\r\n"),
             505,
             "unsupported HTTP version",
         ),

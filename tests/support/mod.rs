@@ -32,6 +32,8 @@ use spoke::proto::destination::{
 
 pub use spoke::proto::destination as pb;
 
+pub mod echo;
+
 /// How long `eventually` waits.
 pub fn patience() -> Duration {
     let ms = std::env::var("RUST_TEST_PATIENCE_MS")

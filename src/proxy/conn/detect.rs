@@ -25,7 +25,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::http1::DstKey;
 use super::opaque::Tunnel;
 use super::{Session, Stage};
 use crate::balance::Pick;
@@ -38,6 +37,7 @@ use crate::profile::Profile;
 use crate::proxy::addr_text;
 use crate::proxy::ctx::Ctx;
 use crate::proxy::inbound::{port_policy, Refusal};
+use crate::proxy::target::DstKey;
 use crate::proxy::timers::SessionTimer;
 
 /// Connects an opaque connection may try, across a service's endpoints,
@@ -127,6 +127,7 @@ impl Session {
                 self.go_http1(reason, ctx);
                 Ok(true)
             }
+            Detected::H2 => self.go_h2(reason, ctx).map(|()| true),
             _ if self.inbuf.is_empty() && !matches!(self.stage, Stage::Detect(Some(_))) => {
                 // Connected and closed without a byte either way.
                 ctx.detect.count(self.direction, "none", "eof");
@@ -232,7 +233,7 @@ impl Session {
 
     /// An inbound connection its port's policy refuses (counted), if so:
     /// one that must prove an identity, or speak TLS, and did not.
-    fn refused(&mut self, ctx: &mut Ctx<'_>) -> Option<Refusal> {
+    pub(super) fn refused(&mut self, ctx: &mut Ctx<'_>) -> Option<Refusal> {
         let (Direction::Inbound, Some(orig)) = (self.direction, self.orig_dst) else {
             return None;
         };
@@ -289,12 +290,12 @@ impl Session {
         Ok(())
     }
 
-    fn end_detection(&mut self) {
+    pub(super) fn end_detection(&mut self) {
         self.clear_deadline(SessionTimer::Quiet);
         self.clear_deadline(SessionTimer::Detect);
     }
 
-    fn drop_probe(&mut self, ctx: &mut Ctx<'_>) {
+    pub(super) fn drop_probe(&mut self, ctx: &mut Ctx<'_>) {
         if let Stage::Detect(probe) = &mut self.stage {
             if let Some(p) = probe.take() {
                 p.close(ctx);

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use super::buffer::{Buffer, Filled};
 use super::ctx::{Ctx, LoopConfig, Role, Step};
+use super::destinations::Waiter;
 use super::exchange::{ClientSide, ExNext, Exchange};
 use super::pipe::{Pipe, PipeError};
 use super::ready::Readiness;
@@ -67,6 +68,9 @@ enum Stage {
     /// Bytes flow both ways as they are (not HTTP, or after `101 Switching
     /// Protocols` or a `CONNECT` 2xx).
     Opaque(Box<Tunnel>),
+    /// The client speaks HTTP/2: the loop hands the connection to
+    /// `proxy/h2` ([`Session::into_h2`]).
+    H2,
 }
 
 pub struct Session {
@@ -131,6 +135,36 @@ impl Session {
             draining: false,
             direct: false,
         }
+    }
+
+    /// Gives up the client connection to HTTP/2 (after [`Step::H2`]): its
+    /// transport, the bytes read so far (the preface, maybe more), its
+    /// direction and original destination, and its socket's slab index.
+    pub fn into_h2(self) -> (Transport, Vec<u8>, Direction, Option<SocketAddr>, usize) {
+        let prefix = self.inbuf.bytes().to_vec();
+        (
+            self.client,
+            prefix,
+            self.direction,
+            self.orig_dst,
+            self.sock,
+        )
+    }
+
+    /// The client sent the HTTP/2 preface: hand it over to HTTP/2. An
+    /// inbound connection its port's policy refuses is closed instead
+    /// (`Err`).
+    pub(super) fn go_h2(&mut self, reason: &'static str, ctx: &mut Ctx<'_>) -> Result<(), ()> {
+        ctx.detect.count(self.direction, "h2", reason);
+        if matches!(self.stage, Stage::Detect(_)) {
+            self.drop_probe(ctx);
+            self.end_detection();
+        }
+        if self.refused(ctx).is_some() {
+            return Err(());
+        }
+        self.stage = Stage::H2;
+        Ok(())
     }
 
     /// The connection came to the inbound port itself (see `direct.rs`).
@@ -238,7 +272,7 @@ impl Session {
                         .is_none_or(|h| has_body(&h) || !h.keep_alive());
                     self.synthetic(503, "service discovery timed out", close);
                     if let Some(d) = ctx.dsts.get_mut(&waited) {
-                        d.waiters.retain(|k| *k != self.key);
+                        d.waiters.retain(|k| *k != Waiter::Session(self.key));
                     }
                 }
                 (Stage::Exchanging, SessionTimer::Connect) => {
@@ -324,6 +358,7 @@ impl Session {
                     Ok(p) => progress |= p,
                     Err(()) => return Step::Close,
                 },
+                Stage::H2 => return Step::H2,
                 _ => {}
             }
 
@@ -441,7 +476,9 @@ impl Session {
             // Half-close after a complete request still gets its response.
             Stage::Exchanging => self.ex.as_ref().is_some_and(|ex| ex.body_read()),
             // Detection decides on what it has; a tunnel passes it on.
-            Stage::Accepted | Stage::Detect(_) | Stage::Closing | Stage::Opaque(_) => true,
+            Stage::Accepted | Stage::Detect(_) | Stage::Closing | Stage::Opaque(_) | Stage::H2 => {
+                true
+            }
         }
     }
 

@@ -130,6 +130,14 @@ impl Transport {
         }
     }
 
+    /// Sends what TLS has queued, as far as the socket takes it (an HTTP/2
+    /// flush: h2 writes and then asks for its bytes to be out).
+    pub fn flush_tls(&mut self) {
+        if let Some(t) = &mut self.tls {
+            tls_ready(t, &mut self.io);
+        }
+    }
+
     /// TLS output (or a TLS close) is still queued: a connection about to
     /// close waits for it.
     #[inline]

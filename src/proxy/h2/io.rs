@@ -1,0 +1,239 @@
+//! The one I/O adapter under h2 (event-loop thread): `tokio`'s
+//! `AsyncRead`/`AsyncWrite` over a [`Transport`], plaintext or TLS alike.
+//!
+//! The transport keeps its socket's readiness bits (set by mio events,
+//! cleared only by a real `WouldBlock` or a short read), so a read or write
+//! it reports as `WouldBlock` means a new event will come, and that event
+//! polls the socket's owner task: returning `Pending` there loses no wakeup.
+//! Nothing here returns `Pending` for any other reason. Bytes read before
+//! h2 took over (detection's buffer) are served first.
+//!
+//! h2 owns its I/O object and gives no way back to it, so what the loop
+//! learns about the socket (events) and what it wants to know (bytes moved,
+//! for `tcp_*`) pass through a shared [`IoShared`]: the loop records an
+//! event there, the adapter applies it on the next poll, which the same
+//! event causes.
+
+use std::cell::Cell;
+use std::io::{self, IoSlice, Read, Write};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::proxy::ready::Readiness;
+use crate::proxy::transport::Transport;
+
+/// What the loop and the adapter tell each other about one socket.
+#[derive(Default)]
+pub struct IoShared {
+    events: Cell<Option<Readiness>>,
+    read: Cell<u64>,
+    written: Cell<u64>,
+}
+
+impl IoShared {
+    /// Records an event (merged with any not applied yet).
+    pub fn ready(&self, r: Readiness) {
+        let merged = match self.events.get() {
+            None => r,
+            Some(old) => Readiness {
+                readable: old.readable | r.readable,
+                writable: old.writable | r.writable,
+                read_closed: old.read_closed | r.read_closed,
+            },
+        };
+        self.events.set(Some(merged));
+    }
+
+    /// Bytes read and written since the last call.
+    pub fn take_bytes(&self) -> (u64, u64) {
+        (self.read.take(), self.written.take())
+    }
+}
+
+pub struct H2Io {
+    transport: Transport,
+    shared: Rc<IoShared>,
+    /// Bytes already read from the socket (the preface detection saw).
+    prefix: Vec<u8>,
+    at: usize,
+}
+
+impl H2Io {
+    pub fn new(transport: Transport, prefix: Vec<u8>) -> (H2Io, Rc<IoShared>) {
+        let shared = Rc::new(IoShared::default());
+        let io = H2Io {
+            transport,
+            shared: shared.clone(),
+            prefix,
+            at: 0,
+        };
+        (io, shared)
+    }
+
+    /// Applies the events recorded since the last call.
+    fn sync(&mut self) {
+        if let Some(r) = self.shared.events.take() {
+            self.transport.ready(r);
+        }
+    }
+
+    fn count(&mut self) {
+        let (r, w) = self.transport.take_bytes();
+        let s = &self.shared;
+        s.read.set(s.read.get() + r);
+        s.written.set(s.written.get() + w);
+    }
+}
+
+fn pending_if_blocked<T>(r: io::Result<T>) -> Poll<io::Result<T>> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+        other => Poll::Ready(other),
+    }
+}
+
+impl AsyncRead for H2Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let n = (this.prefix.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        this.sync();
+        let dst = buf.initialize_unfilled();
+        let r = this.transport.read(dst);
+        this.count();
+        match pending_if_blocked(r) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for H2Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.sync();
+        let r = this.transport.write(buf);
+        this.count();
+        pending_if_blocked(r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.sync();
+        let r = this.transport.write_vectored(bufs);
+        this.count();
+        pending_if_blocked(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // TLS may hold encrypted output that a writable event sends
+        // (`Transport::ready`); plaintext writes go straight to the socket.
+        let this = self.get_mut();
+        this.sync();
+        if this.transport.wants_flush() {
+            this.transport.flush_tls();
+            this.count();
+            if this.transport.wants_flush() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.sync();
+        match this.transport.shutdown_write() {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
+            r => pending_if_blocked(r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    #[test]
+    fn detected_bytes_come_first_then_the_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut peer =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("nonblocking");
+        let stream = mio::net::TcpStream::from_std(accepted);
+        let (mut io, shared) = H2Io::new(Transport::accepted(stream), b"PRI".to_vec());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut space = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(matches!(
+            Pin::new(&mut io).poll_read(&mut cx, &mut buf),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(buf.filled(), b"PRI");
+        // Nothing on the socket: a real WouldBlock, so Pending.
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_pending());
+        peer.write_all(b" * HTTP/2.0").expect("write");
+        // The readiness bit was cleared by the WouldBlock; an event sets it.
+        let event = Readiness {
+            readable: true,
+            writable: true,
+            read_closed: false,
+        };
+        let mut got = Vec::new();
+        eventually(|| {
+            shared.ready(event);
+            let mut buf = ReadBuf::new(&mut space);
+            if let Poll::Ready(Ok(())) = Pin::new(&mut io).poll_read(&mut cx, &mut buf) {
+                got.extend_from_slice(buf.filled());
+            }
+            got == b" * HTTP/2.0"
+        });
+        assert_eq!(shared.take_bytes().0, 11);
+    }
+
+    /// Retries `f` for up to two seconds.
+    pub(crate) fn eventually(mut f: impl FnMut() -> bool) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < until,
+                "condition not met in time"
+            );
+            std::thread::yield_now();
+        }
+    }
+}
