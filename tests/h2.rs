@@ -234,3 +234,42 @@ fn inbound_h2c_goes_to_the_original_destination() {
         10.0
     );
 }
+
+#[test]
+fn failed_grpc_calls_on_a_retryable_route_go_to_another_endpoint() {
+    let ctl = MockController::start();
+    let good = EchoServer::start("good");
+    let bad = EchoServer::failing("bad");
+    ctl.endpoints(BOOKS, &[good.addr, bad.addr]);
+    let mut unary = route("unary", None, "/test.Echo/Unary");
+    unary.is_retryable = true;
+    let mut p = profile(vec![unary]);
+    let mut budget = pb::RetryBudget::new();
+    budget.retry_ratio = 1.0;
+    budget.min_retries_per_second = 1000;
+    budget.ttl = Some(pb_duration(Duration::from_secs(10))).into();
+    p.retry_budget = Some(budget).into();
+    ctl.profile(BOOKS, &p);
+    let app = proxy(&config(ctl.addr()));
+    let client = client_via(app.outbound_addr(), BOOKS);
+
+    for i in 0..30 {
+        let reply = client
+            .unary_call(&echo::UNARY, &msg(&i.to_string()), opt())
+            .expect("retried to the good endpoint");
+        assert_eq!(reply.path, format!("good:{i}"));
+    }
+    assert!(bad.calls() > 0, "the failing endpoint was never tried");
+    let rt = [
+        ("direction", "outbound"),
+        ("dst", BOOKS),
+        ("rt_route", "unary"),
+    ];
+    assert_eq!(metric(&app, "route_request_total", &rt), 30.0);
+    let actual = metric(&app, "route_actual_request_total", &rt);
+    assert_eq!(
+        actual,
+        30.0 + bad.calls() as f64,
+        "one attempt more per failure"
+    );
+}

@@ -57,6 +57,15 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub fn start(name: &str) -> EchoServer {
+        EchoServer::start_with(name, false)
+    }
+
+    /// A server whose every unary call answers UNAVAILABLE.
+    pub fn failing(name: &str) -> EchoServer {
+        EchoServer::start_with(name, true)
+    }
+
+    fn start_with(name: &str, failing: bool) -> EchoServer {
         let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("echo").build());
         let calls = Arc::new(AtomicUsize::new(0));
         let (n1, n2, n3, n4) = (
@@ -72,6 +81,7 @@ impl EchoServer {
                 let name = n1.clone();
                 ctx.spawn(async move {
                     let p = req.path;
+                    let p = if failing { "fail:14".to_string() } else { p };
                     if let Some(code) = p.strip_prefix("fail:") {
                         let code: i32 = code.parse().unwrap_or(2);
                         let status = RpcStatus::with_message(

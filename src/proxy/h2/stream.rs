@@ -73,6 +73,8 @@ struct Routed {
     dst: Arc<str>,
     router: Rc<Router>,
     route: Option<usize>,
+    /// The route is retryable and the profile has a budget.
+    retryable: bool,
 }
 
 /// The request body as far as it is kept for another attempt.
@@ -293,9 +295,16 @@ impl StreamTask {
                 d.authority.request();
                 let route = router.find(self.method.as_str(), self.uri.path());
                 router.route_metrics(route).borrow().request();
-                let timeout = route
-                    .and_then(|i| router.profile.routes.get(i))
-                    .and_then(|r| r.timeout);
+                let policy = route.and_then(|i| router.profile.routes.get(i));
+                let timeout = policy.and_then(|r| r.timeout);
+                let retryable = policy.is_some_and(|r| r.is_retryable);
+                let retryable = match (&router.budget, retryable) {
+                    (Some(b), true) => {
+                        b.borrow_mut().deposit(ctx.now);
+                        true
+                    }
+                    _ => false,
+                };
                 if let Some(t) = timeout {
                     let at = self.started + t;
                     self.deadline = Some(at);
@@ -305,6 +314,7 @@ impl StreamTask {
                     dst: name,
                     router,
                     route,
+                    retryable,
                 });
                 self.phase = Phase::Pick;
             }
@@ -593,15 +603,37 @@ impl StreamTask {
             // Trailers-only: the gRPC status is in the head.
             self.grpc_status = grpc::status(&parts.headers);
         }
-        let latency = ctx.now.saturating_duration_since(self.started);
-        self.status = Some((status, latency));
         if let Some(r) = &self.routed {
             let success = self.classify(r, status);
-            r.router
-                .route_metrics(r.route)
-                .borrow_mut()
-                .actual_response(status, success);
+            let mut metrics = r.router.route_metrics(r.route).borrow_mut();
+            metrics.actual_response(status, success);
+            // A failed response on a retryable route goes again while the
+            // budget allows, if the whole request is kept (the route
+            // timeout still covers every attempt).
+            let replayable = self.kept.complete && !self.kept.overflowed;
+            if !success && r.retryable && replayable {
+                let allowed = r
+                    .router
+                    .budget
+                    .as_ref()
+                    .is_some_and(|b| b.borrow_mut().withdraw(ctx.now));
+                metrics.retryable(!allowed);
+                if allowed {
+                    drop(metrics);
+                    log::debug!("h2 stream: retrying a failed response ({status})");
+                    if let Some(a) = self.attempt.take() {
+                        env.ups.release(a.up, ctx.now);
+                    }
+                    self.grpc_status = None;
+                    // Dropping the response's body resets that stream.
+                    drop(body);
+                    self.phase = Phase::Pick;
+                    return;
+                }
+            }
         }
+        let latency = ctx.now.saturating_duration_since(self.started);
+        self.status = Some((status, latency));
         let out = Response::from_parts(parts, ());
         match self.respond.send_response(out, eos) {
             Ok(to) if !eos => {
