@@ -23,6 +23,7 @@ use spoke::devtools::{Backend, Response};
 use spoke::identity::config as id;
 use spoke::identity::creds::Documents;
 use spoke::identity::issuer::Issuer;
+use support::echo;
 use support::*;
 
 const WEB: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
@@ -94,16 +95,18 @@ fn ready(app: &App) -> bool {
 }
 
 fn mesh(test: &str, lifetime: Duration, identity: &str, handler: spoke::devtools::Handler) -> Mesh {
-    mesh_with(test, lifetime, identity, handler, None)
+    mesh_with(test, lifetime, identity, handler, None, None)
 }
 
-/// [`mesh`], with spoke B's app port listed in the port variable `policy`.
+/// [`mesh`], with spoke B's app port listed in the port variable `policy`,
+/// and spoke B's application at `app` instead of app B when given.
 fn mesh_with(
     test: &str,
     lifetime: Duration,
     identity: &str,
     handler: spoke::devtools::Handler,
     policy: Option<&str>,
+    app: Option<SocketAddr>,
 ) -> Mesh {
     let dir = std::env::temp_dir().join(format!("spoke-mtls-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -117,7 +120,8 @@ fn mesh_with(
     if let Some(var) = policy {
         b_env = b_env.set(var, app_b.addr().port().to_string());
     }
-    let b = proxy_with_orig_dst(&b_env, Box::new(Injected::to(app_b.addr())));
+    let target = app.unwrap_or(app_b.addr());
+    let b = proxy_with_orig_dst(&b_env, Box::new(Injected::to(target)));
     std::fs::write(&file, mesh_yaml(Some((b.inbound_addr(), identity)))).unwrap();
     let a = proxy(&spoke_env(&dir, ctl.addr(), &anchors, WEB, short));
     eventually("both spokes certified", || ready(&a) && ready(&b));
@@ -298,6 +302,7 @@ fn a_port_that_requires_an_identity_serves_mtls_and_refuses_plaintext() {
         BOOKS_ID,
         echo_client_id(),
         Some(var),
+        None,
     );
     let r = eventually_some("a request over mTLS", || {
         let r = get(m.a(), BOOKS, "/");
@@ -758,4 +763,44 @@ fn the_mesh_demo_reports_mtls_for_the_meshed_service_and_plaintext_for_the_other
         report.contains("plaintext (not_provided_by_service_discovery)"),
         "{report}"
     );
+}
+
+#[test]
+fn grpc_calls_cross_mtls_as_http2_both_ways() {
+    let server = echo::EchoServer::start("books");
+    let m = mesh_with(
+        "grpc",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        echo_client_id(),
+        None,
+        Some(server.addr),
+    );
+    let client = echo::client_via(m.a().outbound_addr(), BOOKS);
+    let opt = || grpcio::CallOption::default().timeout(Duration::from_secs(10));
+    let first = eventually_some("a gRPC call over mTLS", || {
+        client.unary_call(&echo::UNARY, &echo::msg("0"), opt()).ok()
+    });
+    assert_eq!(first.path, "books:0");
+    for i in 1..20 {
+        let r = client
+            .unary_call(&echo::UNARY, &echo::msg(&i.to_string()), opt())
+            .expect("call");
+        assert_eq!(r.path, format!("books:{i}"));
+    }
+    // Spoke B terminated TLS, then saw the HTTP/2 preface under it.
+    for protocol in ["tls", "h2"] {
+        let reason = if protocol == "tls" { "terminated" } else { "detected" };
+        let labels = [
+            ("direction", "inbound"),
+            ("protocol", protocol),
+            ("reason", reason),
+        ];
+        assert!(metric(m.b(), "spoke_detect_total", &labels) >= 1.0, "{protocol}");
+    }
+    assert_eq!(
+        metric(m.b(), "request_total", &[("direction", "inbound")]),
+        20.0
+    );
+    assert_eq!(server.calls(), 20);
 }
