@@ -790,13 +790,20 @@ fn grpc_calls_cross_mtls_as_http2_both_ways() {
     }
     // Spoke B terminated TLS, then saw the HTTP/2 preface under it.
     for protocol in ["tls", "h2"] {
-        let reason = if protocol == "tls" { "terminated" } else { "detected" };
+        let reason = if protocol == "tls" {
+            "terminated"
+        } else {
+            "detected"
+        };
         let labels = [
             ("direction", "inbound"),
             ("protocol", protocol),
             ("reason", reason),
         ];
-        assert!(metric(m.b(), "spoke_detect_total", &labels) >= 1.0, "{protocol}");
+        assert!(
+            metric(m.b(), "spoke_detect_total", &labels) >= 1.0,
+            "{protocol}"
+        );
     }
     assert_eq!(
         metric(m.b(), "request_total", &[("direction", "inbound")]),

@@ -4,7 +4,7 @@
 //! message would do; this one is already compiled here).
 //!
 //! Methods of `test.Echo`: `Unary` (`fail:<code>` answers that status,
-//! `slow:<ms>` waits first), `Many` (server streaming: `n` replies),
+//! `slow:<ms>[-tag]` waits first), `Many` (server streaming: `n` replies),
 //! `Sum` (client streaming: the payloads joined), `Chat` (bidirectional:
 //! each message echoed).
 
@@ -50,7 +50,7 @@ pub fn msg(s: &str) -> Msg {
 
 /// A running echo server.
 pub struct EchoServer {
-    _server: Server,
+    server: Server,
     pub addr: std::net::SocketAddr,
     calls: Arc<AtomicUsize>,
 }
@@ -92,6 +92,7 @@ impl EchoServer {
                         return;
                     }
                     if let Some(ms) = p.strip_prefix("slow:") {
+                        let ms = ms.split('-').next().unwrap_or("");
                         let ms: u64 = ms.parse().unwrap_or(0);
                         // The handler runs on grpcio's own thread; a blocking
                         // wait there is this test server's way to be slow.
@@ -149,10 +150,16 @@ impl EchoServer {
             .expect("echo server binds");
         server.start();
         EchoServer {
-            _server: server,
+            server,
             addr: format!("127.0.0.1:{port}").parse().expect("addr"),
             calls,
         }
+    }
+
+    /// Shuts down gracefully: GOAWAY to every connection, calls in flight
+    /// complete, new ones are refused.
+    pub fn shutdown(&mut self) {
+        let _ = futures::executor::block_on(self.server.shutdown());
     }
 
     pub fn calls(&self) -> usize {

@@ -603,6 +603,10 @@ impl StreamTask {
             // Trailers-only: the gRPC status is in the head.
             self.grpc_status = grpc::status(&parts.headers);
         }
+        log::trace!(
+            "h2 response head {status} (grpc-status {:?}, end of stream {eos})",
+            self.grpc_status
+        );
         if let Some(r) = &self.routed {
             let success = self.classify(r, status);
             let mut metrics = r.router.route_metrics(r.route).borrow_mut();
