@@ -321,3 +321,105 @@ fn an_upstream_going_away_mid_load_fails_no_call() {
     assert!(failures.is_empty(), "calls failed: {failures:?}");
     assert!(b.calls() > 0);
 }
+
+/// Runs nghttp (HTTP/2 with prior knowledge) against `addr` with extra
+/// headers and an optional body file; its verbose output.
+fn nghttp(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[&str],
+    data: Option<&std::path::Path>,
+) -> String {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg("10").arg("nghttp").arg("-v");
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
+    if let Some(d) = data {
+        cmd.arg("-d").arg(d);
+    }
+    cmd.arg(format!("http://{addr}{path}"));
+    let out = cmd
+        .output()
+        .expect("nghttp runs (scripts/setup.sh installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_request_upgraded_by_a_client_proxy_reaches_an_http1_application_as_http11() {
+    let ctl = MockController::start();
+    let app_b = backend_with(
+        "app-b",
+        std::sync::Arc::new(|req| {
+            spoke::devtools::Response::new(
+                200,
+                format!("{} {} {}", req.method, req.target, req.body.len()),
+            )
+            .with_header("x-app", "b")
+        }),
+    );
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy_with_orig_dst(&config(ctl.addr()), Box::new(Injected::to(app_b.addr())));
+    let authority = format!(":authority: {BOOKS}");
+    let orig = "l5d-orig-proto: HTTP/1.1";
+
+    let out = nghttp(
+        app.inbound_addr(),
+        "/books/1?x=2",
+        &[&authority, orig],
+        None,
+    );
+    assert!(out.contains(":status: 200"), "{out}");
+    assert!(out.contains("x-app: b"), "{out}");
+    assert!(out.contains("GET /books/1?x=2 0"), "{out}");
+    let got = app_b.received().pop().expect("the application got it");
+    assert_eq!(got.header("host"), Some(BOOKS));
+    assert_eq!(got.header("l5d-orig-proto"), None);
+    assert!(
+        got.raw.windows(8).any(|w| w == b"HTTP/1.1"),
+        "{:?}",
+        got.raw
+    );
+
+    // A body goes with its length when the client said it, else chunked;
+    // the app sees all of it.
+    let dir = std::env::temp_dir().join(format!("spoke-h2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("body");
+    std::fs::write(&file, vec![b'x'; 100_000]).expect("body");
+    let out = nghttp(
+        app.inbound_addr(),
+        "/upload",
+        &[&authority, orig],
+        Some(&file),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.contains(":status: 200"), "{out}");
+    let got = app_b.received().pop().expect("the upload");
+    assert_eq!(got.method, "POST");
+    let body = match got.header("transfer-encoding") {
+        Some(_) => spoke::devtools::dechunk(&got.body).expect("chunked"),
+        None => got.body.clone(),
+    };
+    assert_eq!(body.len(), 100_000);
+
+    // A body of unknown length (gRPC sends none) goes chunked.
+    let mut md = grpcio::MetadataBuilder::new();
+    md.add_str("l5d-orig-proto", "HTTP/1.1").expect("metadata");
+    let client = client_via(app.inbound_addr(), BOOKS);
+    let with_orig = opt().headers(md.build());
+    // The app answers plain text, which no gRPC client takes: only what it
+    // received matters here.
+    let _ = client.unary_call(&echo::UNARY, &msg("chunked body"), with_orig);
+    let got = app_b.received().pop().expect("the gRPC call");
+    assert_eq!(got.target, "/test.Echo/Unary");
+    assert_eq!(got.header("transfer-encoding"), Some("chunked"));
+    let body = spoke::devtools::dechunk(&got.body).expect("chunked");
+    // gRPC's 5-byte frame header, then the message (field 1, 12 bytes).
+    assert_eq!(body.len(), 5 + 2 + "chunked body".len());
+
+    // The absolute form comes back when the client proxy says so.
+    let abs = "l5d-orig-proto: HTTP/1.1; absolute-form";
+    let out = nghttp(app.inbound_addr(), "/abs", &[&authority, abs], None);
+    assert!(out.contains(&format!("GET http://{BOOKS}/abs 0")), "{out}");
+}

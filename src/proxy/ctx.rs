@@ -41,6 +41,8 @@ pub enum Owner {
     H2Server(usize),
     /// An HTTP/2 upstream connection of this direction's h2 pool.
     H2Upstream(Direction, usize),
+    /// The HTTP/1 connection of one HTTP/2 stream (a downgraded request).
+    H2Stream(usize),
 }
 
 /// Which side of a session a socket is.

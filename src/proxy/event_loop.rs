@@ -555,6 +555,7 @@ impl EventLoop {
             Some(Owner::Admin(key)) => self.drive_admin(key),
             Some(Owner::H2Server(i)) => self.h2.server_ready(i, Readiness::of(event)),
             Some(Owner::H2Upstream(d, i)) => self.h2.upstream_ready(d, i, Readiness::of(event)),
+            Some(Owner::H2Stream(k)) => self.h2.stream_socket_ready(k, Readiness::of(event)),
             Some(Owner::Idle(direction, bucket)) => {
                 // A writable edge left over from the last exchange is
                 // harmless (TLS output an idle connection may still hold,

@@ -16,6 +16,7 @@
 //!  Stream task --checkout--> Upstream task (shared, per endpoint) --frames--> upstream
 //! ```
 
+mod downgrade;
 mod grpc;
 mod io;
 mod pump;
@@ -120,6 +121,13 @@ impl H2World {
     pub fn wake_stream(&mut self, key: usize) {
         if let Some(Some(t)) = self.streams.get(key) {
             t.wake();
+        }
+    }
+
+    /// An event on the HTTP/1 socket of downgraded stream `key`.
+    pub fn stream_socket_ready(&mut self, key: usize, r: Readiness) {
+        if let Some(Some(t)) = self.streams.get_mut(key) {
+            t.leg_ready(r);
         }
     }
 

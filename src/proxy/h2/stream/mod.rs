@@ -14,6 +14,8 @@
 //!                                                         |    flows; response head
 //!                                                         v
 //!                       Streaming: response body and trailers to the client
+//! inbound with `l5d-orig-proto`: Pick --> H1 (its own HTTP/1 connection to
+//!   the application, `h1.rs`) instead of Connecting/Sent/Streaming
 //! route timeout before the head: 504 / grpc-status 4; other proxy errors:
 //! 502/503 / grpc-status 14, trailers-only for gRPC (`grpc.rs`)
 //! ```
@@ -32,6 +34,9 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 
+mod h1;
+
+use super::downgrade::{self, H1Leg, OrigProto};
 use super::grpc;
 use super::pump::{End, Half};
 use super::task::{ReadyList, TaskHandle, TaskId};
@@ -109,6 +114,9 @@ enum Phase {
     Connecting,
     /// Sent; waiting for the response head while the body goes up.
     Sent(ResponseFuture),
+    /// A downgraded request (`l5d-orig-proto`) on its own HTTP/1
+    /// connection to the application, head and body.
+    H1(Box<H1Leg>),
     /// The head is out: the response body and trailers follow.
     Streaming {
         from: RecvStream,
@@ -122,7 +130,9 @@ struct Attempt {
     backend: Arc<str>,
     addr: SocketAddr,
     started: Instant,
-    up: UpRef,
+    /// The shared HTTP/2 connection it rides (`None`: a downgraded request
+    /// on its own HTTP/1 connection, `Phase::H1`).
+    up: Option<UpRef>,
     req: Option<ReqLeg>,
 }
 
@@ -137,6 +147,9 @@ pub struct StreamTask {
     client_body: RecvStream,
     respond: SendResponse<Bytes>,
     grpc: bool,
+    /// Inbound, `l5d-orig-proto` said the request was HTTP/1 upgraded by
+    /// the client's proxy: it goes to the application as HTTP/1.1.
+    orig: Option<OrigProto>,
     started: Instant,
     phase: Phase,
     routed: Option<Routed>,
@@ -178,7 +191,12 @@ impl StreamTask {
             }
         }
         let complete = body.is_end_stream();
+        let orig = match origin.direction {
+            Direction::Inbound => downgrade::orig_proto(&headers),
+            Direction::Outbound => None,
+        };
         StreamTask {
+            orig,
             direction: origin.direction,
             key,
             task: TaskHandle::new(TaskId::Stream(key), ready),
@@ -256,6 +274,7 @@ impl StreamTask {
                 }
                 Phase::Connecting => self.connecting(env),
                 Phase::Sent(_) => self.sent(env),
+                Phase::H1(_) => self.h1(env),
                 Phase::Streaming { .. } => self.streaming(env),
             };
             if matches!(self.phase, Phase::Done) {
@@ -395,6 +414,9 @@ impl StreamTask {
             .route_metrics(routed.route)
             .borrow()
             .actual_request();
+        if let Some(orig) = self.orig {
+            return self.start_h1(backend, addr, orig, env);
+        }
         let key = UpstreamKey::new(&endpoint, Proto::H2);
         match env.ups.checkout(&key, self.key, env.ready, ctx) {
             Ok(up) => {
@@ -402,7 +424,7 @@ impl StreamTask {
                     backend,
                     addr,
                     started: ctx.now,
-                    up,
+                    up: Some(up),
                     req: None,
                 });
                 self.phase = Phase::Connecting;
@@ -428,7 +450,11 @@ impl StreamTask {
             self.phase = Phase::Pick;
             return true;
         };
-        let mut send = match env.ups.status(a.up, self.key) {
+        let Some(up) = a.up else {
+            self.phase = Phase::Pick;
+            return true;
+        };
+        let mut send = match env.ups.status(up, self.key) {
             Status::Pending => return false,
             Status::Failed(f) => {
                 self.attempt_failed(f, true, env);
@@ -441,7 +467,7 @@ impl StreamTask {
             Poll::Pending => return false,
             Poll::Ready(Err(e)) => {
                 log::debug!("h2 upstream {} takes no stream: {e}", a.addr);
-                env.ups.retire(a.up);
+                env.ups.retire(up);
                 self.attempt_failed(ConnFailure::Closed, false, env);
                 return true;
             }
@@ -465,7 +491,7 @@ impl StreamTask {
             }
             Err(e) => {
                 log::debug!("h2 upstream {}: cannot start a stream: {e}", a.addr);
-                env.ups.retire(a.up);
+                env.ups.retire(up);
                 self.attempt_failed(ConnFailure::Closed, false, env);
                 true
             }
@@ -570,8 +596,8 @@ impl StreamTask {
                 let refused = e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM);
                 log::debug!("h2 upstream stream failed before a response: {e}");
                 if let Some(a) = &self.attempt {
-                    if e.is_go_away() {
-                        env.ups.retire(a.up);
+                    if let (true, Some(up)) = (e.is_go_away(), a.up) {
+                        env.ups.retire(up);
                     }
                 }
                 let f = if e.is_io() {
@@ -608,7 +634,7 @@ impl StreamTask {
             self.grpc_status
         );
         if let Some(r) = &self.routed {
-            let success = self.classify(r, status);
+            let success = classify(r, status, self.grpc_status);
             let mut metrics = r.router.route_metrics(r.route).borrow_mut();
             metrics.actual_response(status, success);
             // A failed response on a retryable route goes again while the
@@ -625,8 +651,8 @@ impl StreamTask {
                 if allowed {
                     drop(metrics);
                     log::debug!("h2 stream: retrying a failed response ({status})");
-                    if let Some(a) = self.attempt.take() {
-                        env.ups.release(a.up, ctx.now);
+                    if let Some(up) = self.attempt.take().and_then(|a| a.up) {
+                        env.ups.release(up, ctx.now);
                     }
                     self.grpc_status = None;
                     // Dropping the response's body resets that stream.
@@ -653,12 +679,6 @@ impl StreamTask {
                 self.finish(env);
             }
         }
-    }
-
-    fn classify(&self, r: &Routed, status: u16) -> bool {
-        let route = r.route.and_then(|i| r.router.profile.routes.get(i));
-        let classes = route.map(|r| &r.response_classes[..]).unwrap_or(&[]);
-        profile::classify(classes, status, self.grpc_status) == Classification::Success
     }
 
     /// The response body and trailers to the client (and the rest of a
@@ -707,6 +727,7 @@ impl StreamTask {
     /// request may be repeated: nothing of it was sent (`unsent`), or all of
     /// its body is kept.
     fn attempt_failed(&mut self, f: ConnFailure, unsent: bool, env: &mut Env<'_, '_>) {
+        self.close_leg(env.ctx);
         let ctx = &mut *env.ctx;
         if let Some(a) = self.attempt.take() {
             if let Some(d) = ctx.dsts.get_mut(&a.backend) {
@@ -717,7 +738,9 @@ impl StreamTask {
                 }
                 d.connect_retries.retry(&a.backend, f);
             }
-            env.ups.release(a.up, ctx.now);
+            if let Some(up) = a.up {
+                env.ups.release(up, ctx.now);
+            }
             self.failed_endpoints.push(a.addr);
         }
         self.last_failure = Some(f);
@@ -792,7 +815,7 @@ impl StreamTask {
             let success = self
                 .routed
                 .as_ref()
-                .is_some_and(|r| self.classify(r, status));
+                .is_some_and(|r| classify(r, status, self.grpc_status));
             self.record(status, success, None, latency, env);
         }
         self.phase = Phase::Done;
@@ -821,13 +844,16 @@ impl StreamTask {
     }
 
     fn drop_attempt(&mut self, env: &mut Env<'_, '_>) {
+        self.close_leg(env.ctx);
         if let Some(a) = self.attempt.take() {
             if self.status.is_none() {
                 if let Some(d) = env.ctx.dsts.get_mut(&a.backend) {
                     d.balancer.abandon(a.addr);
                 }
             }
-            env.ups.release(a.up, env.ctx.now);
+            if let Some(up) = a.up {
+                env.ups.release(up, env.ctx.now);
+            }
         }
         if let Phase::Sent(_) = self.phase {
             self.phase = Phase::Pick;
@@ -850,4 +876,12 @@ impl StreamTask {
         }
         self.phase = Phase::Done;
     }
+}
+
+/// Whether a response is a success by the route's response classes (then
+/// its gRPC status, then 5xx).
+fn classify(r: &Routed, status: u16, grpc_status: Option<u32>) -> bool {
+    let route = r.route.and_then(|i| r.router.profile.routes.get(i));
+    let classes = route.map(|r| &r.response_classes[..]).unwrap_or(&[]);
+    profile::classify(classes, status, grpc_status) == Classification::Success
 }

@@ -1,0 +1,177 @@
+//! The downgraded path of a stream task (event-loop thread): a request
+//! that came with `l5d-orig-proto` goes to the application on an HTTP/1
+//! connection of its own (`super::super::downgrade::H1Leg`), with the same
+//! balancer, metrics and failure rules as the HTTP/2 path in `mod.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Response};
+
+use super::{classify, Attempt, Env, Phase, StreamTask};
+use crate::conn_failure::ConnFailure;
+use crate::proxy::ctx::{Ctx, DialError, Owner};
+use crate::proxy::h2::downgrade::{self, H1Leg, LegError, LegEvent, OrigProto};
+use crate::proxy::h2::TaskId;
+use crate::proxy::ready::Readiness;
+use crate::proxy::timers::Timer;
+
+impl StreamTask {
+    /// Records an event on the downgraded request's HTTP/1 socket.
+    pub fn leg_ready(&mut self, r: Readiness) {
+        if let Phase::H1(leg) = &mut self.phase {
+            leg.ready(r);
+        }
+        self.task.wake();
+    }
+
+    /// Closes the downgraded request's HTTP/1 connection, if it has one
+    /// (it carries one request: the application sees it close after).
+    pub(super) fn close_leg(&mut self, ctx: &mut Ctx<'_>) {
+        if let Phase::H1(leg) = &mut self.phase {
+            ctx.tcp_dst.bytes(leg.take_bytes());
+            ctx.socks.remove(leg.sock);
+            ctx.tcp_dst.close();
+            self.phase = Phase::Pick;
+        }
+    }
+
+    /// Connects to the application for a downgraded request.
+    pub(super) fn start_h1(
+        &mut self,
+        backend: Arc<str>,
+        addr: SocketAddr,
+        orig: OrigProto,
+        env: &mut Env<'_, '_>,
+    ) {
+        let ctx = &mut *env.ctx;
+        let has_body = !self.client_body.is_end_stream();
+        let (head, framing) =
+            downgrade::request_head(&self.method, &self.uri, &self.headers, orig, has_body);
+        match ctx.dial(addr, Owner::H2Stream(self.key), None, false) {
+            Ok((transport, sock)) => {
+                let is_head = self.method == Method::HEAD;
+                let leg = H1Leg::new(
+                    transport,
+                    sock,
+                    head,
+                    framing,
+                    is_head,
+                    ctx.cfg.buffer_limit,
+                );
+                let connect_by = ctx.now + ctx.cfg.connect_timeout(ctx.direction);
+                ctx.timers
+                    .add(connect_by, Timer::H2(TaskId::Stream(self.key)));
+                self.attempt = Some(Attempt {
+                    backend,
+                    addr,
+                    started: ctx.now,
+                    up: None,
+                    req: None,
+                });
+                self.phase = Phase::H1(Box::new(leg));
+            }
+            Err(e) => {
+                let f = match e {
+                    DialError::Connect(e) | DialError::Register(e) => ConnFailure::of_connect(&e),
+                    DialError::Tls(_) => ConnFailure::Tls,
+                };
+                if let Some(d) = ctx.dsts.get_mut(&backend) {
+                    d.balancer.failed(addr, f, ctx.now);
+                }
+                self.failed_endpoints.push(addr);
+                self.last_failure = Some(f);
+                self.phase = Phase::Pick;
+            }
+        }
+    }
+
+    /// One step of a downgraded request.
+    pub(super) fn h1(&mut self, env: &mut Env<'_, '_>) -> bool {
+        let Phase::H1(leg) = &mut self.phase else {
+            return false;
+        };
+        let ctx = &mut *env.ctx;
+        let Some(a) = &self.attempt else {
+            return false;
+        };
+        let (backend, addr, started) = (a.backend.clone(), a.addr, a.started);
+        if !leg.is_connected() && ctx.now >= started + ctx.cfg.connect_timeout(ctx.direction) {
+            self.attempt_failed(ConnFailure::ConnectTimeout, true, env);
+            return true;
+        }
+        let mut cx = self.task.context();
+        let ev = leg.step(&mut self.client_body, &ctx.cfg.limits, &mut cx);
+        ctx.tcp_dst.bytes(leg.take_bytes());
+        match ev {
+            Ok(LegEvent::Idle) => false,
+            Ok(LegEvent::Connected) => {
+                leg.transport.connected(ctx.cfg.connect_keepalive);
+                if let Some(d) = ctx.dsts.get_mut(&backend) {
+                    d.balancer.connected(addr);
+                }
+                true
+            }
+            Ok(LegEvent::Head(status, headers, framing)) => {
+                let rtt = ctx.now.saturating_duration_since(started);
+                if let Some(d) = ctx.dsts.get_mut(&backend) {
+                    d.balancer.finish(addr, rtt, ctx.now);
+                }
+                if let Some(r) = &self.routed {
+                    let success = classify(r, status, self.grpc_status);
+                    r.router
+                        .route_metrics(r.route)
+                        .borrow_mut()
+                        .actual_response(status, success);
+                }
+                let latency = ctx.now.saturating_duration_since(self.started);
+                self.status = Some((status, latency));
+                let mut resp = Response::new(());
+                *resp.status_mut() =
+                    http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+                *resp.headers_mut() = headers;
+                let eos = framing == crate::http1::BodyFraming::None;
+                match self.respond.send_response(resp, eos) {
+                    Ok(to) if !eos => leg.stream_to(to, framing),
+                    Ok(_) => self.finish(env),
+                    Err(e) => {
+                        log::debug!("h2 client went away before the response: {e}");
+                        self.finish(env);
+                    }
+                }
+                true
+            }
+            Ok(LegEvent::Done) => {
+                self.finish(env);
+                true
+            }
+            Err(LegError::Connect(e)) => {
+                log::debug!("connect to {addr} failed: {e}");
+                self.attempt_failed(ConnFailure::of_connect(&e), true, env);
+                true
+            }
+            Err(LegError::Io(e)) if self.status.is_none() => {
+                log::debug!("{addr} failed before a response: {e}");
+                self.attempt_failed(ConnFailure::of_io(&e), false, env);
+                true
+            }
+            Err(LegError::Protocol) if self.status.is_none() => {
+                log::info!("{addr}: invalid HTTP/1 response to a downgraded request");
+                self.fail(502, "invalid response from upstream", "protocol", env);
+                true
+            }
+            Err(LegError::Client(e)) => {
+                log::debug!("h2 client stream failed: {e}");
+                self.abandon(env);
+                true
+            }
+            Err(e) => {
+                // The response is partly out: its stream is reset when the
+                // task ends (nothing else tells the client it is cut short).
+                log::debug!("{addr} failed mid-response: {e:?}");
+                self.finish(env);
+                true
+            }
+        }
+    }
+}
