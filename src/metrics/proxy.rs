@@ -1,6 +1,7 @@
 //! The metric families spoke emits (Linkerd's names, see DESIGN.md) and the typed
 //! handles that update them: `AuthorityMetrics` and `RouteMetrics` on the event loop per
-//! request, `TcpMetrics` per connection, `DiscoveryMetrics` on discovery threads.
+//! request, `DiscoveryMetrics` on discovery threads (`TcpMetrics`, per connection, is
+//! in `tcp.rs`).
 //!
 //! Threads: `ProxyMetrics` is built once in `main` and cloned to every thread. A handle is
 //! created once per authority/route/direction/kind and then owned by its user; the
@@ -16,9 +17,9 @@ use std::time::Duration;
 
 use crate::conn_failure::ConnFailure;
 
+use super::tcp::{Peer, TcpMetrics};
 use super::{
-    Counter, CounterFamily, Gauge, GaugeFamily, Histogram, HistogramFamily, Labels, MetricsError,
-    Registry,
+    Counter, CounterFamily, GaugeFamily, Histogram, HistogramFamily, Labels, MetricsError, Registry,
 };
 
 /// Which way traffic goes through the proxy: the `direction` label.
@@ -35,24 +36,6 @@ impl Direction {
         match self {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
-        }
-    }
-}
-
-/// Which end of a proxied TCP connection a `tcp_*` series counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Peer {
-    /// The client that connected to a spoke listener.
-    Src,
-    /// The upstream spoke connected to.
-    Dst,
-}
-
-impl Peer {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Peer::Src => "src",
-            Peer::Dst => "dst",
         }
     }
 }
@@ -269,13 +252,16 @@ impl ProxyMetrics {
         let labels = Labels::new()
             .with("direction", direction.as_str())
             .with("peer", peer.as_str());
-        TcpMetrics {
-            opened: self.tcp_open_total.series(labels.clone()),
-            closed: self.tcp_close_total.series(labels.clone()),
-            open: self.tcp_open_connections.series(labels.clone()),
-            read_bytes: self.tcp_read_bytes.series(labels.clone()),
-            write_bytes: self.tcp_write_bytes.series(labels),
-        }
+        TcpMetrics::new(
+            labels,
+            [
+                &self.tcp_open_total,
+                &self.tcp_close_total,
+                &self.tcp_read_bytes,
+                &self.tcp_write_bytes,
+            ],
+            &self.tcp_open_connections,
+        )
     }
 
     /// The counter of connections in `direction` that detection classified
@@ -510,44 +496,6 @@ impl RouteMetrics {
             self.retryable_family.series(labels)
         });
         counter.inc();
-    }
-}
-
-// === impl TcpMetrics ===
-
-/// `tcp_open_total`, `tcp_close_total` and `tcp_open_connections` for one direction and
-/// peer. Cheap to clone; all methods take `&self`.
-#[derive(Clone, Debug)]
-pub struct TcpMetrics {
-    opened: Counter,
-    closed: Counter,
-    open: Gauge,
-    read_bytes: Counter,
-    write_bytes: Counter,
-}
-
-impl TcpMetrics {
-    /// A connection was accepted or established.
-    pub fn open(&self) {
-        self.opened.inc();
-        self.open.inc();
-    }
-
-    /// A connection that `open` counted was closed. Call exactly once per `open`.
-    pub fn close(&self) {
-        self.closed.inc();
-        self.open.dec();
-    }
-
-    /// Bytes a connection read and wrote since they were last counted.
-    #[inline]
-    pub fn bytes(&self, (read, written): (u64, u64)) {
-        if read > 0 {
-            self.read_bytes.add(read);
-        }
-        if written > 0 {
-            self.write_bytes.add(written);
-        }
     }
 }
 
@@ -818,42 +766,6 @@ mod tests {
             !text.contains("route_retryable_total"),
             "no retryable series until a retry is wanted"
         );
-    }
-
-    #[test]
-    fn tcp_families_render_exactly_and_track_open_connections() {
-        let m = metrics();
-        let src = m.tcp(Direction::Inbound, Peer::Src);
-        let dst = m.tcp(Direction::Outbound, Peer::Dst);
-        src.open();
-        src.open();
-        src.close();
-        dst.open();
-        src.bytes((10, 0));
-        dst.bytes((5, 7));
-        dst.bytes((1, 0));
-        let expected = "\
-            # HELP tcp_open_total Total TCP connections opened.\n\
-            # TYPE tcp_open_total counter\n\
-            tcp_open_total{direction=\"inbound\",peer=\"src\"} 2\n\
-            tcp_open_total{direction=\"outbound\",peer=\"dst\"} 1\n\
-            # HELP tcp_close_total Total TCP connections closed.\n\
-            # TYPE tcp_close_total counter\n\
-            tcp_close_total{direction=\"inbound\",peer=\"src\"} 1\n\
-            tcp_close_total{direction=\"outbound\",peer=\"dst\"} 0\n\
-            # HELP tcp_open_connections TCP connections currently open.\n\
-            # TYPE tcp_open_connections gauge\n\
-            tcp_open_connections{direction=\"inbound\",peer=\"src\"} 1\n\
-            tcp_open_connections{direction=\"outbound\",peer=\"dst\"} 1\n\
-            # HELP tcp_read_bytes_total Total bytes read from TCP connections.\n\
-            # TYPE tcp_read_bytes_total counter\n\
-            tcp_read_bytes_total{direction=\"inbound\",peer=\"src\"} 10\n\
-            tcp_read_bytes_total{direction=\"outbound\",peer=\"dst\"} 6\n\
-            # HELP tcp_write_bytes_total Total bytes written to TCP connections.\n\
-            # TYPE tcp_write_bytes_total counter\n\
-            tcp_write_bytes_total{direction=\"inbound\",peer=\"src\"} 0\n\
-            tcp_write_bytes_total{direction=\"outbound\",peer=\"dst\"} 7\n";
-        assert_eq!(m.registry().render_to_string(), expected);
     }
 
     #[test]
