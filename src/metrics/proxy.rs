@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::conn_failure::ConnFailure;
 
 use super::tcp::{Peer, TcpMetrics};
+use super::tls::TlsLabel;
 use super::{
     Counter, CounterFamily, GaugeFamily, Histogram, HistogramFamily, Labels, MetricsError, Registry,
 };
@@ -195,18 +196,17 @@ impl ProxyMetrics {
     }
 
     /// Handle for one authority (`name:port`) in one direction (`outbound`/`inbound`).
-    /// Creates the `request_total` series; response series appear on first use.
+    /// Its series appear on first use, one set per TLS state (`metrics/tls.rs`).
     pub fn authority(&self, direction: Direction, authority: &str) -> AuthorityMetrics {
         let base = Labels::new()
             .with("direction", direction.as_str())
             .with("authority", authority.to_owned());
         AuthorityMetrics {
-            requests: self.request_total.series(base.clone()),
-            responses: Responses::new(
-                base,
-                self.response_total.clone(),
-                Some(self.response_latency_ms.clone()),
-            ),
+            base,
+            request_family: self.request_total.clone(),
+            response_family: self.response_total.clone(),
+            latency_family: self.response_latency_ms.clone(),
+            by_tls: Vec::new(),
         }
     }
 
@@ -407,30 +407,77 @@ impl Responses {
 // === impl AuthorityMetrics ===
 
 /// `request_total`, `response_total` and `response_latency_ms` for one direction and
-/// authority. Owned by the event loop (e.g. in the destination table).
+/// authority, by TLS state: outbound, of the connection to the endpoint the request
+/// went to; inbound, of the connection the request came on. Owned by the event loop
+/// (in the destination table).
 #[derive(Clone, Debug)]
 pub struct AuthorityMetrics {
-    requests: Counter,
-    responses: Responses,
+    base: Labels,
+    request_family: CounterFamily,
+    response_family: CounterFamily,
+    latency_family: HistogramFamily,
+    /// The TLS states seen so far, each with its request counter and responses.
+    by_tls: Vec<(TlsLabel, Counter, Responses)>,
 }
 
+/// Which TLS state's series of an [`AuthorityMetrics`] to count in
+/// ([`AuthorityMetrics::slot`]): a request looks its state up once and then
+/// counts its request and response there without comparing labels again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsSlot(u32);
+
 impl AuthorityMetrics {
-    /// Counts a request received for this authority.
-    pub fn request(&self) {
-        self.requests.inc();
+    /// The slot of TLS state `tls`, its series made on first use. Most
+    /// authorities see one state, so this is usually a one-entry scan.
+    #[inline]
+    pub fn slot(&mut self, tls: &TlsLabel) -> TlsSlot {
+        match self.by_tls.first() {
+            Some((first, ..)) if first == tls => TlsSlot(0),
+            _ => self.find_or_add(tls),
+        }
     }
 
-    /// Counts a response and records its latency. `success` is the response class;
-    /// `error` is a short reason (`timeout`, `connect`, `unavailable`, `bad_request`, ...)
-    /// when the proxy made the response itself, and becomes the `error` label.
+    #[cold]
+    #[inline(never)]
+    fn find_or_add(&mut self, tls: &TlsLabel) -> TlsSlot {
+        if let Some(index) = self.by_tls.iter().position(|(t, ..)| t == tls) {
+            return TlsSlot(index as u32);
+        }
+        let labels = tls.add_to(self.base.clone());
+        let requests = self.request_family.series(labels.clone());
+        let responses = Responses::new(
+            labels,
+            self.response_family.clone(),
+            Some(self.latency_family.clone()),
+        );
+        self.by_tls.push((tls.clone(), requests, responses));
+        TlsSlot(self.by_tls.len() as u32 - 1)
+    }
+
+    /// Counts a request received for this authority, sent (or to be sent) over a
+    /// connection in the TLS state of `slot`.
+    #[inline]
+    pub fn request(&self, slot: TlsSlot) {
+        if let Some((_, requests, _)) = self.by_tls.get(slot.0 as usize) {
+            requests.inc();
+        }
+    }
+
+    /// Counts a response, in the TLS state of `slot`, and records its latency.
+    /// `success` is the response class; `error` is a short reason (`timeout`,
+    /// `connect`, `unavailable`, `bad_request`, ...) when the proxy made the
+    /// response itself, and becomes the `error` label.
     pub fn response(
         &mut self,
+        slot: TlsSlot,
         status: u16,
         success: bool,
         error: Option<&'static str>,
         latency: Duration,
     ) {
-        self.responses.record(status, success, error, Some(latency));
+        if let Some((.., responses)) = self.by_tls.get_mut(slot.0 as usize) {
+            responses.record(status, success, error, Some(latency));
+        }
     }
 }
 
@@ -580,6 +627,7 @@ impl DiscoveryMetrics {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tls::NoTlsReason;
     use super::super::LATENCY_BUCKETS_MS;
     use super::*;
 
@@ -611,14 +659,25 @@ mod tests {
     fn authority_families_render_exactly() {
         let m = metrics();
         let mut books = m.authority(Direction::Outbound, "books.default.svc.cluster.local:7000");
-        books.request();
-        books.request();
-        books.request();
-        books.response(200, true, None, Duration::from_millis(4));
-        books.response(200, true, None, Duration::from_millis(12));
-        books.response(504, false, Some("timeout"), Duration::from_millis(1_000));
+        let mtls = TlsLabel::ServerId(
+            "books.default.serviceaccount.identity.linkerd.cluster.local".into(),
+        );
+        let mtls = books.slot(&mtls);
+        books.request(mtls);
+        books.request(mtls);
+        books.request(mtls);
+        books.response(mtls, 200, true, None, Duration::from_millis(4));
+        books.response(mtls, 200, true, None, Duration::from_millis(12));
+        books.response(
+            mtls,
+            504,
+            false,
+            Some("timeout"),
+            Duration::from_millis(1_000),
+        );
 
-        let base = "direction=\"outbound\",authority=\"books.default.svc.cluster.local:7000\"";
+        let base = "direction=\"outbound\",authority=\"books.default.svc.cluster.local:7000\",\
+                    tls=\"true\",server_id=\"books.default.serviceaccount.identity.linkerd.cluster.local\"";
         let mut expected = header(
             "request_total",
             "Total HTTP requests received, by destination authority.",
@@ -658,22 +717,65 @@ mod tests {
     fn repeated_outcomes_reuse_cached_series() {
         let m = metrics();
         let mut a = m.authority(Direction::Outbound, "a:80");
+        let plain = TlsLabel::NoIdentity(NoTlsReason::NotProvidedByServiceDiscovery);
         for _ in 0..3 {
-            a.response(200, true, None, Duration::from_millis(1));
+            let slot = a.slot(&plain);
+            a.response(slot, 200, true, None, Duration::from_millis(1));
         }
-        a.response(200, false, None, Duration::from_millis(1));
-        a.response(503, false, Some("unavailable"), Duration::from_millis(1));
-        a.response(503, false, Some("unavailable"), Duration::from_millis(1));
-        assert_eq!(a.responses.seen.len(), 3, "one entry per distinct outcome");
+        let slot = a.slot(&plain);
+        a.response(slot, 200, false, None, Duration::from_millis(1));
+        for _ in 0..2 {
+            let error = Some("unavailable");
+            a.response(slot, 503, false, error, Duration::from_millis(1));
+        }
+        assert_eq!(a.by_tls.len(), 1, "one entry per TLS state");
+        assert_eq!(
+            a.by_tls[0].2.seen.len(),
+            3,
+            "one entry per distinct outcome"
+        );
         // 200 success and 200 failure share one latency series.
         let text = m.registry().render_to_string();
-        assert!(text.contains(
-            "response_latency_ms_count{direction=\"outbound\",authority=\"a:80\",status_code=\"200\"} 4\n"
-        ));
-        assert!(text.contains(
-            "response_total{direction=\"outbound\",authority=\"a:80\",status_code=\"503\",\
-             classification=\"failure\",error=\"unavailable\"} 2\n"
-        ));
+        let base = "direction=\"outbound\",authority=\"a:80\",tls=\"no_identity\",\
+                    no_tls_reason=\"not_provided_by_service_discovery\"";
+        assert!(text.contains(&format!(
+            "response_latency_ms_count{{{base},status_code=\"200\"}} 4\n"
+        )));
+        assert!(text.contains(&format!(
+            "response_total{{{base},status_code=\"503\",\
+             classification=\"failure\",error=\"unavailable\"}} 2\n"
+        )));
+    }
+
+    #[test]
+    fn each_tls_state_of_an_authority_has_its_own_series() {
+        let m = metrics();
+        let mut a = m.authority(Direction::Inbound, "a:80");
+        let alice = TlsLabel::ClientId(Some("alice".into()));
+        let plain = TlsLabel::NoIdentity(NoTlsReason::NoTlsFromRemote);
+        let (first, second) = (a.slot(&alice), a.slot(&plain));
+        assert_ne!(first, second);
+        a.request(first);
+        a.request(second);
+        let again = a.slot(&TlsLabel::ClientId(Some("alice".into())));
+        assert_eq!(again, first, "a state seen before has its slot");
+        a.request(again);
+        a.response(first, 200, true, None, Duration::from_millis(1));
+        assert_eq!(a.by_tls.len(), 2);
+        let text = m.registry().render_to_string();
+        for line in [
+            "request_total{direction=\"inbound\",authority=\"a:80\",tls=\"true\",client_id=\"alice\"} 2\n",
+            "request_total{direction=\"inbound\",authority=\"a:80\",tls=\"no_identity\",\
+             no_tls_reason=\"no_tls_from_remote\"} 1\n",
+            "response_total{direction=\"inbound\",authority=\"a:80\",tls=\"true\",client_id=\"alice\",\
+             status_code=\"200\",classification=\"success\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(
+            !text.contains("no_tls_from_remote\",status_code"),
+            "no plaintext response yet"
+        );
     }
 
     #[test]
@@ -821,11 +923,14 @@ mod tests {
         let registry = Registry::new();
         let a = ProxyMetrics::new(&registry).expect("first");
         let b = ProxyMetrics::new(&registry).expect("second registration is idempotent");
-        a.authority(Direction::Outbound, "x:1").request();
-        b.authority(Direction::Outbound, "x:1").request();
-        assert!(registry
-            .render_to_string()
-            .contains("request_total{direction=\"outbound\",authority=\"x:1\"} 2\n"));
+        for metrics in [a, b] {
+            let mut x = metrics.authority(Direction::Outbound, "x:1");
+            let slot = x.slot(&TlsLabel::Disabled);
+            x.request(slot);
+        }
+        assert!(registry.render_to_string().contains(
+            "request_total{direction=\"outbound\",authority=\"x:1\",tls=\"disabled\"} 2\n"
+        ));
     }
 
     #[test]
@@ -835,6 +940,8 @@ mod tests {
         assert_send::<AuthorityMetrics>();
         assert_send::<RouteMetrics>();
         assert_send::<TcpMetrics>();
+        assert_send::<super::super::TcpSeries>();
+        assert_send::<TlsLabel>();
         assert_send::<DiscoveryMetrics>();
         assert_send::<Registry>();
     }

@@ -20,7 +20,7 @@ use slab::Slab;
 
 use super::admin::{self, AdminConn, AdminState};
 use super::conn::Session;
-use super::ctx::{ByDirection, Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpByDirection};
+use super::ctx::{ByDirection, Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpPair};
 use super::destinations::Destinations;
 use super::inbound;
 use super::listen::Listener;
@@ -31,7 +31,7 @@ use super::timers::{Timer, Timers};
 use super::token;
 use super::transport::Transport;
 use crate::identity::CredentialsRx;
-use crate::metrics::{Direction, Peer, ProxyMetrics, RenderCursor};
+use crate::metrics::{Direction, ProxyMetrics, RenderCursor};
 use crate::tls::{MeshTls, TlsConfigs};
 
 /// Everything sessions may touch, kept apart from the session slab so both can
@@ -42,7 +42,7 @@ struct Parts {
     dsts: ByDirection<Destinations>,
     timers: Timers,
     cfg: LoopConfig,
-    tcp: TcpByDirection,
+    tcp: ByDirection<TcpPair>,
     /// Randomness for traffic splits.
     rng: fastrand::Rng,
     detect: DetectMetrics,
@@ -164,7 +164,10 @@ impl EventLoop {
                 },
                 dsts,
                 timers: Timers::default(),
-                tcp: TcpByDirection::new(&metrics),
+                tcp: ByDirection {
+                    inbound: TcpPair::new(&metrics, Direction::Inbound),
+                    outbound: TcpPair::new(&metrics, Direction::Outbound),
+                },
                 rng: fastrand::Rng::new(),
                 detect: DetectMetrics::new(metrics.clone()),
                 tls: MeshTls::Disabled,
@@ -326,8 +329,7 @@ impl EventLoop {
             timers: &mut parts.timers,
             cfg: &parts.cfg,
             direction,
-            tcp_src: parts.tcp.get(direction, Peer::Src),
-            tcp_dst: parts.tcp.get(direction, Peer::Dst),
+            tcp: parts.tcp.get_mut(direction),
             rng: &mut parts.rng,
             detect: &mut parts.detect,
             tls: &parts.tls,
@@ -426,7 +428,6 @@ impl EventLoop {
             self.parts.socks.remove(sock);
             return None;
         }
-        self.parts.tcp.get(direction, Peer::Src).open();
         self.next_session_id += 1;
         let client = Transport::accepted(stream);
         let id = self.next_session_id;
@@ -517,9 +518,9 @@ impl EventLoop {
                 conn.stream.ready(Readiness::of(event));
                 let alive = conn.stream.is_idle_and_open();
                 if !alive {
-                    if let Some(conn) = pool.remove(bucket, index) {
+                    if let Some(mut conn) = pool.remove(bucket, index) {
                         self.parts.socks.remove(index);
-                        self.parts.tcp.get(conn.direction, Peer::Dst).close();
+                        conn.stream.count_close();
                     }
                 }
             }
@@ -553,7 +554,6 @@ impl EventLoop {
         };
         let direction = session.direction();
         self.parts.socks.remove(session.client_sock());
-        self.parts.tcp.get(direction, Peer::Src).close();
         let mut ctx = Self::ctx(&self.poll, &mut self.parts, direction, now);
         session.release(&mut ctx);
         let paused: Vec<Direction> = self
@@ -577,9 +577,9 @@ impl EventLoop {
         }
         let ttl = self.parts.cfg.pool_idle_timeout;
         for pool in self.parts.pools.both_mut() {
-            for conn in pool.expire(now, ttl) {
+            for mut conn in pool.expire(now, ttl) {
                 self.parts.socks.remove(conn.sock);
-                self.parts.tcp.get(conn.direction, Peer::Dst).close();
+                conn.stream.count_close();
             }
         }
     }
@@ -591,9 +591,9 @@ impl EventLoop {
             self.close_session(key, now);
         }
         for pool in self.parts.pools.both_mut() {
-            for conn in pool.drain() {
+            for mut conn in pool.drain() {
                 self.parts.socks.remove(conn.sock);
-                self.parts.tcp.get(conn.direction, Peer::Dst).close();
+                conn.stream.count_close();
             }
         }
         for dsts in self.parts.dsts.both_mut() {
