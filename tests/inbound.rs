@@ -186,6 +186,27 @@ fn inbound_requests_are_counted_inbound_with_routes_from_the_hosts_profile() {
     // upstream connection served all four requests (the pool is by address).
     assert_eq!(inbound("tcp_open_total", &[("peer", "src")]), 2.0);
     assert_eq!(inbound("tcp_open_total", &[("peer", "dst")]), 1.0);
+    // Identity is off here: Linkerd's tls="disabled" on what was accepted,
+    // loopback on the connection to the application.
+    assert_eq!(
+        inbound("tcp_open_total", &[("peer", "src"), ("tls", "disabled")]),
+        2.0
+    );
+    assert_eq!(
+        inbound(
+            "tcp_open_total",
+            &[
+                ("peer", "dst"),
+                ("tls", "no_identity"),
+                ("no_tls_reason", "loopback")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        inbound("request_total", &[("tls", "disabled")]),
+        inbound("request_total", &[])
+    );
     for family in ["request_total", "tcp_open_total"] {
         let outbound = metric(&app, family, &[("direction", "outbound")]);
         assert_eq!(outbound, 0.0, "{family} counted outbound");

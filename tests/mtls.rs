@@ -221,6 +221,113 @@ fn two_spokes_speak_mtls_and_the_application_sees_the_client_identity() {
         .send_raw(forged.as_bytes(), false)
         .unwrap();
     assert_eq!((plain.status, plain.text()), (200, "none".to_owned()));
+    // A service discovery names no identity for: A reaches it in plaintext.
+    let mut yaml = mesh_yaml(Some((m.b().inbound_addr(), BOOKS_ID)));
+    yaml.push_str(&format!(
+        "---\napiVersion: spoke.dev/v1alpha1\nkind: Endpoints\nmetadata:\n  \
+         name: plain.default.svc.cluster.local\nspec:\n  ports:\n  - port: 7000\n    \
+         addresses:\n    - {}\n",
+        m.app_b.addr()
+    ));
+    std::fs::write(m.dir.join("mesh.yaml"), yaml).unwrap();
+    eventually("a request in plaintext", || {
+        let r = get(m.a(), PLAIN, "/");
+        r.status == 200 && r.text() == "none"
+    });
+    tls_labels_say_who_spoke_to_whom(&m);
+}
+
+const PLAIN: &str = "plain.default.svc.cluster.local:7000";
+
+/// Linkerd's TLS labels after [`two_spokes_speak_mtls_and_the_application_sees_the_client_identity`]:
+/// A's requests and its connection to B are mTLS to B's identity, its
+/// client's connection is loopback; B's requests and accepted connection
+/// carry A's identity, the plaintext client `no_tls_from_remote`, and B's
+/// connection to its application is loopback.
+fn tls_labels_say_who_spoke_to_whom(m: &Mesh) {
+    let a = metrics(m.a());
+    let b = metrics(m.b());
+    let mtls_to_b = [
+        ("direction", "outbound"),
+        ("authority", BOOKS),
+        ("tls", "true"),
+        ("server_id", BOOKS_ID),
+    ];
+    assert!(has_series(&a, "request_total", &mtls_to_b), "{a}");
+    assert!(metric(m.a(), "request_total", &mtls_to_b) >= 2.0, "{a}");
+    let ok = [("status_code", "200"), ("classification", "success")];
+    let ok_over_mtls: Vec<_> = mtls_to_b.iter().chain(&ok).copied().collect();
+    assert!(has_series(&a, "response_total", &ok_over_mtls), "{a}");
+    let dst = [
+        ("direction", "outbound"),
+        ("peer", "dst"),
+        ("tls", "true"),
+        ("server_id", BOOKS_ID),
+    ];
+    assert!(has_series(&a, "tcp_open_total", &dst), "{a}");
+    assert!(metric(m.a(), "tcp_open_total", &dst) >= 1.0, "{a}");
+    assert!(metric(m.a(), "tcp_write_bytes_total", &dst) > 0.0, "{a}");
+    let from_app = [
+        ("direction", "outbound"),
+        ("peer", "src"),
+        ("tls", "no_identity"),
+        ("no_tls_reason", "loopback"),
+    ];
+    assert!(has_series(&a, "tcp_open_total", &from_app), "{a}");
+    let unmeshed = [
+        ("tls", "no_identity"),
+        ("no_tls_reason", "not_provided_by_service_discovery"),
+    ];
+    let plain_to: Vec<_> = [("direction", "outbound"), ("authority", PLAIN)]
+        .into_iter()
+        .chain(unmeshed)
+        .collect();
+    assert!(has_series(&a, "request_total", &plain_to), "{a}");
+    let plain_dst: Vec<_> = [("direction", "outbound"), ("peer", "dst")]
+        .into_iter()
+        .chain(unmeshed)
+        .collect();
+    assert!(has_series(&a, "tcp_open_total", &plain_dst), "{a}");
+    assert_eq!(
+        metric(m.a(), "request_total", &[("authority", BOOKS), unmeshed[1]]),
+        0.0,
+        "no request to books went in plaintext: {a}"
+    );
+
+    let from_a = [
+        ("direction", "inbound"),
+        ("tls", "true"),
+        ("client_id", WEB),
+    ];
+    assert!(metric(m.b(), "request_total", &from_a) >= 2.0, "{b}");
+    assert!(metric(m.b(), "response_total", &from_a) >= 2.0, "{b}");
+    let src: Vec<_> = [("direction", "inbound"), ("peer", "src")]
+        .into_iter()
+        .chain(from_a.into_iter().skip(1))
+        .collect();
+    assert!(has_series(&b, "tcp_open_total", &src), "{b}");
+    let plaintext = [
+        ("tls", "no_identity"),
+        ("no_tls_reason", "no_tls_from_remote"),
+    ];
+    let plain_src: Vec<_> = [("direction", "inbound"), ("peer", "src")]
+        .into_iter()
+        .chain(plaintext)
+        .collect();
+    assert!(has_series(&b, "tcp_open_total", &plain_src), "{b}");
+    assert_eq!(metric(m.b(), "tcp_open_total", &plain_src), 1.0, "{b}");
+    let plain_requests: Vec<_> = [("direction", "inbound")]
+        .into_iter()
+        .chain(plaintext)
+        .collect();
+    assert_eq!(metric(m.b(), "request_total", &plain_requests), 1.0, "{b}");
+    let to_app = [
+        ("direction", "inbound"),
+        ("peer", "dst"),
+        ("tls", "no_identity"),
+        ("no_tls_reason", "loopback"),
+    ];
+    assert!(has_series(&b, "tcp_open_total", &to_app), "{b}");
 }
 
 /// A TLS server that is not the workload it claims to be: it presents
@@ -467,6 +574,15 @@ fn a_client_hello_for_another_name_passes_through_to_the_application() {
             ]
         ) >= 1.0
     );
+    // Linkerd's label for a connection passed through by its SNI.
+    let passed = [
+        ("direction", "inbound"),
+        ("peer", "src"),
+        ("tls", "opaque"),
+        ("sni", "app.example.com"),
+    ];
+    let text = metrics(&b2);
+    assert!(has_series(&text, "tcp_open_total", &passed), "{text}");
     b2.shutdown().unwrap();
 }
 

@@ -273,6 +273,7 @@ fn refused_upstream_gets_502_and_empty_endpoint_set_gets_503() {
             &[
                 ("direction", "outbound"),
                 ("authority", BOOKS),
+                ("tls", "disabled"),
                 ("status_code", "502"),
                 ("classification", "failure"),
                 ("error", "connect"),
@@ -280,6 +281,23 @@ fn refused_upstream_gets_502_and_empty_endpoint_set_gets_503() {
         ),
         "{text}"
     );
+    // Answered before any endpoint was tried: spoke's `no_endpoint`.
+    let never_sent = [
+        ("direction", "outbound"),
+        ("authority", empty),
+        ("tls", "no_identity"),
+        ("no_tls_reason", "no_endpoint"),
+    ];
+    assert!(has_series(&text, "request_total", &never_sent), "{text}");
+    let answered: Vec<_> = never_sent
+        .into_iter()
+        .chain([
+            ("status_code", "503"),
+            ("classification", "failure"),
+            ("error", "no_endpoints"),
+        ])
+        .collect();
+    assert!(has_series(&text, "response_total", &answered), "{text}");
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //!
 //! Neighbours: `histogram.rs` (Linkerd's latency buckets, quantile estimate),
 //! `render.rs` (text exposition format out, and a small parser back in for `spoke demo`),
-//! `proxy.rs` (the typed families spoke emits: `ProxyMetrics` and its handles).
+//! `proxy.rs` (the typed families spoke emits: `ProxyMetrics` and its handles), `tcp.rs`
+//! (the `tcp_*` handles), `tls.rs` (Linkerd's TLS labels, which both key their series by).
 //!
 //! Cost model, a design property rather than something a test can check:
 //! - A series handle (`Counter`, `Gauge`, `Histogram`) is an `Arc` around atomics.
@@ -27,17 +28,21 @@
 mod histogram;
 mod proxy;
 mod render;
+mod tcp;
+mod tls;
 
 pub use histogram::{
     bucket_quantile, Histogram, HistogramSnapshot, BUCKET_COUNT, LATENCY_BUCKETS_MS,
 };
 pub use proxy::{
-    AuthorityMetrics, ConnectRetryMetrics, Direction, DiscoveryKind, DiscoveryMetrics, Peer,
-    ProxyMetrics, RouteMetrics, TcpMetrics,
+    AuthorityMetrics, ConnectRetryMetrics, Direction, DiscoveryKind, DiscoveryMetrics,
+    ProxyMetrics, RouteMetrics, TlsSlot,
 };
 pub use render::{
     escape_label_value, histogram_quantile, parse_line, parse_text, ParseError, Sample,
 };
+pub use tcp::{Peer, TcpMetrics, TcpSeries};
+pub use tls::{NoTlsReason, TlsLabel};
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! The metric families spoke emits (Linkerd's names, see DESIGN.md) and the typed
 //! handles that update them: `AuthorityMetrics` and `RouteMetrics` on the event loop per
-//! request, `TcpMetrics` per connection, `DiscoveryMetrics` on discovery threads.
+//! request, `DiscoveryMetrics` on discovery threads (`TcpMetrics`, per connection, is
+//! in `tcp.rs`).
 //!
 //! Threads: `ProxyMetrics` is built once in `main` and cloned to every thread. A handle is
 //! created once per authority/route/direction/kind and then owned by its user; the
@@ -16,9 +17,10 @@ use std::time::Duration;
 
 use crate::conn_failure::ConnFailure;
 
+use super::tcp::{Peer, TcpMetrics};
+use super::tls::TlsLabel;
 use super::{
-    Counter, CounterFamily, Gauge, GaugeFamily, Histogram, HistogramFamily, Labels, MetricsError,
-    Registry,
+    Counter, CounterFamily, GaugeFamily, Histogram, HistogramFamily, Labels, MetricsError, Registry,
 };
 
 /// Which way traffic goes through the proxy: the `direction` label.
@@ -35,24 +37,6 @@ impl Direction {
         match self {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
-        }
-    }
-}
-
-/// Which end of a proxied TCP connection a `tcp_*` series counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Peer {
-    /// The client that connected to a spoke listener.
-    Src,
-    /// The upstream spoke connected to.
-    Dst,
-}
-
-impl Peer {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Peer::Src => "src",
-            Peer::Dst => "dst",
         }
     }
 }
@@ -212,18 +196,17 @@ impl ProxyMetrics {
     }
 
     /// Handle for one authority (`name:port`) in one direction (`outbound`/`inbound`).
-    /// Creates the `request_total` series; response series appear on first use.
+    /// Its series appear on first use, one set per TLS state (`metrics/tls.rs`).
     pub fn authority(&self, direction: Direction, authority: &str) -> AuthorityMetrics {
         let base = Labels::new()
             .with("direction", direction.as_str())
             .with("authority", authority.to_owned());
         AuthorityMetrics {
-            requests: self.request_total.series(base.clone()),
-            responses: Responses::new(
-                base,
-                self.response_total.clone(),
-                Some(self.response_latency_ms.clone()),
-            ),
+            base,
+            request_family: self.request_total.clone(),
+            response_family: self.response_total.clone(),
+            latency_family: self.response_latency_ms.clone(),
+            by_tls: Vec::new(),
         }
     }
 
@@ -269,13 +252,16 @@ impl ProxyMetrics {
         let labels = Labels::new()
             .with("direction", direction.as_str())
             .with("peer", peer.as_str());
-        TcpMetrics {
-            opened: self.tcp_open_total.series(labels.clone()),
-            closed: self.tcp_close_total.series(labels.clone()),
-            open: self.tcp_open_connections.series(labels.clone()),
-            read_bytes: self.tcp_read_bytes.series(labels.clone()),
-            write_bytes: self.tcp_write_bytes.series(labels),
-        }
+        TcpMetrics::new(
+            labels,
+            [
+                &self.tcp_open_total,
+                &self.tcp_close_total,
+                &self.tcp_read_bytes,
+                &self.tcp_write_bytes,
+            ],
+            &self.tcp_open_connections,
+        )
     }
 
     /// The counter of connections in `direction` that detection classified
@@ -421,30 +407,77 @@ impl Responses {
 // === impl AuthorityMetrics ===
 
 /// `request_total`, `response_total` and `response_latency_ms` for one direction and
-/// authority. Owned by the event loop (e.g. in the destination table).
+/// authority, by TLS state: outbound, of the connection to the endpoint the request
+/// went to; inbound, of the connection the request came on. Owned by the event loop
+/// (in the destination table).
 #[derive(Clone, Debug)]
 pub struct AuthorityMetrics {
-    requests: Counter,
-    responses: Responses,
+    base: Labels,
+    request_family: CounterFamily,
+    response_family: CounterFamily,
+    latency_family: HistogramFamily,
+    /// The TLS states seen so far, each with its request counter and responses.
+    by_tls: Vec<(TlsLabel, Counter, Responses)>,
 }
 
+/// Which TLS state's series of an [`AuthorityMetrics`] to count in
+/// ([`AuthorityMetrics::slot`]): a request looks its state up once and then
+/// counts its request and response there without comparing labels again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsSlot(u32);
+
 impl AuthorityMetrics {
-    /// Counts a request received for this authority.
-    pub fn request(&self) {
-        self.requests.inc();
+    /// The slot of TLS state `tls`, its series made on first use. Most
+    /// authorities see one state, so this is usually a one-entry scan.
+    #[inline]
+    pub fn slot(&mut self, tls: &TlsLabel) -> TlsSlot {
+        match self.by_tls.first() {
+            Some((first, ..)) if first == tls => TlsSlot(0),
+            _ => self.find_or_add(tls),
+        }
     }
 
-    /// Counts a response and records its latency. `success` is the response class;
-    /// `error` is a short reason (`timeout`, `connect`, `unavailable`, `bad_request`, ...)
-    /// when the proxy made the response itself, and becomes the `error` label.
+    #[cold]
+    #[inline(never)]
+    fn find_or_add(&mut self, tls: &TlsLabel) -> TlsSlot {
+        if let Some(index) = self.by_tls.iter().position(|(t, ..)| t == tls) {
+            return TlsSlot(index as u32);
+        }
+        let labels = tls.add_to(self.base.clone());
+        let requests = self.request_family.series(labels.clone());
+        let responses = Responses::new(
+            labels,
+            self.response_family.clone(),
+            Some(self.latency_family.clone()),
+        );
+        self.by_tls.push((tls.clone(), requests, responses));
+        TlsSlot(self.by_tls.len() as u32 - 1)
+    }
+
+    /// Counts a request received for this authority, sent (or to be sent) over a
+    /// connection in the TLS state of `slot`.
+    #[inline]
+    pub fn request(&self, slot: TlsSlot) {
+        if let Some((_, requests, _)) = self.by_tls.get(slot.0 as usize) {
+            requests.inc();
+        }
+    }
+
+    /// Counts a response, in the TLS state of `slot`, and records its latency.
+    /// `success` is the response class; `error` is a short reason (`timeout`,
+    /// `connect`, `unavailable`, `bad_request`, ...) when the proxy made the
+    /// response itself, and becomes the `error` label.
     pub fn response(
         &mut self,
+        slot: TlsSlot,
         status: u16,
         success: bool,
         error: Option<&'static str>,
         latency: Duration,
     ) {
-        self.responses.record(status, success, error, Some(latency));
+        if let Some((.., responses)) = self.by_tls.get_mut(slot.0 as usize) {
+            responses.record(status, success, error, Some(latency));
+        }
     }
 }
 
@@ -510,44 +543,6 @@ impl RouteMetrics {
             self.retryable_family.series(labels)
         });
         counter.inc();
-    }
-}
-
-// === impl TcpMetrics ===
-
-/// `tcp_open_total`, `tcp_close_total` and `tcp_open_connections` for one direction and
-/// peer. Cheap to clone; all methods take `&self`.
-#[derive(Clone, Debug)]
-pub struct TcpMetrics {
-    opened: Counter,
-    closed: Counter,
-    open: Gauge,
-    read_bytes: Counter,
-    write_bytes: Counter,
-}
-
-impl TcpMetrics {
-    /// A connection was accepted or established.
-    pub fn open(&self) {
-        self.opened.inc();
-        self.open.inc();
-    }
-
-    /// A connection that `open` counted was closed. Call exactly once per `open`.
-    pub fn close(&self) {
-        self.closed.inc();
-        self.open.dec();
-    }
-
-    /// Bytes a connection read and wrote since they were last counted.
-    #[inline]
-    pub fn bytes(&self, (read, written): (u64, u64)) {
-        if read > 0 {
-            self.read_bytes.add(read);
-        }
-        if written > 0 {
-            self.write_bytes.add(written);
-        }
     }
 }
 
@@ -632,6 +627,7 @@ impl DiscoveryMetrics {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tls::NoTlsReason;
     use super::super::LATENCY_BUCKETS_MS;
     use super::*;
 
@@ -663,14 +659,25 @@ mod tests {
     fn authority_families_render_exactly() {
         let m = metrics();
         let mut books = m.authority(Direction::Outbound, "books.default.svc.cluster.local:7000");
-        books.request();
-        books.request();
-        books.request();
-        books.response(200, true, None, Duration::from_millis(4));
-        books.response(200, true, None, Duration::from_millis(12));
-        books.response(504, false, Some("timeout"), Duration::from_millis(1_000));
+        let mtls = TlsLabel::ServerId(
+            "books.default.serviceaccount.identity.linkerd.cluster.local".into(),
+        );
+        let mtls = books.slot(&mtls);
+        books.request(mtls);
+        books.request(mtls);
+        books.request(mtls);
+        books.response(mtls, 200, true, None, Duration::from_millis(4));
+        books.response(mtls, 200, true, None, Duration::from_millis(12));
+        books.response(
+            mtls,
+            504,
+            false,
+            Some("timeout"),
+            Duration::from_millis(1_000),
+        );
 
-        let base = "direction=\"outbound\",authority=\"books.default.svc.cluster.local:7000\"";
+        let base = "direction=\"outbound\",authority=\"books.default.svc.cluster.local:7000\",\
+                    tls=\"true\",server_id=\"books.default.serviceaccount.identity.linkerd.cluster.local\"";
         let mut expected = header(
             "request_total",
             "Total HTTP requests received, by destination authority.",
@@ -710,22 +717,65 @@ mod tests {
     fn repeated_outcomes_reuse_cached_series() {
         let m = metrics();
         let mut a = m.authority(Direction::Outbound, "a:80");
+        let plain = TlsLabel::NoIdentity(NoTlsReason::NotProvidedByServiceDiscovery);
         for _ in 0..3 {
-            a.response(200, true, None, Duration::from_millis(1));
+            let slot = a.slot(&plain);
+            a.response(slot, 200, true, None, Duration::from_millis(1));
         }
-        a.response(200, false, None, Duration::from_millis(1));
-        a.response(503, false, Some("unavailable"), Duration::from_millis(1));
-        a.response(503, false, Some("unavailable"), Duration::from_millis(1));
-        assert_eq!(a.responses.seen.len(), 3, "one entry per distinct outcome");
+        let slot = a.slot(&plain);
+        a.response(slot, 200, false, None, Duration::from_millis(1));
+        for _ in 0..2 {
+            let error = Some("unavailable");
+            a.response(slot, 503, false, error, Duration::from_millis(1));
+        }
+        assert_eq!(a.by_tls.len(), 1, "one entry per TLS state");
+        assert_eq!(
+            a.by_tls[0].2.seen.len(),
+            3,
+            "one entry per distinct outcome"
+        );
         // 200 success and 200 failure share one latency series.
         let text = m.registry().render_to_string();
-        assert!(text.contains(
-            "response_latency_ms_count{direction=\"outbound\",authority=\"a:80\",status_code=\"200\"} 4\n"
-        ));
-        assert!(text.contains(
-            "response_total{direction=\"outbound\",authority=\"a:80\",status_code=\"503\",\
-             classification=\"failure\",error=\"unavailable\"} 2\n"
-        ));
+        let base = "direction=\"outbound\",authority=\"a:80\",tls=\"no_identity\",\
+                    no_tls_reason=\"not_provided_by_service_discovery\"";
+        assert!(text.contains(&format!(
+            "response_latency_ms_count{{{base},status_code=\"200\"}} 4\n"
+        )));
+        assert!(text.contains(&format!(
+            "response_total{{{base},status_code=\"503\",\
+             classification=\"failure\",error=\"unavailable\"}} 2\n"
+        )));
+    }
+
+    #[test]
+    fn each_tls_state_of_an_authority_has_its_own_series() {
+        let m = metrics();
+        let mut a = m.authority(Direction::Inbound, "a:80");
+        let alice = TlsLabel::ClientId(Some("alice".into()));
+        let plain = TlsLabel::NoIdentity(NoTlsReason::NoTlsFromRemote);
+        let (first, second) = (a.slot(&alice), a.slot(&plain));
+        assert_ne!(first, second);
+        a.request(first);
+        a.request(second);
+        let again = a.slot(&TlsLabel::ClientId(Some("alice".into())));
+        assert_eq!(again, first, "a state seen before has its slot");
+        a.request(again);
+        a.response(first, 200, true, None, Duration::from_millis(1));
+        assert_eq!(a.by_tls.len(), 2);
+        let text = m.registry().render_to_string();
+        for line in [
+            "request_total{direction=\"inbound\",authority=\"a:80\",tls=\"true\",client_id=\"alice\"} 2\n",
+            "request_total{direction=\"inbound\",authority=\"a:80\",tls=\"no_identity\",\
+             no_tls_reason=\"no_tls_from_remote\"} 1\n",
+            "response_total{direction=\"inbound\",authority=\"a:80\",tls=\"true\",client_id=\"alice\",\
+             status_code=\"200\",classification=\"success\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(
+            !text.contains("no_tls_from_remote\",status_code"),
+            "no plaintext response yet"
+        );
     }
 
     #[test]
@@ -821,42 +871,6 @@ mod tests {
     }
 
     #[test]
-    fn tcp_families_render_exactly_and_track_open_connections() {
-        let m = metrics();
-        let src = m.tcp(Direction::Inbound, Peer::Src);
-        let dst = m.tcp(Direction::Outbound, Peer::Dst);
-        src.open();
-        src.open();
-        src.close();
-        dst.open();
-        src.bytes((10, 0));
-        dst.bytes((5, 7));
-        dst.bytes((1, 0));
-        let expected = "\
-            # HELP tcp_open_total Total TCP connections opened.\n\
-            # TYPE tcp_open_total counter\n\
-            tcp_open_total{direction=\"inbound\",peer=\"src\"} 2\n\
-            tcp_open_total{direction=\"outbound\",peer=\"dst\"} 1\n\
-            # HELP tcp_close_total Total TCP connections closed.\n\
-            # TYPE tcp_close_total counter\n\
-            tcp_close_total{direction=\"inbound\",peer=\"src\"} 1\n\
-            tcp_close_total{direction=\"outbound\",peer=\"dst\"} 0\n\
-            # HELP tcp_open_connections TCP connections currently open.\n\
-            # TYPE tcp_open_connections gauge\n\
-            tcp_open_connections{direction=\"inbound\",peer=\"src\"} 1\n\
-            tcp_open_connections{direction=\"outbound\",peer=\"dst\"} 1\n\
-            # HELP tcp_read_bytes_total Total bytes read from TCP connections.\n\
-            # TYPE tcp_read_bytes_total counter\n\
-            tcp_read_bytes_total{direction=\"inbound\",peer=\"src\"} 10\n\
-            tcp_read_bytes_total{direction=\"outbound\",peer=\"dst\"} 6\n\
-            # HELP tcp_write_bytes_total Total bytes written to TCP connections.\n\
-            # TYPE tcp_write_bytes_total counter\n\
-            tcp_write_bytes_total{direction=\"inbound\",peer=\"src\"} 0\n\
-            tcp_write_bytes_total{direction=\"outbound\",peer=\"dst\"} 7\n";
-        assert_eq!(m.registry().render_to_string(), expected);
-    }
-
-    #[test]
     fn discovery_families_render_exactly() {
         let m = metrics();
         let mut profile = m.discovery(DiscoveryKind::Profile);
@@ -909,11 +923,14 @@ mod tests {
         let registry = Registry::new();
         let a = ProxyMetrics::new(&registry).expect("first");
         let b = ProxyMetrics::new(&registry).expect("second registration is idempotent");
-        a.authority(Direction::Outbound, "x:1").request();
-        b.authority(Direction::Outbound, "x:1").request();
-        assert!(registry
-            .render_to_string()
-            .contains("request_total{direction=\"outbound\",authority=\"x:1\"} 2\n"));
+        for metrics in [a, b] {
+            let mut x = metrics.authority(Direction::Outbound, "x:1");
+            let slot = x.slot(&TlsLabel::Disabled);
+            x.request(slot);
+        }
+        assert!(registry.render_to_string().contains(
+            "request_total{direction=\"outbound\",authority=\"x:1\",tls=\"disabled\"} 2\n"
+        ));
     }
 
     #[test]
@@ -923,6 +940,8 @@ mod tests {
         assert_send::<AuthorityMetrics>();
         assert_send::<RouteMetrics>();
         assert_send::<TcpMetrics>();
+        assert_send::<super::super::TcpSeries>();
+        assert_send::<TlsLabel>();
         assert_send::<DiscoveryMetrics>();
         assert_send::<Registry>();
     }

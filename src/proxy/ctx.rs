@@ -2,13 +2,15 @@
 //! who owns each socket token ([`Owner`]), the loop's settings
 //! ([`LoopConfig`]), the parts of the loop a session may touch while it runs
 //! ([`Ctx`], with [`Ctx::dial`] for new upstream connections), the metric
-//! handles the loop keeps for sessions ([`TcpByDirection`],
-//! [`DetectMetrics`]), and what a session tells the loop after a step
+//! handles the loop keeps for sessions ([`TcpPair`], [`DetectMetrics`]),
+//! the TLS state a connection's metrics carry ([`connect_label`],
+//! [`accept_label`]), and what a session tells the loop after a step
 //! ([`Step`]). Sessions (`conn`, `exchange`) and the loop (`event_loop`) both
 //! import this; it imports neither.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -22,7 +24,7 @@ use super::token;
 use super::transport::Transport;
 use crate::endpoints::ClientTls;
 use crate::http1;
-use crate::metrics::{Counter, Direction, Peer, ProxyMetrics, TcpMetrics};
+use crate::metrics::{Counter, Direction, NoTlsReason, Peer, ProxyMetrics, TcpMetrics, TlsLabel};
 use crate::tls::MeshTls;
 
 /// Who owns a socket token.
@@ -90,9 +92,8 @@ pub struct Ctx<'a> {
     pub cfg: &'a LoopConfig,
     /// The direction of the session being driven.
     pub direction: Direction,
-    /// Its `tcp_*` handles for the client connection and for upstream ones.
-    pub tcp_src: &'a TcpMetrics,
-    pub tcp_dst: &'a TcpMetrics,
+    /// Its `tcp_*` handles, for the client connection and for upstream ones.
+    pub tcp: &'a mut TcpPair,
     pub rng: &'a mut fastrand::Rng,
     /// `spoke_detect_total`.
     pub detect: &'a mut DetectMetrics,
@@ -114,7 +115,8 @@ pub enum DialError {
 
 impl Ctx<'_> {
     /// Starts a non-blocking connect to `addr`, registered for `owner` and
-    /// counted open (`tcp_dst`); the writable edge will say how it went.
+    /// counted open (`tcp.dst`, in the TLS state [`connect_label`] gives);
+    /// the writable edge will say how it went.
     /// With `tls` (the endpoint is meshed) and identity on, the connection
     /// speaks mTLS, its handshake part of the connect; with identity off, it
     /// stays plaintext. `transport`: offer the ALPN of Linkerd's opaque
@@ -156,7 +158,8 @@ impl Ctx<'_> {
                 }
             };
         }
-        self.tcp_dst.open();
+        let label = connect_label(self.direction, tls, self.tls);
+        transport.count_open(self.tcp.dst.series(&label));
         Ok((transport, sock))
     }
 }
@@ -201,30 +204,60 @@ impl<T> ByDirection<T> {
     }
 }
 
-/// The `tcp_*` handles of both directions and both peers, built once.
-pub struct TcpByDirection {
-    inbound: [TcpMetrics; 2],
-    outbound: [TcpMetrics; 2],
+/// The `tcp_*` handles of one direction, both peers (one per direction in
+/// the loop, in a [`ByDirection`]).
+pub struct TcpPair {
+    pub src: TcpMetrics,
+    pub dst: TcpMetrics,
 }
 
-impl TcpByDirection {
-    pub fn new(metrics: &ProxyMetrics) -> TcpByDirection {
-        let pair = |d| [metrics.tcp(d, Peer::Src), metrics.tcp(d, Peer::Dst)];
-        TcpByDirection {
-            inbound: pair(Direction::Inbound),
-            outbound: pair(Direction::Outbound),
+impl TcpPair {
+    pub fn new(metrics: &ProxyMetrics, direction: Direction) -> TcpPair {
+        TcpPair {
+            src: metrics.tcp(direction, Peer::Src),
+            dst: metrics.tcp(direction, Peer::Dst),
         }
     }
+}
 
-    pub fn get(&self, direction: Direction, peer: Peer) -> &TcpMetrics {
-        let pair = match direction {
-            Direction::Inbound => &self.inbound,
-            Direction::Outbound => &self.outbound,
-        };
-        &pair[match peer {
-            Peer::Src => 0,
-            Peer::Dst => 1,
-        }]
+/// The TLS state, as metrics label it, of a connection spoke makes going
+/// `direction` to an endpoint discovery describes with `tls` (its identity,
+/// if meshed), under `mesh`. Linkerd's: inbound connects to the local
+/// application (`loopback`); with identity off, `disabled`; an endpoint
+/// discovery names no identity for, `not_provided_by_service_discovery`.
+/// spoke's own: a meshed endpoint while no certificate is in force yet
+/// (`no_certificate_yet`: the connection is refused, never plaintext).
+pub fn connect_label(direction: Direction, tls: Option<&ClientTls>, mesh: &MeshTls) -> TlsLabel {
+    match (direction, tls, mesh) {
+        (Direction::Inbound, ..) => TlsLabel::NoIdentity(NoTlsReason::Loopback),
+        (_, _, MeshTls::Disabled) => TlsLabel::Disabled,
+        (_, None, _) => TlsLabel::NoIdentity(NoTlsReason::NotProvidedByServiceDiscovery),
+        (_, Some(_), MeshTls::Awaiting) => TlsLabel::NoIdentity(NoTlsReason::NoCertificateYet),
+        (_, Some(t), MeshTls::Ready(_)) => TlsLabel::ServerId(t.server_id.clone()),
+    }
+}
+
+/// The TLS state, as metrics label it, of a connection accepted going
+/// `direction`, under `mesh`: `terminated` when spoke terminated TLS on it
+/// (with the identity the client proved, if it presented a certificate),
+/// and what detection found before that (`seen`: an opaque port, a
+/// ClientHello for another name or none). As Linkerd: from the local
+/// application (outbound) `loopback`; on a port that skips detection
+/// `port_skipped`; with identity off `disabled`; else the client's identity,
+/// or `no_tls_from_remote`.
+pub fn accept_label(
+    direction: Direction,
+    mesh: &MeshTls,
+    seen: Option<TlsLabel>,
+    terminated: Option<Option<Arc<str>>>,
+) -> TlsLabel {
+    match (direction, mesh, seen, terminated) {
+        (Direction::Outbound, ..) => TlsLabel::NoIdentity(NoTlsReason::Loopback),
+        (_, _, Some(skipped @ TlsLabel::NoIdentity(NoTlsReason::PortSkipped)), _) => skipped,
+        (_, MeshTls::Disabled, ..) => TlsLabel::Disabled,
+        (_, _, _, Some(client_id)) => TlsLabel::ClientId(client_id),
+        (_, _, Some(seen), None) => seen,
+        (_, _, None, None) => TlsLabel::NoIdentity(NoTlsReason::NoTlsFromRemote),
     }
 }
 
@@ -257,5 +290,89 @@ impl DetectMetrics {
         let c = self.metrics.detected(direction, protocol, reason);
         c.inc();
         self.seen.push((key, c));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meshed() -> ClientTls {
+        ClientTls {
+            server_name: "b.ns.serviceaccount.identity.linkerd.cluster.local".into(),
+            server_id: "b.ns.serviceaccount.identity.linkerd.cluster.local".into(),
+        }
+    }
+
+    const fn no(why: NoTlsReason) -> TlsLabel {
+        TlsLabel::NoIdentity(why)
+    }
+
+    #[test]
+    fn connect_labels_are_linkerds() {
+        use Direction::*;
+        let b = meshed();
+        let on = MeshTls::Awaiting;
+        assert_eq!(connect_label(Inbound, None, &on), no(NoTlsReason::Loopback));
+        assert_eq!(
+            connect_label(Inbound, Some(&b), &on),
+            no(NoTlsReason::Loopback)
+        );
+        assert_eq!(
+            connect_label(Outbound, None, &on),
+            no(NoTlsReason::NotProvidedByServiceDiscovery)
+        );
+        assert_eq!(
+            connect_label(Outbound, Some(&b), &on),
+            no(NoTlsReason::NoCertificateYet)
+        );
+        for tls in [None, Some(&b)] {
+            assert_eq!(
+                connect_label(Outbound, tls, &MeshTls::Disabled),
+                TlsLabel::Disabled
+            );
+        }
+        // With a certificate in force (`MeshTls::Ready`), the endpoint's
+        // identity: tests/mtls.rs checks it end to end.
+    }
+
+    #[test]
+    fn accept_labels_are_linkerds() {
+        use Direction::*;
+        let (on, off) = (MeshTls::Awaiting, MeshTls::Disabled);
+        let alice = || Some(Arc::<str>::from("alice"));
+        let sni = || Some(TlsLabel::Opaque("db.example".into()));
+        let skipped = || Some(no(NoTlsReason::PortSkipped));
+        assert_eq!(
+            accept_label(Outbound, &on, None, None),
+            no(NoTlsReason::Loopback)
+        );
+        assert_eq!(
+            accept_label(Outbound, &off, sni(), None),
+            no(NoTlsReason::Loopback)
+        );
+        assert_eq!(
+            accept_label(Inbound, &on, None, None),
+            no(NoTlsReason::NoTlsFromRemote)
+        );
+        assert_eq!(
+            accept_label(Inbound, &on, None, Some(alice())),
+            TlsLabel::ClientId(alice())
+        );
+        assert_eq!(
+            accept_label(Inbound, &on, None, Some(None)),
+            TlsLabel::ClientId(None)
+        );
+        assert_eq!(accept_label(Inbound, &on, sni(), None), sni().unwrap());
+        assert_eq!(
+            accept_label(Inbound, &on, skipped(), None),
+            skipped().unwrap()
+        );
+        assert_eq!(
+            accept_label(Inbound, &off, skipped(), None),
+            skipped().unwrap()
+        );
+        assert_eq!(accept_label(Inbound, &off, None, None), TlsLabel::Disabled);
+        assert_eq!(accept_label(Inbound, &off, sni(), None), TlsLabel::Disabled);
     }
 }

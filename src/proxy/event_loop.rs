@@ -20,7 +20,7 @@ use slab::Slab;
 
 use super::admin::{self, AdminConn, AdminState};
 use super::conn::Session;
-use super::ctx::{ByDirection, Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpByDirection};
+use super::ctx::{ByDirection, Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpPair};
 use super::destinations::{Destinations, Waiter};
 use super::h2::{H2World, TaskId};
 use super::inbound;
@@ -32,7 +32,7 @@ use super::timers::{Timer, Timers};
 use super::token;
 use super::transport::Transport;
 use crate::identity::CredentialsRx;
-use crate::metrics::{Direction, Peer, ProxyMetrics, RenderCursor};
+use crate::metrics::{Direction, ProxyMetrics, RenderCursor};
 use crate::tls::{MeshTls, TlsConfigs};
 
 /// Everything sessions may touch, kept apart from the session slab so both can
@@ -43,7 +43,7 @@ struct Parts {
     dsts: ByDirection<Destinations>,
     timers: Timers,
     cfg: LoopConfig,
-    tcp: TcpByDirection,
+    tcp: ByDirection<TcpPair>,
     /// Randomness for traffic splits.
     rng: fastrand::Rng,
     detect: DetectMetrics,
@@ -172,7 +172,10 @@ impl EventLoop {
                 },
                 dsts,
                 timers: Timers::default(),
-                tcp: TcpByDirection::new(&metrics),
+                tcp: ByDirection {
+                    inbound: TcpPair::new(&metrics, Direction::Inbound),
+                    outbound: TcpPair::new(&metrics, Direction::Outbound),
+                },
                 rng: fastrand::Rng::new(),
                 detect: DetectMetrics::new(metrics.clone()),
                 tls: MeshTls::Disabled,
@@ -379,8 +382,7 @@ impl EventLoop {
             timers: &mut parts.timers,
             cfg: &parts.cfg,
             direction,
-            tcp_src: parts.tcp.get(direction, Peer::Src),
-            tcp_dst: parts.tcp.get(direction, Peer::Dst),
+            tcp: parts.tcp.get_mut(direction),
             rng: &mut parts.rng,
             detect: &mut parts.detect,
             tls: &parts.tls,
@@ -479,7 +481,6 @@ impl EventLoop {
             self.parts.socks.remove(sock);
             return None;
         }
-        self.parts.tcp.get(direction, Peer::Src).open();
         self.next_session_id += 1;
         let client = Transport::accepted(stream);
         let id = self.next_session_id;
@@ -573,9 +574,9 @@ impl EventLoop {
                 conn.stream.ready(Readiness::of(event));
                 let alive = conn.stream.is_idle_and_open();
                 if !alive {
-                    if let Some(conn) = pool.remove(bucket, index) {
+                    if let Some(mut conn) = pool.remove(bucket, index) {
                         self.parts.socks.remove(index);
-                        self.parts.tcp.get(conn.direction, Peer::Dst).close();
+                        conn.stream.count_close();
                     }
                 }
             }
@@ -601,16 +602,9 @@ impl EventLoop {
                 let Some(session) = self.sessions.try_remove(key) else {
                     return;
                 };
-                let (transport, prefix, direction, orig_dst, sock) = session.into_h2();
-                log::trace!("{} connection speaks HTTP/2", direction.as_str());
-                self.h2.add_server(
-                    transport,
-                    prefix,
-                    direction,
-                    orig_dst,
-                    sock,
-                    &mut self.parts.socks,
-                );
+                let handover = session.into_h2();
+                log::trace!("{} connection speaks HTTP/2", handover.direction.as_str());
+                self.h2.add_server(handover, &mut self.parts.socks);
                 if self.draining {
                     self.h2.drain();
                 }
@@ -633,7 +627,6 @@ impl EventLoop {
         };
         let direction = session.direction();
         self.parts.socks.remove(session.client_sock());
-        self.parts.tcp.get(direction, Peer::Src).close();
         let mut ctx = Self::ctx(&self.poll, &mut self.parts, direction, now);
         session.release(&mut ctx);
         self.resume_accepting(now);
@@ -667,9 +660,9 @@ impl EventLoop {
             self.h2.maintenance(&mut ctx, ttl, now);
         }
         for pool in self.parts.pools.both_mut() {
-            for conn in pool.expire(now, ttl) {
+            for mut conn in pool.expire(now, ttl) {
                 self.parts.socks.remove(conn.sock);
-                self.parts.tcp.get(conn.direction, Peer::Dst).close();
+                conn.stream.count_close();
             }
         }
     }
@@ -685,9 +678,9 @@ impl EventLoop {
             self.h2.close_all(&mut ctx);
         }
         for pool in self.parts.pools.both_mut() {
-            for conn in pool.drain() {
+            for mut conn in pool.drain() {
                 self.parts.socks.remove(conn.sock);
-                self.parts.tcp.get(conn.direction, Peer::Dst).close();
+                conn.stream.count_close();
             }
         }
         for dsts in self.parts.dsts.both_mut() {

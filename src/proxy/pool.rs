@@ -27,7 +27,6 @@ use slab::Slab;
 use super::buffer::Buffer;
 use super::transport::Transport;
 use crate::endpoints::{ClientTls, EndpointRef};
-use crate::metrics::Direction;
 use crate::FastMap;
 
 /// The protocol an upstream connection speaks.
@@ -59,9 +58,8 @@ impl UpstreamKey {
 }
 
 pub struct IdleConn {
+    /// The connection, with the `tcp_*` series it is counted in.
     pub stream: Transport,
-    /// The direction of the session that pooled it (for its `tcp_*` series).
-    pub direction: Direction,
     pub sock: usize,
     pub since: Instant,
     /// The connection's (empty) read buffer, kept so a reused connection
@@ -193,7 +191,6 @@ mod tests {
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         IdleConn {
             stream: Transport::accepted(mio::net::TcpStream::from_std(stream)),
-            direction: Direction::Outbound,
             sock,
             since,
             buf: Buffer::new(16),

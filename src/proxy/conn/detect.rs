@@ -32,7 +32,7 @@ use crate::client_hello::{self, Hello};
 use crate::conn_failure::ConnFailure;
 use crate::detect::{self, Detected};
 use crate::endpoints::{EndpointRef, ProtocolHint};
-use crate::metrics::Direction;
+use crate::metrics::{Direction, NoTlsReason, TlsLabel};
 use crate::profile::Profile;
 use crate::proxy::addr_text;
 use crate::proxy::ctx::Ctx;
@@ -54,6 +54,9 @@ impl Session {
     /// The stage a new connection starts in.
     #[inline(never)]
     pub(super) fn first_stage(&mut self, ctx: &mut Ctx<'_>) -> Result<(), ()> {
+        if self.direction == Direction::Outbound {
+            self.settle_tls(ctx);
+        }
         let Some(orig) = self.orig_dst else {
             // Sent to the outbound listener on purpose: HTTP/1 (an explicit
             // proxy), as it always was.
@@ -70,6 +73,9 @@ impl Session {
             Direction::Outbound => profile_says_opaque(orig, ctx).then_some("opaque_profile"),
         };
         if let Some(reason) = opaque {
+            if self.direction == Direction::Inbound {
+                self.tls = Some(TlsLabel::NoIdentity(NoTlsReason::PortSkipped));
+            }
             if self.refused(ctx).is_some() {
                 return Err(());
             }
@@ -149,7 +155,12 @@ impl Session {
         let reason = match hello_for(self.inbuf.bytes(), settle, local) {
             HelloFor::Wait => return Ok(false),
             HelloFor::Unreadable => "unreadable_hello",
-            HelloFor::Other => "passthrough",
+            HelloFor::Other(name) => {
+                // Linkerd's `tls="opaque",sni=...`; a hello naming no one is
+                // `no_tls_from_remote`, as there.
+                self.tls = name.map(|sni| TlsLabel::Opaque(sni.into()));
+                "passthrough"
+            }
             HelloFor::Local => {
                 let cfg = ctx.tls.configs().map(|c| c.server());
                 return match cfg.map(|cfg| self.terminate(cfg, ctx)) {
@@ -222,6 +233,7 @@ impl Session {
     }
 
     pub(super) fn go_http1(&mut self, reason: &'static str, ctx: &mut Ctx<'_>) {
+        self.settle_tls(ctx);
         ctx.detect.count(self.direction, "http1", reason);
         self.drop_probe(ctx);
         self.end_detection();
@@ -261,6 +273,7 @@ impl Session {
         reason: &'static str,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), ()> {
+        self.settle_tls(ctx);
         ctx.detect.count(self.direction, protocol, reason);
         self.end_detection();
         if self.refused(ctx).is_some() {
@@ -409,8 +422,9 @@ pub(super) enum HelloFor {
     Wait,
     /// Not a ClientHello spoke can read.
     Unreadable,
-    /// For another name (or none, or spoke has no certificate).
-    Other,
+    /// For another name (this one, if it names one), or spoke has no
+    /// certificate.
+    Other(Option<String>),
     /// For the local identity.
     Local,
 }
@@ -420,7 +434,7 @@ pub(super) fn hello_for(bytes: &[u8], settle: bool, local: Option<&str>) -> Hell
         Hello::Incomplete if !settle => HelloFor::Wait,
         Hello::Incomplete | Hello::Invalid(_) => HelloFor::Unreadable,
         Hello::Parsed(h) if local.is_some() && h.server_name.as_deref() == local => HelloFor::Local,
-        Hello::Parsed(_) => HelloFor::Other,
+        Hello::Parsed(h) => HelloFor::Other(h.server_name),
     }
 }
 

@@ -85,7 +85,7 @@ impl Session {
         match hello_for(self.inbuf.bytes(), settle, local) {
             HelloFor::Wait => Ok(false),
             HelloFor::Unreadable => self.direct_refused("transport_header_required", ctx),
-            HelloFor::Other => self.direct_refused("not_local_identity", ctx),
+            HelloFor::Other(_) => self.direct_refused("not_local_identity", ctx),
             HelloFor::Local => {
                 let cfg = ctx.tls.configs().map(|c| c.server_direct());
                 match cfg.map(|cfg| self.terminate(cfg, ctx)) {

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::{Session, Stage};
+use super::{Session, Stage, UNSETTLED};
 use crate::http1::{self, BodyFraming, Parsed, RequestHead};
 use crate::metrics::Direction;
 use crate::proxy::ctx::Ctx;
@@ -127,6 +127,7 @@ impl Session {
             spare_head: self.spare_head.take(),
             draining: self.draining,
             client_id: self.client.peer_identity().map(|id| &**id),
+            client_tls: self.tls.as_ref().unwrap_or(&UNSETTLED),
         };
         let slot = &mut self.ex;
         match Exchange::start_in(slot, &head, dst, router, from, ctx) {
@@ -151,7 +152,7 @@ impl Session {
         };
         let done = exchange.finish(&mut cl, ctx);
         self.ex = None;
-        ctx.tcp_src.bytes(self.client.take_bytes());
+        self.client.count_bytes();
         self.spare_head = done.spare_head;
         self.resp.reset();
         if let Some((stream, sock, buf)) = done.tunnel {

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::buffer::{Buffer, Filled};
-use super::ctx::{Ctx, LoopConfig, Role, Step};
+use super::ctx::{accept_label, Ctx, LoopConfig, Role, Step};
 use super::destinations::Waiter;
 use super::exchange::{ClientSide, ExNext, Exchange};
 use super::pipe::{Pipe, PipeError};
@@ -44,7 +44,7 @@ use super::timers::{Deadlines, SessionDeadlines, SessionTimer, Timer};
 use super::transport::Transport;
 use crate::conn_failure::ConnFailure;
 use crate::http1::RequestHead;
-use crate::metrics::Direction;
+use crate::metrics::{Direction, NoTlsReason, TlsLabel};
 
 use http1::has_body;
 use opaque::{Tunnel, TunnelStep};
@@ -104,7 +104,16 @@ pub struct Session {
     /// the opaque transport header says where it goes; until then it goes
     /// nowhere.
     direct: bool,
+    /// The client connection's TLS state as its metrics label it: once it is
+    /// settled (`settle_tls`), the state its `tcp_*` series and its requests
+    /// carry; before, what detection saw of it, if anything (an opaque port,
+    /// a ClientHello for another name).
+    tls: Option<TlsLabel>,
 }
+
+/// The TLS state of a client connection not settled yet (never one that
+/// carries requests: those are settled before).
+static UNSETTLED: TlsLabel = TlsLabel::NoIdentity(NoTlsReason::NoTlsFromRemote);
 
 impl Session {
     pub fn new(
@@ -134,21 +143,24 @@ impl Session {
             client_eof: false,
             draining: false,
             direct: false,
+            tls: None,
         }
     }
 
     /// Gives up the client connection to HTTP/2 (after [`Step::H2`]): its
     /// transport, the bytes read so far (the preface, maybe more), its
-    /// direction and original destination, and its socket's slab index.
-    pub fn into_h2(self) -> (Transport, Vec<u8>, Direction, Option<SocketAddr>, usize) {
-        let prefix = self.inbuf.bytes().to_vec();
-        (
-            self.client,
-            prefix,
-            self.direction,
-            self.orig_dst,
-            self.sock,
-        )
+    /// direction, original destination, socket and TLS state.
+    pub fn into_h2(self) -> super::h2::Handover {
+        super::h2::Handover {
+            prefix: self.inbuf.bytes().to_vec(),
+            transport: self.client,
+            direction: self.direction,
+            orig_dst: self.orig_dst,
+            sock: self.sock,
+            tls: self
+                .tls
+                .unwrap_or(TlsLabel::NoIdentity(NoTlsReason::NoTlsFromRemote)),
+        }
     }
 
     /// The client sent the HTTP/2 preface: hand it over to HTTP/2. An
@@ -163,8 +175,27 @@ impl Session {
         if self.refused(ctx).is_some() {
             return Err(());
         }
+        self.settle_tls(ctx);
         self.stage = Stage::H2;
         Ok(())
+    }
+
+    /// Counts the client connection open, in the TLS state it turned out to
+    /// have (once; later calls do nothing). Outbound that is known at once;
+    /// inbound when detection (and TLS termination, if any) has finished, as
+    /// Linkerd counts its accepted connections: one closed before that is
+    /// in no `tcp_*` series.
+    fn settle_tls(&mut self, ctx: &mut Ctx<'_>) {
+        if self.client.is_counted() {
+            return;
+        }
+        let terminated = self
+            .client
+            .is_tls()
+            .then(|| self.client.peer_identity().cloned());
+        let label = accept_label(self.direction, ctx.tls, self.tls.take(), terminated);
+        self.client.count_open(ctx.tcp.src.series(&label));
+        self.tls = Some(label);
     }
 
     /// The connection came to the inbound port itself (see `direct.rs`).
@@ -203,7 +234,7 @@ impl Session {
     /// Sockets this session holds besides the client's (for cleanup).
     pub fn release(mut self, ctx: &mut Ctx<'_>) {
         self.abandon_exchange(ctx);
-        ctx.tcp_src.bytes(self.client.take_bytes());
+        self.client.count_close();
         match std::mem::replace(&mut self.stage, Stage::Closing) {
             Stage::Opaque(t) | Stage::Detect(Some(t)) => t.close(ctx),
             _ => {}

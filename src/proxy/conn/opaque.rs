@@ -145,9 +145,8 @@ impl Tunnel {
     /// Gives the socket back to the loop (the session is closing or the
     /// probe is dropped), counting its bytes and its close.
     pub(super) fn close(mut self, ctx: &mut Ctx<'_>) {
-        ctx.tcp_dst.bytes(self.up.take_bytes());
         ctx.socks.remove(self.sock);
-        ctx.tcp_dst.close();
+        self.up.count_close();
     }
 
     /// Where it connects (or connected).
@@ -285,8 +284,8 @@ impl Tunnel {
             return TunnelStep::Done;
         }
         if progress {
-            ctx.tcp_dst.bytes(self.up.take_bytes());
-            ctx.tcp_src.bytes(client.take_bytes());
+            self.up.count_bytes();
+            client.count_bytes();
         }
         TunnelStep::Progress(progress)
     }

@@ -119,7 +119,7 @@ impl Exchange {
             }
             log::debug!("{}: a pooled connection was closed; not using it", key.addr);
             ctx.socks.remove(idle.sock);
-            ctx.tcp_dst.close();
+            idle.stream.count_close();
         }
     }
 
@@ -329,25 +329,23 @@ impl Exchange {
 
 /// Back to the pool, under the key it was made for.
 pub(super) fn pool_upstream(mut up: Upstream, ctx: &mut Ctx<'_>) {
-    ctx.tcp_dst.bytes(up.stream.take_bytes());
+    up.stream.count_bytes();
     let idle = IdleConn {
         stream: up.stream,
-        direction: ctx.direction,
         sock: up.sock,
         since: ctx.now,
         buf: up.inbuf,
     };
     match ctx.pool.put(&up.key, idle) {
         Ok(bucket) => ctx.socks[up.sock] = Owner::Idle(ctx.direction, bucket),
-        Err(idle) => {
+        Err(mut idle) => {
             ctx.socks.remove(idle.sock);
-            ctx.tcp_dst.close();
+            idle.stream.count_close();
         }
     }
 }
 
 pub(super) fn drop_upstream(mut up: Upstream, ctx: &mut Ctx<'_>) {
-    ctx.tcp_dst.bytes(up.stream.take_bytes());
     ctx.socks.remove(up.sock);
-    ctx.tcp_dst.close();
+    up.stream.count_close();
 }

@@ -20,6 +20,13 @@
 //!   (`conn_failure`); then 502/504 naming the last cause
 //! ```
 //!
+//! Metrics: `request_total`/`response_total` carry Linkerd's TLS labels
+//! (`metrics/tls.rs`). Inbound, the client connection's state, known before
+//! the request is routed; outbound, the state of the connection to the
+//! chosen endpoint, so an outbound request is counted in `request_total` at
+//! its first attempt, and its response under the endpoint of the last one (a
+//! request the proxy answers before any attempt: `no_endpoint`).
+//!
 //! An exchange never sees its session: the session lends it a [`ClientSide`]
 //! (the client's read buffer, the response pipe, its deadlines) and applies
 //! the [`ExNext`] each call returns.
@@ -32,8 +39,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::buffer::Buffer;
-use super::ctx::{Ctx, LoopConfig};
-use super::destinations::Router;
+use super::ctx::{connect_label, Ctx, LoopConfig};
+use super::destinations::{Destination, Router};
 use super::inbound;
 use super::pipe::Pipe;
 use super::pool::{Proto, UpstreamKey};
@@ -44,7 +51,7 @@ use crate::balance::Pick;
 use crate::conn_failure::{self, ConnFailure, Progress};
 use crate::endpoints::{EndpointRef, ProtocolHint};
 use crate::http1::{BodyDecoder, BodyFraming, RequestHead};
-use crate::metrics::Direction;
+use crate::metrics::{Direction, NoTlsReason, TlsLabel, TlsSlot};
 use crate::profile::{self, Classification};
 
 use h1::Upstream;
@@ -147,7 +154,17 @@ pub(super) struct Exchange {
     /// What connection failures this request met; `None` (no allocation, a
     /// word to initialise) on the one-attempt path.
     failures: Option<Box<Failures>>,
+    /// Where in its destination's `request_total`/`response_total` series
+    /// the request counts, by TLS state: inbound, the client connection's;
+    /// outbound, the connection to the endpoint of the latest attempt. Set
+    /// when `request_total` counts it: outbound at the first attempt (or,
+    /// answered before any, under `no_endpoint`).
+    tls: Option<TlsSlot>,
 }
+
+/// An outbound request's TLS state when the proxy answers it before any
+/// attempt picked an endpoint.
+const NO_ENDPOINT: TlsLabel = TlsLabel::NoIdentity(NoTlsReason::NoEndpoint);
 
 /// The connection failures one request met.
 #[derive(Default)]
@@ -187,6 +204,9 @@ pub struct From<'a> {
     pub draining: bool,
     /// The identity the client proved over mTLS (inbound).
     pub client_id: Option<&'a str>,
+    /// The client connection's TLS state (inbound requests are counted
+    /// under it).
+    pub client_tls: &'a TlsLabel,
 }
 
 impl Exchange {
@@ -208,6 +228,7 @@ impl Exchange {
             spare_head,
             draining,
             client_id,
+            client_tls,
         } = from;
         let has_body = head.framing() != BodyFraming::None;
         let Some(d) = ctx.dsts.get_mut(dst) else {
@@ -220,7 +241,11 @@ impl Exchange {
         d.last_used = ctx.now;
         d.active += 1;
         let route = router.find(head.method(), head.path());
-        d.authority.request();
+        let tls = (ctx.direction == Direction::Inbound).then(|| {
+            let slot = d.authority.slot(client_tls);
+            d.authority.request(slot);
+            slot
+        });
         router.route_metrics(route).borrow().request();
         let policy = route.and_then(|i| router.profile.routes.get(i));
         let retryable = policy.is_some_and(|r| r.is_retryable) && router.budget.is_some();
@@ -283,6 +308,7 @@ impl Exchange {
             sent_continue: false,
             idempotent: conn_failure::idempotent(head.method()),
             failures: None,
+            tls,
         });
         Ok(())
     }
@@ -419,6 +445,21 @@ impl Exchange {
                 opaque_port: None,
             },
         };
+        if ctx.direction == Direction::Outbound {
+            let label = connect_label(ctx.direction, endpoint.tls.as_ref(), ctx.tls);
+            // Split or not, the request counts under its own destination.
+            let own = if Arc::ptr_eq(&backend, &self.dst) {
+                Some(d)
+            } else {
+                ctx.dsts.get_mut(&self.dst)
+            };
+            if let Some(own) = own {
+                let slot = own.authority.slot(&label);
+                if self.tls.replace(slot).is_none() {
+                    own.authority.request(slot);
+                }
+            }
+        }
         self.attempt = Attempt {
             backend,
             addr,
@@ -466,7 +507,9 @@ impl Exchange {
         );
         // The destination is still in the table: one in use is never evicted.
         if let Some(d) = ctx.dsts.get_mut(&self.dst) {
-            d.authority.response(self.status, success, None, latency);
+            let slot = counted_slot(&mut self.tls, d);
+            d.authority
+                .response(slot, self.status, success, None, latency);
             d.active = d.active.saturating_sub(1);
             d.last_used = ctx.now;
         }
@@ -663,7 +706,9 @@ impl Exchange {
         }
         let latency = ctx.now.saturating_duration_since(self.started);
         if let Some(d) = ctx.dsts.get_mut(&self.dst) {
-            d.authority.response(status, false, Some(label), latency);
+            let slot = counted_slot(&mut self.tls, d);
+            d.authority
+                .response(slot, status, false, Some(label), latency);
             d.active = d.active.saturating_sub(1);
         }
         self.router.route_metrics(self.route).borrow_mut().response(
@@ -698,7 +743,18 @@ impl Exchange {
         cl.deadlines.clear_exchange();
         self.abandon_upstream(ctx);
         if let Some(d) = ctx.dsts.get_mut(&self.dst) {
+            counted_slot(&mut self.tls, d);
             d.active = d.active.saturating_sub(1);
         }
     }
+}
+
+/// The request's TLS slot in `d`'s series; one answered (or abandoned)
+/// before any attempt is counted now, under `no_endpoint`.
+pub(in crate::proxy) fn counted_slot(tls: &mut Option<TlsSlot>, d: &mut Destination) -> TlsSlot {
+    *tls.get_or_insert_with(|| {
+        let slot = d.authority.slot(&NO_ENDPOINT);
+        d.authority.request(slot);
+        slot
+    })
 }

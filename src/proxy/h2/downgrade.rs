@@ -226,9 +226,9 @@ impl H1Leg {
         self.transport.ready(r);
     }
 
-    /// Bytes read and written since the last call.
-    pub fn take_bytes(&mut self) -> (u64, u64) {
-        self.transport.take_bytes()
+    /// Counts the bytes moved since the last call (`tcp_*`).
+    pub fn count_bytes(&mut self) {
+        self.transport.count_bytes();
     }
 
     /// The head went out and the response body's stream is `to` (the

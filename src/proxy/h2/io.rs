@@ -9,10 +9,10 @@
 //! h2 took over (detection's buffer) are served first.
 //!
 //! h2 owns its I/O object and gives no way back to it, so what the loop
-//! learns about the socket (events) and what it wants to know (bytes moved,
-//! for `tcp_*`) pass through a shared [`IoShared`]: the loop records an
-//! event there, the adapter applies it on the next poll, which the same
-//! event causes.
+//! learns about the socket (events) passes through a shared [`IoShared`]:
+//! the loop records an event there, the adapter applies it on the next
+//! poll, which the same event causes. The transport counts its own `tcp_*`
+//! bytes, and its close when h2 drops the adapter.
 
 use std::cell::Cell;
 use std::io::{self, IoSlice, Read, Write};
@@ -29,8 +29,6 @@ use crate::proxy::transport::Transport;
 #[derive(Default)]
 pub struct IoShared {
     events: Cell<Option<Readiness>>,
-    read: Cell<u64>,
-    written: Cell<u64>,
 }
 
 impl IoShared {
@@ -45,11 +43,6 @@ impl IoShared {
             },
         };
         self.events.set(Some(merged));
-    }
-
-    /// Bytes read and written since the last call.
-    pub fn take_bytes(&self) -> (u64, u64) {
-        (self.read.take(), self.written.take())
     }
 }
 
@@ -81,10 +74,13 @@ impl H2Io {
     }
 
     fn count(&mut self) {
-        let (r, w) = self.transport.take_bytes();
-        let s = &self.shared;
-        s.read.set(s.read.get() + r);
-        s.written.set(s.written.get() + w);
+        self.transport.count_bytes();
+    }
+}
+
+impl Drop for H2Io {
+    fn drop(&mut self) {
+        self.transport.count_close();
     }
 }
 
@@ -222,7 +218,6 @@ mod tests {
             }
             got == b" * HTTP/2.0"
         });
-        assert_eq!(shared.take_bytes().0, 11);
     }
 
     /// Retries `f` for up to two seconds.

@@ -37,13 +37,26 @@ use slab::Slab;
 use super::ctx::{ByDirection, Ctx, Owner};
 use super::ready::Readiness;
 use super::transport::Transport;
-use crate::metrics::Direction;
+use crate::metrics::{Direction, TlsLabel};
 use server::{Served, ServerConn};
 use stream::{Env, Origin, Polled, StreamTask};
 use task::ReadyList;
 use upstream::UpPool;
 
 pub use task::TaskId;
+
+/// A client connection a session hands over once it saw the preface.
+pub struct Handover {
+    pub transport: Transport,
+    /// The bytes read so far (the preface, maybe more).
+    pub prefix: Vec<u8>,
+    pub direction: Direction,
+    pub orig_dst: Option<SocketAddr>,
+    /// Its socket's slab index (the token becomes the new connection's).
+    pub sock: usize,
+    /// Its TLS state, as metrics label it.
+    pub tls: TlsLabel,
+}
 
 /// Rounds of the ready list per loop turn before sockets are polled again.
 pub const MAX_ROUNDS: usize = 64;
@@ -83,25 +96,10 @@ impl H2World {
     /// Takes over a client connection whose first bytes (`prefix`, already
     /// read) are the HTTP/2 preface; its socket token becomes the new
     /// connection's.
-    pub fn add_server(
-        &mut self,
-        transport: Transport,
-        prefix: Vec<u8>,
-        direction: Direction,
-        orig_dst: Option<SocketAddr>,
-        sock: usize,
-        socks: &mut Slab<Owner>,
-    ) {
+    pub fn add_server(&mut self, h: Handover, socks: &mut Slab<Owner>) {
         let index = self.servers.vacant_key();
-        let conn = ServerConn::new(
-            index,
-            transport,
-            prefix,
-            direction,
-            orig_dst,
-            sock,
-            &self.ready,
-        );
+        let sock = h.sock;
+        let conn = ServerConn::new(index, h, &self.ready);
         self.servers.insert(conn);
         if let Some(owner) = socks.get_mut(sock) {
             *owner = Owner::H2Server(index);
@@ -177,11 +175,11 @@ impl H2World {
             return false;
         };
         let served = s.poll(&mut self.accepted);
-        ctx.tcp_src.bytes(s.take_bytes());
         let origin = |s: &ServerConn| Origin {
             direction: s.direction,
             orig_dst: s.orig_dst,
             client_id: s.client_id.clone(),
+            tls: s.tls.clone(),
         };
         for (req, respond) in self.accepted.drain(..) {
             let key = self.streams.vacant_key();
@@ -193,9 +191,7 @@ impl H2World {
             Served::Open => false,
             Served::Closed => {
                 let s = self.servers.remove(i);
-                ctx.tcp_src.bytes(s.take_bytes());
                 ctx.socks.remove(s.sock);
-                ctx.tcp_src.close();
                 true
             }
         }
@@ -270,9 +266,7 @@ impl H2World {
             .collect();
         for i in servers {
             let s = self.servers.remove(i);
-            ctx.tcp_src.bytes(s.take_bytes());
             ctx.socks.remove(s.sock);
-            ctx.tcp_src.close();
         }
         self.ups.get_mut(direction).drain(ctx);
     }

@@ -19,9 +19,9 @@ use http::Request;
 
 use super::io::{H2Io, IoShared};
 use super::task::{ReadyList, TaskHandle, TaskId};
-use crate::metrics::Direction;
+use super::Handover;
+use crate::metrics::{Direction, TlsLabel};
 use crate::proxy::ready::Readiness;
-use crate::proxy::transport::Transport;
 
 /// Streams one client may have open at once.
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
@@ -37,6 +37,8 @@ pub struct ServerConn {
     pub direction: Direction,
     pub orig_dst: Option<SocketAddr>,
     pub client_id: Option<Arc<str>>,
+    /// Its TLS state, as metrics label it (its streams' `request_total`).
+    pub tls: TlsLabel,
     pub sock: usize,
     task: TaskHandle,
     shared: Rc<IoShared>,
@@ -52,17 +54,9 @@ pub enum Served {
 }
 
 impl ServerConn {
-    pub fn new(
-        index: usize,
-        transport: Transport,
-        prefix: Vec<u8>,
-        direction: Direction,
-        orig_dst: Option<SocketAddr>,
-        sock: usize,
-        ready: &ReadyList,
-    ) -> ServerConn {
-        let client_id = transport.peer_identity().cloned();
-        let (io, shared) = H2Io::new(transport, prefix);
+    pub fn new(index: usize, h: Handover, ready: &ReadyList) -> ServerConn {
+        let client_id = h.transport.peer_identity().cloned();
+        let (io, shared) = H2Io::new(h.transport, h.prefix);
         let hs = h2::server::Builder::new()
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
@@ -70,10 +64,11 @@ impl ServerConn {
         let task = TaskHandle::new(TaskId::Server(index), ready);
         task.wake();
         ServerConn {
-            direction,
-            orig_dst,
+            direction: h.direction,
+            orig_dst: h.orig_dst,
             client_id,
-            sock,
+            tls: h.tls,
+            sock: h.sock,
             task,
             shared,
             state: State::Handshaking(Box::pin(hs)),
@@ -84,10 +79,6 @@ impl ServerConn {
     pub fn ready(&mut self, r: Readiness) {
         self.shared.ready(r);
         self.task.wake();
-    }
-
-    pub fn take_bytes(&self) -> (u64, u64) {
-        self.shared.take_bytes()
     }
 
     /// Shutdown: GOAWAY, streams in flight finish.

@@ -7,7 +7,10 @@
 //! Everything a session does to its sockets beyond reading and writing goes
 //! through here (connect status and handshake, keepalive, half-close, the
 //! idle check, what TLS still has queued), so the HTTP/1 stage, the tunnel
-//! and the pool never touch a `TcpStream` or rustls. The TCP calls
+//! and the pool never touch a `TcpStream` or rustls. A connection also
+//! carries the `tcp_*` series it is counted in, so wherever it goes (the
+//! pool, a tunnel) its bytes and its close are counted under its own
+//! direction, peer and TLS state. The TCP calls
 //! themselves are in `connect.rs`.
 //!
 //! With TLS, an event on the socket also flushes what rustls has queued
@@ -24,6 +27,7 @@ use mio::net::TcpStream;
 
 use super::buffer::{Buffer, Filled};
 use super::ready::{Readiness, Tracked};
+use crate::metrics::TcpSeries;
 use crate::tls::{ClientConfig, HalfClose, ServerConfig, TlsStream};
 
 pub use connect::Connect;
@@ -34,6 +38,9 @@ pub use connect::Connect;
 pub struct Transport {
     io: Tracked<TcpStream>,
     tls: Option<Box<Tls>>,
+    /// The `tcp_*` series the connection is counted in, once it is
+    /// (`count_open`): its bytes and its close go there.
+    tcp: Option<Arc<TcpSeries>>,
 }
 
 #[derive(Debug)]
@@ -57,6 +64,7 @@ impl Transport {
         Transport {
             io: Tracked::new(stream, true, true),
             tls: None,
+            tcp: None,
         }
     }
 
@@ -66,6 +74,7 @@ impl Transport {
         Transport {
             io: Tracked::new(stream, false, false),
             tls: None,
+            tcp: None,
         }
     }
 
@@ -178,10 +187,35 @@ impl Transport {
         connect::tune(self.io.get_ref(), keepalive);
     }
 
-    /// Bytes read and written on the socket since the last call.
+    /// Counts the connection open in `series` (its direction, peer and TLS
+    /// state); from here on its bytes and its close are counted there.
+    pub fn count_open(&mut self, series: Arc<TcpSeries>) {
+        debug_assert!(self.tcp.is_none(), "a connection is counted open once");
+        series.open();
+        self.tcp = Some(series);
+    }
+
+    /// Whether `count_open` counted the connection.
+    pub fn is_counted(&self) -> bool {
+        self.tcp.is_some()
+    }
+
+    /// Counts the bytes read and written on the socket since the last call,
+    /// once the connection is counted (until then they wait).
     #[inline]
-    pub fn take_bytes(&mut self) -> (u64, u64) {
-        self.io.take_bytes()
+    pub fn count_bytes(&mut self) {
+        if let Some(series) = &self.tcp {
+            series.bytes(self.io.take_bytes());
+        }
+    }
+
+    /// The connection is being closed: its last bytes and its close are
+    /// counted (if it was counted open; a second call counts nothing).
+    pub fn count_close(&mut self) {
+        if let Some(series) = self.tcp.take() {
+            series.bytes(self.io.take_bytes());
+            series.close();
+        }
     }
 
     /// Half-close: no more bytes will be written (with TLS, `close_notify`

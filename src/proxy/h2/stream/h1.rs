@@ -29,9 +29,8 @@ impl StreamTask {
     /// (it carries one request: the application sees it close after).
     pub(super) fn close_leg(&mut self, ctx: &mut Ctx<'_>) {
         if let Phase::H1(leg) = &mut self.phase {
-            ctx.tcp_dst.bytes(leg.take_bytes());
+            leg.transport.count_close();
             ctx.socks.remove(leg.sock);
-            ctx.tcp_dst.close();
             self.phase = Phase::Pick;
         }
     }
@@ -102,7 +101,7 @@ impl StreamTask {
         }
         let mut cx = self.task.context();
         let ev = leg.step(&mut self.client_body, &ctx.cfg.limits, &mut cx);
-        ctx.tcp_dst.bytes(leg.take_bytes());
+        leg.count_bytes();
         match ev {
             Ok(LegEvent::Idle) => false,
             Ok(LegEvent::Connected) => {

@@ -44,10 +44,11 @@ use super::upstream::{Status, UpPool, UpRef};
 use crate::balance::Pick;
 use crate::conn_failure::ConnFailure;
 use crate::endpoints::{EndpointRef, ProtocolHint};
-use crate::metrics::Direction;
+use crate::metrics::{Direction, TlsLabel, TlsSlot};
 use crate::profile::{self, Classification};
-use crate::proxy::ctx::{Ctx, DialError};
+use crate::proxy::ctx::{connect_label, Ctx, DialError};
 use crate::proxy::destinations::{Router, Waiter};
+use crate::proxy::exchange::counted_slot;
 use crate::proxy::pool::{Proto, UpstreamKey};
 use crate::proxy::target::{self, Failed, Found};
 use crate::proxy::timers::Timer;
@@ -72,6 +73,8 @@ pub struct Origin {
     pub orig_dst: Option<SocketAddr>,
     /// The identity the client proved over mTLS (inbound).
     pub client_id: Option<Arc<str>>,
+    /// The connection's TLS state, as metrics label it.
+    pub tls: TlsLabel,
 }
 
 struct Routed {
@@ -161,6 +164,9 @@ pub struct StreamTask {
     /// The response status, when its head went out, and its latency.
     status: Option<(u16, Duration)>,
     grpc_status: Option<u32>,
+    /// Its `request_total` series (the TLS state it is counted under):
+    /// inbound its connection's, outbound its first endpoint's.
+    tls: Option<TlsSlot>,
 }
 
 /// Whether a stream task is over.
@@ -220,6 +226,7 @@ impl StreamTask {
             last_failure: None,
             status: None,
             grpc_status: None,
+            tls: None,
         }
     }
 
@@ -311,7 +318,11 @@ impl StreamTask {
                 };
                 d.last_used = ctx.now;
                 d.active += 1;
-                d.authority.request();
+                if ctx.direction == Direction::Inbound {
+                    let slot = d.authority.slot(&self.origin.tls);
+                    d.authority.request(slot);
+                    self.tls = Some(slot);
+                }
                 let route = router.find(self.method.as_str(), self.uri.path());
                 router.route_metrics(route).borrow().request();
                 let policy = route.and_then(|i| router.profile.routes.get(i));
@@ -409,6 +420,15 @@ impl StreamTask {
                 opaque_port: None,
             },
         };
+        if ctx.direction == Direction::Outbound && self.tls.is_none() {
+            // Split or not, the request counts under its own destination.
+            let label = connect_label(ctx.direction, endpoint.tls.as_ref(), ctx.tls);
+            if let Some(own) = ctx.dsts.get_mut(&routed.dst) {
+                let slot = own.authority.slot(&label);
+                own.authority.request(slot);
+                self.tls = Some(slot);
+            }
+        }
         routed
             .router
             .route_metrics(routed.route)
@@ -837,7 +857,8 @@ impl StreamTask {
             .borrow_mut()
             .response(status, success, error, latency);
         if let Some(d) = env.ctx.dsts.get_mut(&r.dst) {
-            d.authority.response(status, success, error, latency);
+            let slot = counted_slot(&mut self.tls, d);
+            d.authority.response(slot, status, success, error, latency);
             d.active = d.active.saturating_sub(1);
             d.last_used = env.ctx.now;
         }
@@ -871,6 +892,7 @@ impl StreamTask {
         }
         if let Some(r) = self.routed.take() {
             if let Some(d) = env.ctx.dsts.get_mut(&r.dst) {
+                counted_slot(&mut self.tls, d);
                 d.active = d.active.saturating_sub(1);
             }
         }
