@@ -140,6 +140,7 @@ fn streaming_calls_and_statuses_pass_through() {
         ("direction", "outbound"),
         ("authority", BOOKS),
         ("classification", "failure"),
+        ("grpc_status", "13"),
     ];
     eventually("the failed call is counted", || {
         metric(&app, "response_total", &failed) == 1.0

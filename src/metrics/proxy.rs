@@ -323,6 +323,8 @@ impl ProxyMetrics {
 #[derive(Clone, Debug)]
 struct Outcome {
     status: u16,
+    /// The gRPC status of a gRPC response (`grpc_status`).
+    grpc: Option<u32>,
     success: bool,
     error: Option<&'static str>,
     responses: Counter,
@@ -353,6 +355,7 @@ impl Responses {
         }
     }
 
+    #[inline]
     fn record(
         &mut self,
         status: u16,
@@ -360,7 +363,18 @@ impl Responses {
         error: Option<&'static str>,
         latency: Option<Duration>,
     ) {
-        let outcome = self.outcome(status, success, error);
+        self.record_grpc(status, None, success, error, latency);
+    }
+
+    fn record_grpc(
+        &mut self,
+        status: u16,
+        grpc: Option<u32>,
+        success: bool,
+        error: Option<&'static str>,
+        latency: Option<Duration>,
+    ) {
+        let outcome = self.outcome(status, grpc, success, error);
         outcome.responses.inc();
         if let (Some(histogram), Some(elapsed)) = (&outcome.latency, latency) {
             histogram.observe(elapsed);
@@ -368,11 +382,16 @@ impl Responses {
     }
 
     /// The cached outcome, or a new one. Only the new-outcome branch allocates.
-    fn outcome(&mut self, status: u16, success: bool, error: Option<&'static str>) -> &Outcome {
-        let found = self
-            .seen
-            .iter()
-            .position(|o| o.status == status && o.success == success && o.error == error);
+    fn outcome(
+        &mut self,
+        status: u16,
+        grpc: Option<u32>,
+        success: bool,
+        error: Option<&'static str>,
+    ) -> &Outcome {
+        let found = self.seen.iter().position(|o| {
+            o.status == status && o.success == success && o.error == error && o.grpc == grpc
+        });
         let index = match found {
             Some(index) => index,
             None => {
@@ -381,6 +400,9 @@ impl Responses {
                     "classification",
                     if success { "success" } else { "failure" },
                 );
+                if let Some(code) = grpc {
+                    labels.push("grpc_status", code.to_string());
+                }
                 if let Some(error) = error {
                     labels.push("error", error);
                 }
@@ -392,6 +414,7 @@ impl Responses {
                 self.seen.reserve_exact(1);
                 self.seen.push(Outcome {
                     status,
+                    grpc,
                     success,
                     error,
                     responses: self.counter_family.series(labels),
@@ -479,6 +502,21 @@ impl AuthorityMetrics {
             responses.record(status, success, error, Some(latency));
         }
     }
+
+    /// [`AuthorityMetrics::response`] for a gRPC response: `grpc` becomes the
+    /// `grpc_status` label.
+    pub fn response_grpc(
+        &mut self,
+        slot: TlsSlot,
+        status: (u16, Option<u32>),
+        success: bool,
+        error: Option<&'static str>,
+        latency: Duration,
+    ) {
+        if let Some((.., responses)) = self.by_tls.get_mut(slot.0 as usize) {
+            responses.record_grpc(status.0, status.1, success, error, Some(latency));
+        }
+    }
 }
 
 // === impl RouteMetrics ===
@@ -513,6 +551,18 @@ impl RouteMetrics {
         latency: Duration,
     ) {
         self.responses.record(status, success, error, Some(latency));
+    }
+
+    /// [`RouteMetrics::response`] for a gRPC response (`grpc_status`).
+    pub fn response_grpc(
+        &mut self,
+        status: (u16, Option<u32>),
+        success: bool,
+        error: Option<&'static str>,
+        latency: Duration,
+    ) {
+        self.responses
+            .record_grpc(status.0, status.1, success, error, Some(latency));
     }
 
     /// Counts one attempt sent upstream (the first one and every retry).
@@ -711,6 +761,33 @@ mod tests {
             &[1_000],
         ));
         assert_eq!(m.registry().render_to_string(), expected);
+    }
+
+    #[test]
+    fn grpc_responses_carry_their_status() {
+        let m = metrics();
+        let mut a = m.authority(Direction::Inbound, "a:80");
+        let slot = a.slot(&TlsLabel::Disabled);
+        let ms = Duration::from_millis(1);
+        a.response_grpc(slot, (200, Some(0)), true, None, ms);
+        a.response_grpc(slot, (200, Some(0)), true, None, ms);
+        a.response_grpc(slot, (200, Some(14)), false, Some("unavailable"), ms);
+        a.response(slot, 200, true, None, ms);
+        let text = m.registry().render_to_string();
+        let base = "direction=\"inbound\",authority=\"a:80\",tls=\"disabled\",status_code=\"200\"";
+        for (tail, n) in [
+            ("classification=\"success\",grpc_status=\"0\"", 2),
+            (
+                "classification=\"failure\",grpc_status=\"14\",error=\"unavailable\"",
+                1,
+            ),
+            ("classification=\"success\"", 1),
+        ] {
+            let line = format!("response_total{{{base},{tail}}} {n}\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        // One latency series: grpc_status is not one of its labels.
+        assert!(text.contains(&format!("response_latency_ms_count{{{base}}} 4\n")));
     }
 
     #[test]

@@ -852,13 +852,15 @@ impl StreamTask {
         let Some(r) = self.routed.take() else {
             return;
         };
+        let status = (status, self.grpc_status);
         r.router
             .route_metrics(r.route)
             .borrow_mut()
-            .response(status, success, error, latency);
+            .response_grpc(status, success, error, latency);
         if let Some(d) = env.ctx.dsts.get_mut(&r.dst) {
             let slot = counted_slot(&mut self.tls, d);
-            d.authority.response(slot, status, success, error, latency);
+            d.authority
+                .response_grpc(slot, status, success, error, latency);
             d.active = d.active.saturating_sub(1);
             d.last_used = env.ctx.now;
         }
