@@ -424,3 +424,70 @@ fn a_request_upgraded_by_a_client_proxy_reaches_an_http1_application_as_http11()
     let out = nghttp(app.inbound_addr(), "/abs", &[&authority, abs], None);
     assert!(out.contains(&format!("GET http://{BOOKS}/abs 0")), "{out}");
 }
+
+/// An HTTP/2 frame: length, type, flags, stream id, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK header block of literal fields (no indexing, no Huffman).
+fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in fields {
+        out.push(0x00);
+        out.push(n.len() as u8);
+        out.extend_from_slice(n.as_bytes());
+        out.push(v.len() as u8);
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+#[test]
+fn a_client_that_never_reads_stalls_no_other_client() {
+    use std::io::Write;
+    let ctl = MockController::start();
+    let server = EchoServer::start("a");
+    ctl.endpoints(BOOKS, &[server.addr]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()));
+    let client = client_via(app.outbound_addr(), BOOKS);
+    client
+        .unary_call(&echo::UNARY, &msg("warm"), opt())
+        .expect("warm-up");
+
+    // A raw HTTP/2 client asks for 3 MiB and never reads a byte, nor opens
+    // its stream window: spoke may send it 64 KiB, and must not take the
+    // rest from the upstream connection other clients share.
+    let mut slow = std::net::TcpStream::connect(app.outbound_addr()).expect("connect");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    let headers = hpack(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", BOOKS),
+        (":path", "/test.Echo/Big"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]);
+    out.extend(frame(0x1, 0x4, 1, &headers));
+    let body = [0x0a, 3, b'1', b'0', b'0'];
+    let mut grpc_msg = vec![0u8];
+    grpc_msg.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    grpc_msg.extend_from_slice(&body);
+    out.extend(frame(0x0, 0x1, 1, &grpc_msg));
+    slow.write_all(&out).expect("send");
+    eventually("the big call reached the server", || server.calls() >= 2);
+
+    for i in 0..50 {
+        let reply = client
+            .unary_call(&echo::UNARY, &msg(&i.to_string()), opt())
+            .expect("another client's call goes on");
+        assert_eq!(reply.path, format!("a:{i}"));
+    }
+    drop(slow);
+}

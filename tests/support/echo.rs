@@ -6,7 +6,7 @@
 //! Methods of `test.Echo`: `Unary` (`fail:<code>` answers that status,
 //! `slow:<ms>[-tag]` waits first), `Many` (server streaming: `n` replies),
 //! `Sum` (client streaming: the payloads joined), `Chat` (bidirectional:
-//! each message echoed).
+//! each message echoed), `Big` (server streaming: `n` replies of 32 KiB).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -41,6 +41,7 @@ method!(UNARY, Unary, "/test.Echo/Unary");
 method!(MANY, ServerStreaming, "/test.Echo/Many");
 method!(SUM, ClientStreaming, "/test.Echo/Sum");
 method!(CHAT, Duplex, "/test.Echo/Chat");
+method!(BIG, ServerStreaming, "/test.Echo/Big");
 
 pub fn msg(s: &str) -> Msg {
     let mut m = Msg::new();
@@ -75,6 +76,7 @@ impl EchoServer {
             name.to_string(),
         );
         let (c1, c2, c3, c4) = (calls.clone(), calls.clone(), calls.clone(), calls.clone());
+        let c5 = calls.clone();
         let service = ServiceBuilder::new()
             .add_unary_handler(&UNARY, move |ctx, req: Msg, sink| {
                 c1.fetch_add(1, Ordering::SeqCst);
@@ -134,6 +136,23 @@ impl EchoServer {
                     while let Some(Ok(m)) = stream.next().await {
                         let reply = (msg(&format!("{name}:{}", m.path)), WriteFlags::default());
                         if sink.send(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = sink.close().await;
+                });
+            })
+            .add_server_streaming_handler(&BIG, move |ctx, req: Msg, mut sink| {
+                c5.fetch_add(1, Ordering::SeqCst);
+                ctx.spawn(async move {
+                    let n: usize = req.path.parse().unwrap_or(0);
+                    let payload = "x".repeat(32 * 1024);
+                    for _ in 0..n {
+                        if sink
+                            .send((msg(&payload), WriteFlags::default()))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
