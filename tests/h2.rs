@@ -491,3 +491,23 @@ fn a_client_that_never_reads_stalls_no_other_client() {
     }
     drop(slow);
 }
+
+#[test]
+fn p2c_moves_calls_away_from_a_slow_endpoint() {
+    let ctl = MockController::start();
+    let (a, b) = (EchoServer::start("a"), EchoServer::start("b"));
+    let slow = EchoServer::slow("slow", 40);
+    ctl.endpoints(BOOKS, &[a.addr, b.addr, slow.addr]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()));
+    let client = client_via(app.outbound_addr(), BOOKS);
+    for i in 0..60 {
+        client
+            .unary_call(&echo::UNARY, &msg(&i.to_string()), opt())
+            .expect("call");
+    }
+    let (a, b, slow) = (a.calls(), b.calls(), slow.calls());
+    assert_eq!(a + b + slow, 60);
+    // Once its latency is known, the slow one loses every pair it is in.
+    assert!(slow * 3 < a.min(b), "a {a}, b {b}, slow {slow}");
+}

@@ -58,15 +58,20 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub fn start(name: &str) -> EchoServer {
-        EchoServer::start_with(name, false)
+        EchoServer::start_with(name, false, 0)
     }
 
     /// A server whose every unary call answers UNAVAILABLE.
     pub fn failing(name: &str) -> EchoServer {
-        EchoServer::start_with(name, true)
+        EchoServer::start_with(name, true, 0)
     }
 
-    fn start_with(name: &str, failing: bool) -> EchoServer {
+    /// A server that waits `ms` before every unary answer.
+    pub fn slow(name: &str, ms: u64) -> EchoServer {
+        EchoServer::start_with(name, false, ms)
+    }
+
+    fn start_with(name: &str, failing: bool, delay_ms: u64) -> EchoServer {
         let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("echo").build());
         let calls = Arc::new(AtomicUsize::new(0));
         let (n1, n2, n3, n4) = (
@@ -83,7 +88,11 @@ impl EchoServer {
                 let name = n1.clone();
                 ctx.spawn(async move {
                     let p = req.path;
-                    let p = if failing { "fail:14".to_string() } else { p };
+                    let p = match (failing, delay_ms) {
+                        (true, _) => "fail:14".to_string(),
+                        (false, 0) => p,
+                        (false, ms) => format!("slow:{ms}-{p}"),
+                    };
                     if let Some(code) = p.strip_prefix("fail:") {
                         let code: i32 = code.parse().unwrap_or(2);
                         let status = RpcStatus::with_message(
