@@ -55,6 +55,27 @@ pub struct Router {
 }
 
 impl Router {
+    /// The destination one attempt of a request to `dst` goes to: `dst`
+    /// itself, or with a traffic split a backend picked by weight among
+    /// those that have endpoints (`None`: none has).
+    #[inline]
+    pub fn pick_backend(
+        &self,
+        dst: &Arc<str>,
+        dsts: &Destinations,
+        rng: &mut fastrand::Rng,
+    ) -> Option<Arc<str>> {
+        let Some(split) = &self.split else {
+            return Some(dst.clone());
+        };
+        let backends = &self.backends;
+        let ready = |i: usize| {
+            dsts.get(&backends[i])
+                .is_some_and(|d| d.endpoints.as_ref().is_some_and(|e| !e.is_empty()))
+        };
+        split.pick_ready(rng, ready).map(|i| backends[i].clone())
+    }
+
     fn new(
         routed: Arc<RoutedProfile>,
         dst: &str,

@@ -391,21 +391,10 @@ impl Exchange {
         cl: &mut ClientSide<'_>,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), UpstreamError> {
-        let backend = match &self.router.split {
-            None => self.dst.clone(),
-            Some(split) => {
-                let backends = &self.router.backends;
-                let dsts = &*ctx.dsts;
-                let ready = |i: usize| {
-                    dsts.get(&backends[i])
-                        .is_some_and(|d| d.endpoints.as_ref().is_some_and(|e| !e.is_empty()))
-                };
-                match split.pick_ready(ctx.rng, ready) {
-                    Some(i) => backends[i].clone(),
-                    None => return Err(UpstreamError::NoEndpoints),
-                }
-            }
-        };
+        let backend = self
+            .router
+            .pick_backend(&self.dst, ctx.dsts, ctx.rng)
+            .ok_or(UpstreamError::NoEndpoints)?;
         let d = ctx
             .dsts
             .get_mut(&backend)

@@ -10,7 +10,7 @@ use http::{Method, Response};
 
 use super::{classify, Attempt, Env, Phase, StreamTask};
 use crate::conn_failure::ConnFailure;
-use crate::proxy::ctx::{Ctx, DialError, Owner};
+use crate::proxy::ctx::{Ctx, Owner};
 use crate::proxy::h2::downgrade::{self, H1Leg, LegError, LegEvent, OrigProto};
 use crate::proxy::h2::TaskId;
 use crate::proxy::ready::Readiness;
@@ -70,18 +70,7 @@ impl StreamTask {
                 });
                 self.phase = Phase::H1(Box::new(leg));
             }
-            Err(e) => {
-                let f = match e {
-                    DialError::Connect(e) | DialError::Register(e) => ConnFailure::of_connect(&e),
-                    DialError::Tls(_) => ConnFailure::Tls,
-                };
-                if let Some(d) = ctx.dsts.get_mut(&backend) {
-                    d.balancer.failed(addr, f, ctx.now);
-                }
-                self.failed_endpoints.push(addr);
-                self.last_failure = Some(f);
-                self.phase = Phase::Pick;
-            }
+            Err(e) => self.dial_failed(e, &backend, addr, ctx),
         }
     }
 

@@ -376,20 +376,8 @@ impl StreamTask {
             return;
         };
         let ctx = &mut *env.ctx;
-        let backend = match &routed.router.split {
-            None => routed.dst.clone(),
-            Some(split) => {
-                let backends = &routed.router.backends;
-                let dsts = &*ctx.dsts;
-                let ready = |i: usize| {
-                    dsts.get(&backends[i])
-                        .is_some_and(|d| d.endpoints.as_ref().is_some_and(|e| !e.is_empty()))
-                };
-                match split.pick_ready(ctx.rng, ready) {
-                    Some(i) => backends[i].clone(),
-                    None => return self.fail(503, "no endpoints", "no_endpoints", env),
-                }
-            }
+        let Some(backend) = routed.router.pick_backend(&routed.dst, ctx.dsts, ctx.rng) else {
+            return self.fail(503, "no endpoints", "no_endpoints", env);
         };
         let Some(d) = ctx.dsts.get_mut(&backend) else {
             return self.fail(503, "no endpoints", "no_endpoints", env);
@@ -449,17 +437,34 @@ impl StreamTask {
                 });
                 self.phase = Phase::Connecting;
             }
+            Err(e) => self.dial_failed(e, &backend, addr, ctx),
+        }
+    }
+
+    /// A connect to `addr` (of `backend`) failed at once: the endpoint is
+    /// charged with it and the request picks again.
+    fn dial_failed(&mut self, e: DialError, backend: &str, addr: SocketAddr, ctx: &mut Ctx<'_>) {
+        let f = match e {
+            DialError::Connect(e) | DialError::Register(e) => ConnFailure::of_connect(&e),
+            DialError::Tls(_) => ConnFailure::Tls,
+        };
+        if let Some(d) = ctx.dsts.get_mut(backend) {
+            d.balancer.failed(addr, f, ctx.now);
+        }
+        self.failed_endpoints.push(addr);
+        self.last_failure = Some(f);
+        self.phase = Phase::Pick;
+    }
+
+    /// Moves the request body up; `None` when the client's stream failed
+    /// (the stream is abandoned).
+    fn request_step(&mut self, env: &mut Env<'_, '_>) -> Option<bool> {
+        match self.pump_request() {
+            Ok(p) => Some(p),
             Err(e) => {
-                let f = match e {
-                    DialError::Connect(e) | DialError::Register(e) => ConnFailure::of_connect(&e),
-                    DialError::Tls(_) => ConnFailure::Tls,
-                };
-                if let Some(d) = ctx.dsts.get_mut(&backend) {
-                    d.balancer.failed(addr, f, ctx.now);
-                }
-                self.failed_endpoints.push(addr);
-                self.last_failure = Some(f);
-                self.phase = Phase::Pick;
+                log::debug!("h2 client stream failed: {e}");
+                self.abandon(env);
+                None
             }
         }
     }
@@ -593,13 +598,8 @@ impl StreamTask {
 
     /// Waits for the response head while the request body goes up.
     fn sent(&mut self, env: &mut Env<'_, '_>) -> bool {
-        let mut progress = match self.pump_request() {
-            Ok(p) => p,
-            Err(e) => {
-                log::debug!("h2 client stream failed: {e}");
-                self.abandon(env);
-                return true;
-            }
+        let Some(mut progress) = self.request_step(env) else {
+            return true;
         };
         let Phase::Sent(resp) = &mut self.phase else {
             return progress;
@@ -704,13 +704,8 @@ impl StreamTask {
     /// The response body and trailers to the client (and the rest of a
     /// streaming request up).
     fn streaming(&mut self, env: &mut Env<'_, '_>) -> bool {
-        let mut progress = match self.pump_request() {
-            Ok(p) => p,
-            Err(e) => {
-                log::debug!("h2 client stream failed: {e}");
-                self.abandon(env);
-                return true;
-            }
+        let Some(mut progress) = self.request_step(env) else {
+            return true;
         };
         let Phase::Streaming { from, to, half } = &mut self.phase else {
             return progress;
