@@ -3,6 +3,9 @@
 # grpcio's bundled C core wants cmake and a C++ compiler. spoke builds grpcio without TLS,
 # which needs no OpenSSL; libssl-dev is installed too so that a build with grpcio's `openssl`
 # feature (the combination DESIGN.md lists as known to work) needs nothing more.
+# The `aws-lc-rs` crypto provider (a cargo feature, see Cargo.toml) needs nothing more
+# either: on x86_64/aarch64 Linux aws-lc-sys builds AWS-LC with the C compiler and its
+# pregenerated bindings (no Go, no libclang), and falls back to the cmake above elsewhere.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)

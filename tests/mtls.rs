@@ -342,7 +342,7 @@ struct Impostor {
 
 impl Impostor {
     fn start(chain: Vec<rustls_pki_types::CertificateDer<'static>>, key: Vec<u8>) -> Impostor {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = spoke::tls::provider::default_provider();
         let cfg = Arc::new(
             rustls::ServerConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
@@ -495,7 +495,7 @@ fn app_tls(name: &str) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = spoke::tls::provider::default_provider();
     let der = rustls_pki_types::CertificateDer::from(cert.der().to_vec());
     let server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -195,15 +195,19 @@ fn run(s: Start, hangup: &mut oneshot::Receiver<()>) {
     let mut expired_counted = false;
     match &s.tls {
         Some(t) => log::info!(
-            "identity: certifying {} with the identity service at {} over TLS (server {})",
+            "identity: certifying {} with the identity service at {} over TLS (server {}; \
+             crypto provider {})",
             s.cfg.local_name,
             s.addr,
-            t.name
+            t.name,
+            crate::tls::provider::NAME
         ),
         None => log::info!(
-            "identity: certifying {} with the identity service at {} (plaintext gRPC)",
+            "identity: certifying {} with the identity service at {} (plaintext gRPC; \
+             crypto provider {})",
             s.cfg.local_name,
-            s.addr
+            s.addr,
+            crate::tls::provider::NAME
         ),
     }
     loop {

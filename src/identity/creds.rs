@@ -26,15 +26,6 @@ use x509_parser::prelude::FromDer;
 /// The share of a certificate's remaining lifetime after which it is renewed.
 pub const REFRESH_SHARE: f64 = 0.7;
 
-/// The signature algorithms a chain may use (Linkerd's CA signs with ECDSA
-/// P-256 SHA-256; P-384 issuers are accepted too).
-static SIG_ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
-    webpki::ring::ECDSA_P256_SHA256,
-    webpki::ring::ECDSA_P256_SHA384,
-    webpki::ring::ECDSA_P384_SHA256,
-    webpki::ring::ECDSA_P384_SHA384,
-];
-
 /// The trust anchors, parsed once from `LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS`.
 #[derive(Clone)]
 pub struct Anchors {
@@ -205,8 +196,16 @@ pub fn validate(
         (KeyUsage::server_auth(), "serverAuth"),
         (KeyUsage::client_auth(), "clientAuth"),
     ] {
-        ee.verify_for_usage(SIG_ALGS, &anchors.anchors, &inter, time, usage, None, None)
-            .map_err(|e| bad(&format!("not trusted for {what}"), &e))?;
+        ee.verify_for_usage(
+            crate::tls::provider::CHAIN_SIG_ALGS,
+            &anchors.anchors,
+            &inter,
+            time,
+            usage,
+            None,
+            None,
+        )
+        .map_err(|e| bad(&format!("not trusted for {what}"), &e))?;
     }
     let name = ServerName::try_from(local_name)
         .map_err(|e| bad("the local name is not a DNS name", &e))?;

@@ -4,7 +4,8 @@
 //! that interoperate with Linkerd's proxies.
 //!
 //! - TLS 1.3 only; AES-128-GCM, AES-256-GCM and CHACHA20-POLY1305; key
-//!   exchange X25519, P-256, P-384; the *ring* provider.
+//!   exchange X25519, P-256, P-384; the provider Cargo's features choose
+//!   (`tls::provider`: *ring* by default, or aws-lc-rs).
 //! - No session resumption either way: no tickets sent, none stored, no
 //!   session cache (as Linkerd).
 //! - Client: SNI is the endpoint's `server_name`, the chain is verified
@@ -21,12 +22,12 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use super::provider::provider;
 use crate::identity::creds::Anchors;
 use crate::identity::Credentials;
 
@@ -47,19 +48,6 @@ impl std::fmt::Debug for TlsConfigs {
             .field("local_name", &self.local_name)
             .finish_non_exhaustive()
     }
-}
-
-/// The ring provider reduced to Linkerd's suites and groups.
-pub fn provider() -> Arc<CryptoProvider> {
-    use rustls::crypto::ring::{cipher_suite, default_provider, kx_group};
-    let mut p = default_provider();
-    p.cipher_suites = vec![
-        cipher_suite::TLS13_AES_128_GCM_SHA256,
-        cipher_suite::TLS13_AES_256_GCM_SHA384,
-        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-    ];
-    p.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
-    Arc::new(p)
 }
 
 fn roots(creds: &Credentials) -> RootCertStore {

@@ -4,9 +4,12 @@
 //! the identity thread sends new credentials); `stream` pumps one connection
 //! by hand over a non-blocking socket (event-loop thread); `relay` carries
 //! gRPC's control-plane connections over TLS (one relay thread each);
-//! `terminator` is a TLS front for a plaintext server, for the tests.
+//! `terminator` is a TLS front for a plaintext server, for the tests;
+//! `provider` is the crypto provider Cargo's features choose (*ring* or
+//! aws-lc-rs), the only place that names it.
 
 pub mod config;
+pub mod provider;
 pub mod relay;
 pub mod stream;
 pub mod terminator;
