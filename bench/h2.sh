@@ -449,6 +449,6 @@ if [ "$QUICK" = 0 ]; then
   REPORT=$HERE/results/$STAMP-h2.md
 fi
 cat "$REPORT"
-if [ "$QUICK" = 1 ]; then log "quick run: no result file written (--keep keeps $RUN)"
+if [ "$QUICK" = 1 ]; then log "quick run: no result file written (the report stays in $RUN only with --keep)"
 else log "report written to $REPORT"
 fi
