@@ -21,6 +21,9 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 # The HTTP/2 tests drive the proxy with nghttp (a real HTTP/2 client that
 # sets any header, such as Linkerd's l5d-orig-proto).
 command -v nghttp >/dev/null 2>&1 || need+=(nghttp2-client)
+# The HTTP/2 adversarial tests (tests/h2_adversarial.rs) build frames by hand
+# with Debian's python3-h2 (hyperframe, hpack), run by /usr/bin/python3.
+/usr/bin/python3 -c 'import h2, hyperframe, hpack' >/dev/null 2>&1 || need+=(python3-h2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=""

@@ -211,6 +211,8 @@ impl App {
             http: cfg.http,
             shutdown_grace: cfg.shutdown_grace,
             detect: cfg.detect.clone(),
+            h2_inbound: cfg.h2_inbound,
+            h2_outbound: cfg.h2_outbound,
         };
         let (started_tx, started) = mpsc::channel();
         let loop_metrics = metrics.clone();

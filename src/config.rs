@@ -15,6 +15,13 @@ use crate::duration;
 use crate::networks::Networks;
 use crate::ports::PortSet;
 
+mod h2;
+
+pub use h2::{
+    H2KeepAlive, H2ServerSettings, H2ServerVars, H2_HANDSHAKE_TIMEOUT, H2_LINGER_TIMEOUT,
+    H2_PREMATURE_RESETS, INBOUND_H2, OUTBOUND_H2,
+};
+
 /// Where configuration values come from: the process environment in production,
 /// a map in tests.
 pub trait Env {
@@ -218,6 +225,9 @@ pub struct Config {
     pub max_idle_per_endpoint: (usize, usize),
     /// HTTP/1.1 limits and client-side deadlines (DESIGN: "Limits").
     pub http: HttpLimits,
+    /// How HTTP/2 clients are served: inbound, outbound (`config/h2.rs`).
+    pub h2_inbound: H2ServerSettings,
+    pub h2_outbound: H2ServerSettings,
     /// Protocol detection and opaque TCP.
     pub detect: DetectConfig,
     /// The workload's identity and the embedded controller's CA
@@ -300,6 +310,14 @@ impl Config {
             env,
             matches!(control_plane, ControlPlane::Embedded(_)),
         )?;
+        let http = HttpLimits {
+            head_timeout: positive(env, HEAD_TIMEOUT, "10s")?,
+            body_timeout: positive(env, BODY_TIMEOUT, "60s")?,
+            idle_timeout: positive(env, IDLE_TIMEOUT, "60s")?,
+            max_head_bytes: count(env, MAX_HEAD_BYTES, 64 * 1024, 1024..=1024 * 1024)?,
+            max_headers: count(env, MAX_HEADERS, 100, 1..=1000)?,
+            max_connections: count(env, MAX_CONNECTIONS, 10_000, 1..=1_000_000)?,
+        };
         let destination_name = nonempty(env, DESTINATION_SVC_NAME);
         if let Some(n) = &destination_name {
             crate::identity::config::check_dns_name(n).map_err(|reason| ConfigError {
@@ -358,14 +376,9 @@ impl Config {
                     0..=MAX_IDLE_DEFAULT,
                 )?,
             ),
-            http: HttpLimits {
-                head_timeout: positive(env, HEAD_TIMEOUT, "10s")?,
-                body_timeout: positive(env, BODY_TIMEOUT, "60s")?,
-                idle_timeout: positive(env, IDLE_TIMEOUT, "60s")?,
-                max_head_bytes: count(env, MAX_HEAD_BYTES, 64 * 1024, 1024..=1024 * 1024)?,
-                max_headers: count(env, MAX_HEADERS, 100, 1..=1000)?,
-                max_connections: count(env, MAX_CONNECTIONS, 10_000, 1..=1_000_000)?,
-            },
+            http,
+            h2_inbound: h2::server_settings(env, &INBOUND_H2, http.idle_timeout)?,
+            h2_outbound: h2::server_settings(env, &OUTBOUND_H2, http.idle_timeout)?,
             detect: DetectConfig {
                 inbound_timeout: positive(env, INBOUND_DETECT_TIMEOUT, "10s")?,
                 outbound_timeout: positive(env, OUTBOUND_DETECT_TIMEOUT, "10s")?,

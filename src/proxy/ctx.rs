@@ -78,6 +78,9 @@ pub struct LoopConfig {
     pub shutdown_grace: Duration,
     /// Protocol detection and opaque TCP.
     pub detect: crate::config::DetectConfig,
+    /// How HTTP/2 clients are served, per direction.
+    pub h2_inbound: crate::config::H2ServerSettings,
+    pub h2_outbound: crate::config::H2ServerSettings,
 }
 
 /// The loop state a session may touch while it runs.
@@ -170,6 +173,14 @@ impl LoopConfig {
         match direction {
             Direction::Inbound => self.inbound_connect_timeout,
             Direction::Outbound => self.connect_timeout,
+        }
+    }
+
+    /// How HTTP/2 clients of `direction` are served.
+    pub fn h2_server(&self, direction: Direction) -> &crate::config::H2ServerSettings {
+        match direction {
+            Direction::Inbound => &self.h2_inbound,
+            Direction::Outbound => &self.h2_outbound,
         }
     }
 }

@@ -604,7 +604,9 @@ impl EventLoop {
                 };
                 let handover = session.into_h2();
                 log::trace!("{} connection speaks HTTP/2", handover.direction.as_str());
-                self.h2.add_server(handover, &mut self.parts.socks);
+                let settings = *self.parts.cfg.h2_server(handover.direction);
+                self.h2
+                    .add_server(handover, &mut self.parts.socks, &settings, now);
                 if self.draining {
                     self.h2.drain();
                 }

@@ -12,9 +12,12 @@
 //! learns about the socket (events) passes through a shared [`IoShared`]:
 //! the loop records an event there, the adapter applies it on the next
 //! poll, which the same event causes. The transport counts its own `tcp_*`
-//! bytes, and its close when h2 drops the adapter.
+//! bytes, and its close when h2 drops the adapter. A client connection that
+//! wants its socket back after h2 is done with it (a lingering close) asks
+//! through [`IoShared::keep_transport`]: the adapter, dropped, leaves the
+//! transport there instead of closing it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -29,6 +32,9 @@ use crate::proxy::transport::Transport;
 #[derive(Default)]
 pub struct IoShared {
     events: Cell<Option<Readiness>>,
+    /// Set: the adapter, dropped, leaves its transport in `kept`.
+    keep: Cell<bool>,
+    kept: RefCell<Option<Transport>>,
 }
 
 impl IoShared {
@@ -44,10 +50,27 @@ impl IoShared {
         };
         self.events.set(Some(merged));
     }
+
+    /// From now on, dropping the adapter hands its transport back here
+    /// instead of closing it.
+    pub fn keep_transport(&self) {
+        self.keep.set(true);
+    }
+
+    /// The transport the dropped adapter left (see `keep_transport`),
+    /// with the events it had not applied yet.
+    pub fn take_transport(&self) -> Option<Transport> {
+        let mut t = self.kept.borrow_mut().take()?;
+        if let Some(r) = self.events.take() {
+            t.ready(r);
+        }
+        Some(t)
+    }
 }
 
 pub struct H2Io {
-    transport: Transport,
+    /// Always `Some` until the adapter is dropped.
+    transport: Option<Transport>,
     shared: Rc<IoShared>,
     /// Bytes already read from the socket (the preface detection saw).
     prefix: Vec<u8>,
@@ -58,7 +81,7 @@ impl H2Io {
     pub fn new(transport: Transport, prefix: Vec<u8>) -> (H2Io, Rc<IoShared>) {
         let shared = Rc::new(IoShared::default());
         let io = H2Io {
-            transport,
+            transport: Some(transport),
             shared: shared.clone(),
             prefix,
             at: 0,
@@ -66,21 +89,35 @@ impl H2Io {
         (io, shared)
     }
 
-    /// Applies the events recorded since the last call.
-    fn sync(&mut self) {
+    /// Applies the events recorded since the last call, and gives the
+    /// transport to use.
+    fn sync(&mut self) -> io::Result<&mut Transport> {
+        let Some(t) = self.transport.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
         if let Some(r) = self.shared.events.take() {
-            self.transport.ready(r);
+            t.ready(r);
         }
+        Ok(t)
     }
 
     fn count(&mut self) {
-        self.transport.count_bytes();
+        if let Some(t) = self.transport.as_mut() {
+            t.count_bytes();
+        }
     }
 }
 
 impl Drop for H2Io {
     fn drop(&mut self) {
-        self.transport.count_close();
+        if let Some(mut t) = self.transport.take() {
+            if self.shared.keep.get() {
+                t.count_bytes();
+                *self.shared.kept.borrow_mut() = Some(t);
+            } else {
+                t.count_close();
+            }
+        }
     }
 }
 
@@ -108,9 +145,8 @@ impl AsyncRead for H2Io {
             }
             return Poll::Ready(Ok(()));
         }
-        this.sync();
         let dst = buf.initialize_unfilled();
-        let r = this.transport.read(dst);
+        let r = this.sync()?.read(dst);
         this.count();
         match pending_if_blocked(r) {
             Poll::Ready(Ok(n)) => {
@@ -130,8 +166,7 @@ impl AsyncWrite for H2Io {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.sync();
-        let r = this.transport.write(buf);
+        let r = this.sync()?.write(buf);
         this.count();
         pending_if_blocked(r)
     }
@@ -142,8 +177,7 @@ impl AsyncWrite for H2Io {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.sync();
-        let r = this.transport.write_vectored(bufs);
+        let r = this.sync()?.write_vectored(bufs);
         this.count();
         pending_if_blocked(r)
     }
@@ -156,11 +190,12 @@ impl AsyncWrite for H2Io {
         // TLS may hold encrypted output that a writable event sends
         // (`Transport::ready`); plaintext writes go straight to the socket.
         let this = self.get_mut();
-        this.sync();
-        if this.transport.wants_flush() {
-            this.transport.flush_tls();
+        let t = this.sync()?;
+        if t.wants_flush() {
+            t.flush_tls();
+            let still = t.wants_flush();
             this.count();
-            if this.transport.wants_flush() {
+            if still {
                 return Poll::Pending;
             }
         }
@@ -169,8 +204,7 @@ impl AsyncWrite for H2Io {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.sync();
-        match this.transport.shutdown_write() {
+        match this.sync()?.shutdown_write() {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
             r => pending_if_blocked(r),
         }

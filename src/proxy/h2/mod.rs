@@ -18,6 +18,7 @@
 
 mod downgrade;
 mod grpc;
+mod guard;
 mod io;
 mod pump;
 mod server;
@@ -37,8 +38,9 @@ use slab::Slab;
 use super::ctx::{ByDirection, Ctx, Owner};
 use super::ready::Readiness;
 use super::transport::Transport;
+use crate::config::H2ServerSettings;
 use crate::metrics::{Direction, TlsLabel};
-use server::{Served, ServerConn};
+use server::{Served, ServerConn, ServerRef};
 use stream::{Env, Origin, Polled, StreamTask};
 use task::ReadyList;
 use upstream::UpPool;
@@ -69,6 +71,8 @@ pub struct H2World {
     ups: ByDirection<UpPool>,
     accepted: Vec<(Request<RecvStream>, SendResponse<Bytes>)>,
     woken: Vec<usize>,
+    /// The id of the next client connection (see [`ServerRef`]).
+    next_server_id: u64,
 }
 
 impl Default for H2World {
@@ -83,6 +87,7 @@ impl Default for H2World {
             },
             accepted: Vec::new(),
             woken: Vec::new(),
+            next_server_id: 0,
         }
     }
 }
@@ -95,11 +100,22 @@ impl H2World {
 
     /// Takes over a client connection whose first bytes (`prefix`, already
     /// read) are the HTTP/2 preface; its socket token becomes the new
-    /// connection's.
-    pub fn add_server(&mut self, h: Handover, socks: &mut Slab<Owner>) {
+    /// connection's, served with `settings`.
+    pub fn add_server(
+        &mut self,
+        h: Handover,
+        socks: &mut Slab<Owner>,
+        settings: &H2ServerSettings,
+        now: Instant,
+    ) {
         let index = self.servers.vacant_key();
         let sock = h.sock;
-        let conn = ServerConn::new(index, h, &self.ready);
+        let at = ServerRef {
+            index,
+            id: self.next_server_id,
+        };
+        self.next_server_id += 1;
+        let conn = ServerConn::new(at, h, settings, &self.ready, now);
         self.servers.insert(conn);
         if let Some(owner) = socks.get_mut(sock) {
             *owner = Owner::H2Server(index);
@@ -174,12 +190,13 @@ impl H2World {
         let Some(s) = self.servers.get_mut(i) else {
             return false;
         };
-        let served = s.poll(&mut self.accepted);
+        let served = s.poll(&mut self.accepted, ctx.timers, ctx.now);
         let origin = |s: &ServerConn| Origin {
             direction: s.direction,
             orig_dst: s.orig_dst,
             client_id: s.client_id.clone(),
             tls: s.tls.clone(),
+            server: ServerRef { index: i, id: s.id },
         };
         for (req, respond) in self.accepted.drain(..) {
             let key = self.streams.vacant_key();
@@ -213,6 +230,20 @@ impl H2World {
             Polled::Going => self.streams[i] = Some(t),
             Polled::Done => {
                 self.streams.remove(i);
+            }
+            Polled::ResetByClient(server) => {
+                self.streams.remove(i);
+                self.stream_reset_by_client(server);
+            }
+        }
+    }
+
+    /// A stream of client connection `server` was reset by the client
+    /// after it was accepted (the premature-reset guard counts it).
+    pub fn stream_reset_by_client(&mut self, server: ServerRef) {
+        if let Some(s) = self.servers.get_mut(server.index) {
+            if s.id == server.id {
+                s.client_reset();
             }
         }
     }

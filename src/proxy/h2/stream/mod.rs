@@ -75,6 +75,8 @@ pub struct Origin {
     pub client_id: Option<Arc<str>>,
     /// The connection's TLS state, as metrics label it.
     pub tls: TlsLabel,
+    /// The client connection (its premature-reset guard hears of resets).
+    pub server: super::server::ServerRef,
 }
 
 struct Routed {
@@ -167,6 +169,9 @@ pub struct StreamTask {
     /// Its `request_total` series (the TLS state it is counted under):
     /// inbound its connection's, outbound its first endpoint's.
     tls: Option<TlsSlot>,
+    /// The client reset the stream before the response was over (its
+    /// connection's premature-reset guard hears of it).
+    reset_by_client: bool,
 }
 
 /// Whether a stream task is over.
@@ -174,6 +179,8 @@ pub struct StreamTask {
 pub enum Polled {
     Going,
     Done,
+    /// Over: the client reset the stream before its response.
+    ResetByClient(super::server::ServerRef),
 }
 
 impl StreamTask {
@@ -227,6 +234,7 @@ impl StreamTask {
             status: None,
             grpc_status: None,
             tls: None,
+            reset_by_client: false,
         }
     }
 
@@ -245,6 +253,13 @@ impl StreamTask {
 
     /// Advances the stream as far as it can go.
     pub fn poll(&mut self, env: &mut Env<'_, '_>) -> Polled {
+        match self.advance(env) {
+            Polled::Done if self.reset_by_client => Polled::ResetByClient(self.origin.server),
+            polled => polled,
+        }
+    }
+
+    fn advance(&mut self, env: &mut Env<'_, '_>) -> Polled {
         self.task.polling();
         if self.routed.is_none() {
             self.route(env);
@@ -294,6 +309,7 @@ impl StreamTask {
                     if let Poll::Ready(r) = self.respond.poll_reset(&mut cx) {
                         log::debug!("h2 stream reset by the client: {r:?}");
                         self.abandon(env);
+                        self.reset_by_client = true;
                         return Polled::Done;
                     }
                 }
@@ -463,6 +479,7 @@ impl StreamTask {
             Ok(p) => Some(p),
             Err(e) => {
                 log::debug!("h2 client stream failed: {e}");
+                self.reset_by_client |= e.is_reset() && e.is_remote();
                 self.abandon(env);
                 None
             }
@@ -730,6 +747,7 @@ impl StreamTask {
             }
             Poll::Ready(End::Send(e)) => {
                 log::debug!("h2 client went away mid-response: {e}");
+                self.reset_by_client |= e.is_reset() && e.is_remote();
                 self.finish(env);
                 progress = true;
             }
