@@ -123,15 +123,9 @@ fn rapid_reset_gets_goaway_enhance_your_calm() {
     attack("rapid_reset", &[]);
 }
 
-/// Ignored for now (passes about 5 runs in 6 with the whole file, run it
-/// with `--include-ignored`): the echo backend at times answers a stream
-/// completely before the client's RST_STREAM arrives (a 200 within about
-/// 2 ms though the request body never ended), and such a stream is rightly
-/// not a premature reset, so the count stays short of the rule. It needs a
-/// backend that holds every stream open. The rule itself is unit-tested in
-/// `proxy/h2/guard.rs`.
+/// The streams go to a client-streaming method whose request never ends,
+/// so the backend holds each open until the client resets it.
 #[test]
-#[ignore = "the backend sometimes completes streams before the reset; see the comment"]
 fn streams_reset_after_they_were_accepted_trip_the_premature_reset_guard() {
     let report = attack("premature_reset", &[]);
     assert!(report.contains("ENHANCE_YOUR_CALM"), "{report}");
