@@ -95,3 +95,24 @@ http {
 EOF
 }
 
+# Process helpers for scripts that keep their started PIDs in the array PIDS and
+# their logs under $RUN/logs.
+# start NAME CPU CMD... : starts CMD pinned to CPU, logs to $RUN/logs/NAME.log; sets $STARTED.
+start() {
+  local name=$1 cpu=$2
+  shift 2
+  taskset -c "$cpu" "$@" >"$RUN/logs/$name.log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+}
+
+# stop PID: SIGTERM, then SIGKILL after 3 s.
+stop() {
+  local pid=$1 p keep=()
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}

@@ -91,6 +91,16 @@ impl EndpointRef {
             opaque_port: e.opaque_port,
         }
     }
+
+    /// An address nothing is known about: plaintext, no hint.
+    pub fn plain(addr: SocketAddr) -> EndpointRef {
+        EndpointRef {
+            addr,
+            tls: None,
+            hint: ProtocolHint::Unknown,
+            opaque_port: None,
+        }
+    }
 }
 
 impl EndpointSet {

@@ -187,6 +187,7 @@ impl Destination {
 
     /// What connecting to the endpoint at `addr` takes (its mTLS identity,
     /// its opaque-transport port), when the set has it.
+    #[inline]
     pub fn endpoint_ref(
         &self,
         addr: std::net::SocketAddr,

@@ -49,7 +49,7 @@ use super::timers::{SessionDeadlines, SessionTimer};
 use super::transport::Transport;
 use crate::balance::Pick;
 use crate::conn_failure::{self, ConnFailure, Progress};
-use crate::endpoints::{EndpointRef, ProtocolHint};
+use crate::endpoints::EndpointRef;
 use crate::http1::{BodyDecoder, BodyFraming, RequestHead};
 use crate::metrics::{Direction, NoTlsReason, TlsLabel, TlsSlot};
 use crate::profile::{self, Classification};
@@ -425,15 +425,9 @@ impl Exchange {
         d.balancer.start(addr);
         // The balancer's set and the endpoint set are swapped together, so
         // the endpoint is there; the fallback only keeps this total.
-        let endpoint = match d.endpoints.as_ref().and_then(|set| set.get(addr)) {
-            Some(e) => EndpointRef::of(e),
-            None => EndpointRef {
-                addr,
-                tls: None,
-                hint: ProtocolHint::Unknown,
-                opaque_port: None,
-            },
-        };
+        let endpoint = d
+            .endpoint_ref(addr)
+            .unwrap_or_else(|| EndpointRef::plain(addr));
         if ctx.direction == Direction::Outbound {
             let label = connect_label(ctx.direction, endpoint.tls.as_ref(), ctx.tls);
             // Split or not, the request counts under its own destination.

@@ -43,7 +43,7 @@ use super::task::{ReadyList, TaskHandle, TaskId};
 use super::upstream::{Status, UpPool, UpRef};
 use crate::balance::Pick;
 use crate::conn_failure::ConnFailure;
-use crate::endpoints::{EndpointRef, ProtocolHint};
+use crate::endpoints::EndpointRef;
 use crate::metrics::{Direction, TlsLabel, TlsSlot};
 use crate::profile::{self, Classification};
 use crate::proxy::ctx::{connect_label, Ctx, DialError};
@@ -415,15 +415,9 @@ impl StreamTask {
             }
         };
         d.balancer.start(addr);
-        let endpoint = match d.endpoints.as_ref().and_then(|set| set.get(addr)) {
-            Some(e) => EndpointRef::of(e),
-            None => EndpointRef {
-                addr,
-                tls: None,
-                hint: ProtocolHint::Unknown,
-                opaque_port: None,
-            },
-        };
+        let endpoint = d
+            .endpoint_ref(addr)
+            .unwrap_or_else(|| EndpointRef::plain(addr));
         if ctx.direction == Direction::Outbound && self.tls.is_none() {
             // Split or not, the request counts under its own destination.
             let label = connect_label(ctx.direction, endpoint.tls.as_ref(), ctx.tls);
