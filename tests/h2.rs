@@ -69,12 +69,8 @@ fn unary_calls_on_one_connection_spread_over_every_endpoint() {
 
 #[test]
 fn streaming_calls_and_statuses_pass_through() {
-    let ctl = MockController::start();
     let server = EchoServer::start("a");
-    ctl.endpoints(BOOKS, &[server.addr]);
-    ctl.profile(BOOKS, &profile(vec![]));
-    let app = proxy(&config(ctl.addr()));
-    let client = client_via(app.outbound_addr(), BOOKS);
+    let (_ctl, app, client) = echo::proxied(&server, BOOKS);
 
     // Server streaming: every message, then the OK trailers.
     let mut many = client
@@ -450,12 +446,8 @@ fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
 #[test]
 fn a_client_that_never_reads_stalls_no_other_client() {
     use std::io::Write;
-    let ctl = MockController::start();
     let server = EchoServer::start("a");
-    ctl.endpoints(BOOKS, &[server.addr]);
-    ctl.profile(BOOKS, &profile(vec![]));
-    let app = proxy(&config(ctl.addr()));
-    let client = client_via(app.outbound_addr(), BOOKS);
+    let (_ctl, app, client) = echo::proxied(&server, BOOKS);
     client
         .unary_call(&echo::UNARY, &msg("warm"), opt())
         .expect("warm-up");

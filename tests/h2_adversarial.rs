@@ -193,12 +193,8 @@ fn keepalive_pings_close_a_client_that_stops_answering_and_keep_one_that_answers
 
 #[test]
 fn shutdown_lets_a_call_in_flight_finish_and_refuses_new_ones_with_goaway() {
-    let ctl = MockController::start();
     let server = EchoServer::start("a");
-    ctl.endpoints(BOOKS, &[server.addr]);
-    ctl.profile(BOOKS, &profile(vec![]));
-    let app = proxy(&config(ctl.addr()));
-    let client = client_via(app.outbound_addr(), BOOKS);
+    let (_ctl, app, client) = echo::proxied(&server, BOOKS);
     let opt = || CallOption::default().timeout(Duration::from_secs(10));
     client
         .unary_call(&echo::UNARY, &msg("warm"), opt())

@@ -209,3 +209,17 @@ pub fn client_via(proxy: std::net::SocketAddr, authority: &str) -> grpcio::Clien
         .connect(&proxy.to_string());
     grpcio::Client::new(ch)
 }
+
+/// The proxy in front of `server` as the only endpoint of `authority`
+/// (an empty profile), and a gRPC client of its outbound side.
+pub fn proxied(
+    server: &EchoServer,
+    authority: &str,
+) -> (super::MockController, spoke::app::App, grpcio::Client) {
+    let ctl = super::MockController::start();
+    ctl.endpoints(authority, &[server.addr]);
+    ctl.profile(authority, &super::profile(vec![]));
+    let app = super::proxy(&super::config(ctl.addr()));
+    let client = client_via(app.outbound_addr(), authority);
+    (ctl, app, client)
+}
