@@ -18,6 +18,7 @@ use mio::{Interest, Registry};
 use slab::Slab;
 
 use super::destinations::Destinations;
+use super::h2::{ReadyList, UpPool};
 use super::pool::Pool;
 use super::timers::Timers;
 use super::token;
@@ -89,6 +90,10 @@ pub struct Ctx<'a> {
     pub socks: &'a mut Slab<Owner>,
     /// The idle upstream connections of the session's direction.
     pub pool: &'a mut Pool,
+    /// Its HTTP/2 upstream connections, shared by every stream to the same
+    /// endpoint, and the ready list their tasks' wakers queue on.
+    pub h2: &'a mut UpPool,
+    pub h2_ready: &'a ReadyList,
     /// The destination table of the session's direction.
     pub dsts: &'a mut Destinations,
     pub timers: &'a mut Timers,
@@ -196,6 +201,7 @@ pub enum Step {
 
 /// One of something per direction (the loop's destination tables and
 /// pools): inbound and outbound never share one.
+#[derive(Default)]
 pub struct ByDirection<T> {
     pub inbound: T,
     pub outbound: T,

@@ -22,7 +22,7 @@ use super::admin::{self, AdminConn, AdminState};
 use super::conn::Session;
 use super::ctx::{ByDirection, Ctx, DetectMetrics, LoopConfig, Owner, Role, Step, TcpPair};
 use super::destinations::{Destinations, Waiter};
-use super::h2::{H2World, TaskId};
+use super::h2::{H2World, ReadyList, TaskId, UpPool};
 use super::inbound;
 use super::listen::Listener;
 use super::orig_dst::{self, OrigDst};
@@ -40,6 +40,9 @@ use crate::tls::{MeshTls, TlsConfigs};
 struct Parts {
     socks: Slab<Owner>,
     pools: ByDirection<Pool>,
+    /// HTTP/2 upstream connections, and the ready list of every h2 task.
+    h2_pools: ByDirection<UpPool>,
+    h2_ready: ReadyList,
     dsts: ByDirection<Destinations>,
     timers: Timers,
     cfg: LoopConfig,
@@ -150,6 +153,8 @@ impl EventLoop {
         ];
         poll.registry()
             .register(&mut admin, token::ADMIN, Interest::READABLE)?;
+        let h2 = H2World::default();
+        let h2_ready = h2.ready_list();
         Ok(EventLoop {
             poll,
             listeners,
@@ -161,7 +166,7 @@ impl EventLoop {
             next_session_id: 0,
             admin,
             sessions: Slab::new(),
-            h2: H2World::default(),
+            h2,
             h2_batch: Vec::new(),
             admins: Slab::new(),
             parts: Parts {
@@ -170,6 +175,8 @@ impl EventLoop {
                     inbound: Pool::new(cfg.max_idle_per_endpoint.1),
                     outbound: Pool::new(cfg.max_idle_per_endpoint.0),
                 },
+                h2_pools: ByDirection::default(),
+                h2_ready,
                 dsts,
                 timers: Timers::default(),
                 tcp: ByDirection {
@@ -378,6 +385,8 @@ impl EventLoop {
             registry: poll.registry(),
             socks: &mut parts.socks,
             pool: parts.pools.get_mut(direction),
+            h2: parts.h2_pools.get_mut(direction),
+            h2_ready: &parts.h2_ready,
             dsts: parts.dsts.get_mut(direction),
             timers: &mut parts.timers,
             cfg: &parts.cfg,
@@ -555,7 +564,10 @@ impl EventLoop {
             }
             Some(Owner::Admin(key)) => self.drive_admin(key),
             Some(Owner::H2Server(i)) => self.h2.server_ready(i, Readiness::of(event)),
-            Some(Owner::H2Upstream(d, i)) => self.h2.upstream_ready(d, i, Readiness::of(event)),
+            Some(Owner::H2Upstream(d, i)) => {
+                let r = Readiness::of(event);
+                self.parts.h2_pools.get_mut(d).ready(i, r);
+            }
             Some(Owner::H2Stream(k)) => self.h2.stream_socket_ready(k, Readiness::of(event)),
             Some(Owner::Idle(direction, bucket)) => {
                 // A writable edge left over from the last exchange is

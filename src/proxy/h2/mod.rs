@@ -35,17 +35,15 @@ use h2::RecvStream;
 use http::Request;
 use slab::Slab;
 
-use super::ctx::{ByDirection, Ctx, Owner};
+use super::ctx::{Ctx, Owner};
 use super::ready::Readiness;
 use super::transport::Transport;
 use crate::config::H2ServerSettings;
 use crate::metrics::{Direction, TlsLabel};
 use server::{Served, ServerConn, ServerRef};
 use stream::{Env, Origin, Polled, StreamTask};
-use task::ReadyList;
-use upstream::UpPool;
-
-pub use task::TaskId;
+pub use task::{ReadyList, TaskId};
+pub use upstream::UpPool;
 
 /// A client connection a session hands over once it saw the preface.
 pub struct Handover {
@@ -68,9 +66,7 @@ pub struct H2World {
     servers: Slab<ServerConn>,
     /// Stream tasks; a task is taken out while it runs.
     streams: Slab<Option<Box<StreamTask>>>,
-    ups: ByDirection<UpPool>,
     accepted: Vec<(Request<RecvStream>, SendResponse<Bytes>)>,
-    woken: Vec<usize>,
     /// The id of the next client connection (see [`ServerRef`]).
     next_server_id: u64,
 }
@@ -81,18 +77,20 @@ impl Default for H2World {
             ready: ReadyList::default(),
             servers: Slab::new(),
             streams: Slab::new(),
-            ups: ByDirection {
-                inbound: UpPool::new(),
-                outbound: UpPool::new(),
-            },
             accepted: Vec::new(),
-            woken: Vec::new(),
             next_server_id: 0,
         }
     }
 }
 
 impl H2World {
+    /// The ready list every h2 waker queues on: the loop's shared state
+    /// keeps a handle (`ctx.h2_ready`) for tasks made outside this world
+    /// (upstream connections).
+    pub fn ready_list(&self) -> ReadyList {
+        self.ready.clone()
+    }
+
     /// Client connections served over HTTP/2.
     pub fn connections(&self) -> usize {
         self.servers.len()
@@ -126,10 +124,6 @@ impl H2World {
         if let Some(s) = self.servers.get_mut(index) {
             s.ready(r);
         }
-    }
-
-    pub fn upstream_ready(&mut self, direction: Direction, index: usize, r: Readiness) {
-        self.ups.get_mut(direction).ready(index, r);
     }
 
     pub fn wake_stream(&mut self, key: usize) {
@@ -173,13 +167,9 @@ impl H2World {
     pub fn poll_task(&mut self, task: TaskId, ctx: &mut Ctx<'_>) -> bool {
         match task {
             TaskId::Server(i) => return self.poll_server(i, ctx),
-            TaskId::Upstream(d, i) => {
-                self.ups.get_mut(d).poll(i, ctx, &mut self.woken);
-                for key in self.woken.drain(..) {
-                    if let Some(Some(t)) = self.streams.get(key) {
-                        t.wake();
-                    }
-                }
+            TaskId::Upstream(_, i) => {
+                let keepalive = ctx.cfg.connect_keepalive;
+                ctx.h2.poll(i, keepalive, ctx.socks);
             }
             TaskId::Stream(i) => self.poll_stream(i, ctx),
         }
@@ -221,11 +211,7 @@ impl H2World {
         let Some(mut t) = slot.take() else {
             return;
         };
-        let mut env = Env {
-            ctx,
-            ups: self.ups.get_mut(t.direction),
-            ready: &self.ready,
-        };
+        let mut env = Env { ctx };
         match t.poll(&mut env) {
             Polled::Going => self.streams[i] = Some(t),
             Polled::Done => {
@@ -259,14 +245,7 @@ impl H2World {
     /// Housekeeping for `direction`: upstream connections that took too
     /// long to connect fail, idle ones close.
     pub fn maintenance(&mut self, ctx: &mut Ctx<'_>, ttl: std::time::Duration, now: Instant) {
-        self.ups
-            .get_mut(ctx.direction)
-            .expire(now, ttl, ctx, &mut self.woken);
-        for key in self.woken.drain(..) {
-            if let Some(Some(t)) = self.streams.get(key) {
-                t.wake();
-            }
-        }
+        ctx.h2.expire(now, ttl, ctx.socks);
     }
 
     /// Closes everything of `direction` (the end of the grace period, or
@@ -281,11 +260,7 @@ impl H2World {
             .collect();
         for k in keys {
             if let Some(Some(mut t)) = self.streams.try_remove(k) {
-                let mut env = Env {
-                    ctx,
-                    ups: self.ups.get_mut(direction),
-                    ready: &self.ready,
-                };
+                let mut env = Env { ctx };
                 t.abandon(&mut env);
             }
         }
@@ -299,6 +274,6 @@ impl H2World {
             let s = self.servers.remove(i);
             ctx.socks.remove(s.sock);
         }
-        self.ups.get_mut(direction).drain(ctx);
+        ctx.h2.drain(ctx.socks);
     }
 }

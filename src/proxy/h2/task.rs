@@ -121,6 +121,12 @@ impl TaskHandle {
         self.waker.wake_by_ref();
     }
 
+    /// The waker, for whatever wakes the task from outside h2 (a
+    /// connection it waits for).
+    pub fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
     pub fn context(&self) -> Context<'_> {
         Context::from_waker(&self.waker)
     }

@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use h2::client::{Connection, SendRequest};
 use slab::Slab;
 
 use super::io::{H2Io, IoShared};
-use super::task::{ReadyList, TaskHandle, TaskId};
+use super::task::{TaskHandle, TaskId};
 use crate::conn_failure::ConnFailure;
 use crate::proxy::ctx::{Ctx, DialError, Owner};
 use crate::proxy::pool::UpstreamKey;
@@ -73,8 +73,9 @@ pub struct UpConn {
     shared: Option<Rc<IoShared>>,
     /// Streams started on it and not finished.
     active: usize,
-    /// Streams waiting for it to be ready (woken when it is, or fails).
-    waiters: Vec<usize>,
+    /// The tasks of the streams waiting for it to be ready (woken when it
+    /// is, or fails).
+    waiters: Vec<Waker>,
     /// No new streams (GOAWAY, an error, or the connection is ending).
     closing: bool,
     pub connect_by: Instant,
@@ -91,7 +92,11 @@ pub enum Status {
     Failed(ConnFailure),
 }
 
-/// The HTTP/2 upstream connections of one direction.
+/// The HTTP/2 upstream connections of one direction. The loop keeps one
+/// per direction beside its other shared state, so whatever carries a
+/// request (an HTTP/2 stream task, an HTTP/1 exchange whose endpoint takes
+/// HTTP/2) opens streams on the same connections (`ctx.h2`).
+#[derive(Default)]
 pub struct UpPool {
     conns: Slab<UpConn>,
     by_key: FastMap<UpstreamKey, Vec<usize>>,
@@ -107,61 +112,27 @@ impl UpPool {
         }
     }
 
-    /// A connection for a new stream to `key`: one with room, or a new one
-    /// (connecting). `stream` is woken when it is ready.
-    pub fn checkout(
-        &mut self,
-        key: &UpstreamKey,
-        stream: usize,
-        ready: &ReadyList,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<UpRef, DialError> {
-        if let Some(list) = self.by_key.get(key) {
-            for &i in list {
-                let c = &mut self.conns[i];
-                if c.has_room() {
-                    c.active += 1;
-                    if !matches!(c.state, State::Ready { .. }) {
-                        c.waiters.push(stream);
-                    }
-                    return Ok(UpRef { index: i, id: c.id });
+    /// A connection to `key` with room for one more stream.
+    fn with_room(&mut self, key: &UpstreamKey, waiter: &Waker) -> Option<UpRef> {
+        for &i in self.by_key.get(key)? {
+            let c = &mut self.conns[i];
+            if c.has_room() {
+                c.active += 1;
+                if !matches!(c.state, State::Ready { .. }) {
+                    c.waiters.push(waiter.clone());
                 }
+                return Some(UpRef { index: i, id: c.id });
             }
         }
-        let index = self.conns.vacant_key();
-        let tls = key.tls.as_ref();
-        let (transport, sock) = ctx.dial(
-            key.addr,
-            Owner::H2Upstream(ctx.direction, index),
-            tls,
-            false,
-        )?;
-        self.next_id += 1;
-        let id = self.next_id;
-        let conn = UpConn {
-            key: key.clone(),
-            id,
-            sock,
-            task: TaskHandle::new(TaskId::Upstream(ctx.direction, index), ready),
-            state: State::Connecting(Some(transport)),
-            shared: None,
-            active: 1,
-            waiters: vec![stream],
-            closing: false,
-            connect_by: ctx.now + ctx.cfg.connect_timeout(ctx.direction),
-            idle_since: ctx.now,
-        };
-        self.conns.insert(conn);
-        self.by_key.entry(key.clone()).or_default().push(index);
-        Ok(UpRef { index, id })
+        None
     }
 
     fn get(&mut self, r: UpRef) -> Option<&mut UpConn> {
         self.conns.get_mut(r.index).filter(|c| c.id == r.id)
     }
 
-    /// Where connection `r` is, for stream `stream` waiting on it.
-    pub fn status(&mut self, r: UpRef, stream: usize) -> Status {
+    /// Where connection `r` is, for the stream whose task `waiter` wakes.
+    pub fn status(&mut self, r: UpRef, waiter: &Waker) -> Status {
         let Some(c) = self.get(r) else {
             return Status::Failed(ConnFailure::Closed);
         };
@@ -169,8 +140,8 @@ impl UpPool {
             State::Ready { send, .. } => Status::Ready(send.clone()),
             State::Failed(f) => Status::Failed(*f),
             _ => {
-                if !c.waiters.contains(&stream) {
-                    c.waiters.push(stream);
+                if !c.waiters.iter().any(|w| w.will_wake(waiter)) {
+                    c.waiters.push(waiter.clone());
                 }
                 Status::Pending
             }
@@ -206,34 +177,35 @@ impl UpPool {
         }
     }
 
-    /// Polls connection `index`; streams to wake go into `wake`.
-    pub fn poll(&mut self, index: usize, ctx: &mut Ctx<'_>, wake: &mut Vec<usize>) {
+    /// Polls connection `index` (connections that finish connecting
+    /// tune their socket with `keepalive`; a closed one's socket slot goes
+    /// from `socks`).
+    pub fn poll(
+        &mut self,
+        index: usize,
+        keepalive: Option<std::time::Duration>,
+        socks: &mut Slab<Owner>,
+    ) {
         let Some(c) = self.conns.get_mut(index) else {
             return;
         };
         c.task.polling();
-        let gone = c.step(ctx, wake);
+        let gone = c.step(keepalive);
         if gone {
-            self.remove(index, ctx);
+            self.remove(index, socks);
         }
     }
 
     /// Connections past their connect deadline fail; idle ones past `ttl`
-    /// close. Streams to wake go into `wake`.
-    pub fn expire(
-        &mut self,
-        now: Instant,
-        ttl: std::time::Duration,
-        ctx: &mut Ctx<'_>,
-        wake: &mut Vec<usize>,
-    ) {
+    /// close.
+    pub fn expire(&mut self, now: Instant, ttl: std::time::Duration, socks: &mut Slab<Owner>) {
         let mut gone = Vec::new();
         for (i, c) in self.conns.iter_mut() {
             let connecting = !matches!(c.state, State::Ready { .. } | State::Failed(_));
             if connecting && now >= c.connect_by {
                 log::debug!("h2 connect to {} timed out", c.key.addr);
                 c.state = State::Failed(ConnFailure::ConnectTimeout);
-                wake.append(&mut c.waiters);
+                c.wake_waiters();
             }
             let idle = c.active == 0 && now.saturating_duration_since(c.idle_since) >= ttl;
             if idle || (matches!(c.state, State::Failed(_)) && c.active == 0) {
@@ -241,11 +213,11 @@ impl UpPool {
             }
         }
         for i in gone {
-            self.remove(i, ctx);
+            self.remove(i, socks);
         }
     }
 
-    fn remove(&mut self, index: usize, ctx: &mut Ctx<'_>) {
+    fn remove(&mut self, index: usize, socks: &mut Slab<Owner>) {
         let c = self.conns.remove(index);
         if let Some(list) = self.by_key.get_mut(&c.key) {
             list.retain(|&i| i != index);
@@ -253,7 +225,7 @@ impl UpPool {
                 self.by_key.remove(&c.key);
             }
         }
-        ctx.socks.remove(c.sock);
+        socks.remove(c.sock);
         // Once h2 has it, the adapter counts the close when it goes.
         if let State::Connecting(Some(mut t)) = c.state {
             t.count_close();
@@ -261,12 +233,47 @@ impl UpPool {
     }
 
     /// Every connection (shutdown).
-    pub fn drain(&mut self, ctx: &mut Ctx<'_>) {
+    pub fn drain(&mut self, socks: &mut Slab<Owner>) {
         let all: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for i in all {
-            self.remove(i, ctx);
+            self.remove(i, socks);
         }
     }
+}
+
+/// A connection for a new stream to `key`: one with room, or a new one
+/// (connecting), from the pool of `ctx`'s direction. The task `waiter`
+/// wakes is woken when it is ready (or failed).
+pub fn checkout(ctx: &mut Ctx<'_>, key: &UpstreamKey, waiter: &Waker) -> Result<UpRef, DialError> {
+    if let Some(r) = ctx.h2.with_room(key, waiter) {
+        return Ok(r);
+    }
+    let index = ctx.h2.conns.vacant_key();
+    let (transport, sock) = ctx.dial(
+        key.addr,
+        Owner::H2Upstream(ctx.direction, index),
+        key.tls.as_ref(),
+        false,
+    )?;
+    let pool = &mut *ctx.h2;
+    pool.next_id += 1;
+    let id = pool.next_id;
+    let conn = UpConn {
+        key: key.clone(),
+        id,
+        sock,
+        task: TaskHandle::new(TaskId::Upstream(ctx.direction, index), ctx.h2_ready),
+        state: State::Connecting(Some(transport)),
+        shared: None,
+        active: 1,
+        waiters: vec![waiter.clone()],
+        closing: false,
+        connect_by: ctx.now + ctx.cfg.connect_timeout(ctx.direction),
+        idle_since: ctx.now,
+    };
+    pool.conns.insert(conn);
+    pool.by_key.entry(key.clone()).or_default().push(index);
+    Ok(UpRef { index, id })
 }
 
 impl UpConn {
@@ -284,8 +291,14 @@ impl UpConn {
         }
     }
 
+    fn wake_waiters(&mut self) {
+        for w in self.waiters.drain(..) {
+            w.wake();
+        }
+    }
+
     /// Advances the connection; `true` when it is over.
-    fn step(&mut self, ctx: &mut Ctx<'_>, wake: &mut Vec<usize>) -> bool {
+    fn step(&mut self, keepalive: Option<std::time::Duration>) -> bool {
         loop {
             match &mut self.state {
                 State::Connecting(t) => {
@@ -297,14 +310,14 @@ impl UpConn {
                         Connect::Failed(e) => {
                             log::debug!("h2 connect to {} failed: {e}", self.key.addr);
                             self.state = State::Failed(ConnFailure::of_connect(&e));
-                            wake.append(&mut self.waiters);
+                            self.wake_waiters();
                             return self.active == 0;
                         }
                         Connect::Done => {
                             let Some(transport) = t.take() else {
                                 return true;
                             };
-                            transport.connected(ctx.cfg.connect_keepalive);
+                            transport.connected(keepalive);
                             let (io, shared) = H2Io::new(transport, Vec::new());
                             self.shared = Some(shared);
                             let hs = h2::client::Builder::new()
@@ -324,7 +337,7 @@ impl UpConn {
                         Poll::Ready(Err(e)) => {
                             log::debug!("h2 handshake with {} failed: {e}", self.key.addr);
                             self.state = State::Failed(ConnFailure::Closed);
-                            wake.append(&mut self.waiters);
+                            self.wake_waiters();
                             return self.active == 0;
                         }
                         Poll::Ready(Ok((send, conn))) => {
@@ -332,7 +345,7 @@ impl UpConn {
                                 send,
                                 conn: Box::new(conn),
                             };
-                            wake.append(&mut self.waiters);
+                            self.wake_waiters();
                         }
                     }
                 }

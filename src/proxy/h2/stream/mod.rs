@@ -40,7 +40,7 @@ use super::downgrade::{self, H1Leg, OrigProto};
 use super::grpc;
 use super::pump::{End, Half};
 use super::task::{ReadyList, TaskHandle, TaskId};
-use super::upstream::{Status, UpPool, UpRef};
+use super::upstream::{self, Status, UpRef};
 use crate::balance::Pick;
 use crate::conn_failure::ConnFailure;
 use crate::endpoints::EndpointRef;
@@ -63,8 +63,6 @@ const L5D_CLIENT_ID: http::HeaderName = http::HeaderName::from_static("l5d-clien
 /// What a stream task needs of the loop while it runs.
 pub struct Env<'a, 'c> {
     pub ctx: &'a mut Ctx<'c>,
-    pub ups: &'a mut UpPool,
-    pub ready: &'a ReadyList,
 }
 
 /// What the connection a request came on tells its stream.
@@ -436,7 +434,7 @@ impl StreamTask {
             return self.start_h1(backend, addr, orig, env);
         }
         let key = UpstreamKey::new(&endpoint, Proto::H2);
-        match env.ups.checkout(&key, self.key, env.ready, ctx) {
+        match upstream::checkout(ctx, &key, self.task.waker()) {
             Ok(up) => {
                 self.attempt = Some(Attempt {
                     backend,
@@ -490,7 +488,7 @@ impl StreamTask {
             self.phase = Phase::Pick;
             return true;
         };
-        let mut send = match env.ups.status(up, self.key) {
+        let mut send = match env.ctx.h2.status(up, self.task.waker()) {
             Status::Pending => return false,
             Status::Failed(f) => {
                 self.attempt_failed(f, true, env);
@@ -503,7 +501,7 @@ impl StreamTask {
             Poll::Pending => return false,
             Poll::Ready(Err(e)) => {
                 log::debug!("h2 upstream {} takes no stream: {e}", a.addr);
-                env.ups.retire(up);
+                env.ctx.h2.retire(up);
                 self.attempt_failed(ConnFailure::Closed, false, env);
                 return true;
             }
@@ -527,7 +525,7 @@ impl StreamTask {
             }
             Err(e) => {
                 log::debug!("h2 upstream {}: cannot start a stream: {e}", a.addr);
-                env.ups.retire(up);
+                env.ctx.h2.retire(up);
                 self.attempt_failed(ConnFailure::Closed, false, env);
                 true
             }
@@ -628,7 +626,7 @@ impl StreamTask {
                 log::debug!("h2 upstream stream failed before a response: {e}");
                 if let Some(a) = &self.attempt {
                     if let (true, Some(up)) = (e.is_go_away(), a.up) {
-                        env.ups.retire(up);
+                        env.ctx.h2.retire(up);
                     }
                 }
                 let f = if e.is_io() {
@@ -683,7 +681,7 @@ impl StreamTask {
                     drop(metrics);
                     log::debug!("h2 stream: retrying a failed response ({status})");
                     if let Some(up) = self.attempt.take().and_then(|a| a.up) {
-                        env.ups.release(up, ctx.now);
+                        ctx.h2.release(up, ctx.now);
                     }
                     self.grpc_status = None;
                     // Dropping the response's body resets that stream.
@@ -766,7 +764,7 @@ impl StreamTask {
                 d.connect_retries.retry(&a.backend, f);
             }
             if let Some(up) = a.up {
-                env.ups.release(up, ctx.now);
+                ctx.h2.release(up, ctx.now);
             }
             self.failed_endpoints.push(a.addr);
         }
@@ -882,7 +880,7 @@ impl StreamTask {
                 }
             }
             if let Some(up) = a.up {
-                env.ups.release(up, env.ctx.now);
+                env.ctx.h2.release(up, env.ctx.now);
             }
         }
         if let Phase::Sent(_) = self.phase {
