@@ -11,139 +11,17 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use spoke::app::App;
 use spoke::config::MapEnv;
-use spoke::controller::embedded::{Controller, STOP_GRACE};
-use spoke::devtools::{Backend, Response};
-use spoke::identity::config as id;
+use spoke::devtools::Response;
 use spoke::identity::creds::Documents;
-use spoke::identity::issuer::Issuer;
 use support::echo;
+use support::mesh::*;
 use support::*;
-
-const WEB: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
-const BOOKS_ID: &str = "books.default.serviceaccount.identity.linkerd.cluster.local";
-const BOOKS: &str = "books.default.svc.cluster.local:7000";
-
-/// The mesh for one test: its directory (removed at the end), its CA, the
-/// controller and both spokes, and app B behind spoke B.
-struct Mesh {
-    dir: PathBuf,
-    ca: Issuer,
-    ctl: Option<Controller>,
-    anchors: String,
-    a: Option<App>,
-    b: Option<App>,
-    app_b: Backend,
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        for app in [self.a.take(), self.b.take()].into_iter().flatten() {
-            let _ = app.shutdown();
-        }
-        if let Some(ctl) = self.ctl.take() {
-            ctl.shutdown(STOP_GRACE);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn mesh_yaml(books_at: Option<(SocketAddr, &str)>) -> String {
-    let mut y = String::new();
-    for name in [WEB, BOOKS_ID] {
-        y.push_str(&format!(
-            "---\napiVersion: spoke.dev/v1alpha1\nkind: Identity\nmetadata:\n  name: {name}\n\
-             spec:\n  token: token-of-{}\n",
-            name.split('.').next().unwrap()
-        ));
-    }
-    if let Some((addr, identity)) = books_at {
-        y.push_str(&format!(
-            "---\napiVersion: spoke.dev/v1alpha1\nkind: Endpoints\nmetadata:\n  \
-             name: books.default.svc.cluster.local\nspec:\n  ports:\n  - port: 7000\n    \
-             identity: {identity}\n    addresses:\n    - {addr}\n"
-        ));
-    }
-    y
-}
-
-/// A spoke certified as `name` by the mesh's controller.
-fn spoke_env(dir: &Path, ctl: SocketAddr, anchors: &str, name: &str, lifetime: bool) -> MapEnv {
-    let short = name.split('.').next().unwrap();
-    let token = dir.join(format!("{short}.token"));
-    std::fs::write(&token, format!("token-of-{short}")).unwrap();
-    let env = config(ctl)
-        .set(id::LOCAL_NAME, name)
-        .set(id::TRUST_ANCHORS, anchors)
-        .set(id::TOKEN_FILE, token.display().to_string())
-        .set(id::SVC_ADDR, ctl.to_string());
-    if lifetime {
-        env.set(id::MIN_REFRESH, "100ms")
-    } else {
-        env
-    }
-}
-
-fn ready(app: &App) -> bool {
-    spoke::devtools::get(app.admin_addr(), "localhost", "/ready").is_ok_and(|r| r.status == 200)
-}
-
-fn mesh(test: &str, lifetime: Duration, identity: &str, handler: spoke::devtools::Handler) -> Mesh {
-    mesh_with(test, lifetime, identity, handler, None, None)
-}
-
-/// [`mesh`], with spoke B's app port listed in the port variable `policy`,
-/// and spoke B's application at `app` instead of app B when given.
-fn mesh_with(
-    test: &str,
-    lifetime: Duration,
-    identity: &str,
-    handler: spoke::devtools::Handler,
-    policy: Option<&str>,
-    app: Option<SocketAddr>,
-) -> Mesh {
-    let dir = std::env::temp_dir().join(format!("spoke-mtls-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("mesh.yaml");
-    std::fs::write(&file, mesh_yaml(None)).unwrap();
-    let (ctl, ca, anchors) = ca_controller(&file, "mtls test CA", lifetime);
-    let app_b = backend_with("app-b", handler);
-    let short = lifetime < Duration::from_secs(60);
-    let mut b_env = spoke_env(&dir, ctl.addr(), &anchors, BOOKS_ID, short);
-    if let Some(var) = policy {
-        b_env = b_env.set(var, app_b.addr().port().to_string());
-    }
-    let target = app.unwrap_or(app_b.addr());
-    let b = proxy_with_orig_dst(&b_env, Box::new(Injected::to(target)));
-    std::fs::write(&file, mesh_yaml(Some((b.inbound_addr(), identity)))).unwrap();
-    let a = proxy(&spoke_env(&dir, ctl.addr(), &anchors, WEB, short));
-    eventually("both spokes certified", || ready(&a) && ready(&b));
-    Mesh {
-        dir,
-        ca,
-        ctl: Some(ctl),
-        anchors,
-        a: Some(a),
-        b: Some(b),
-        app_b,
-    }
-}
-
-impl Mesh {
-    fn a(&self) -> &App {
-        self.a.as_ref().unwrap()
-    }
-    fn b(&self) -> &App {
-        self.b.as_ref().unwrap()
-    }
-}
 
 /// App B's answer: the client identity it was told.
 fn echo_client_id() -> spoke::devtools::Handler {

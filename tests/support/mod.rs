@@ -33,6 +33,7 @@ use spoke::proto::destination::{
 pub use spoke::proto::destination as pb;
 
 pub mod echo;
+pub mod mesh;
 
 /// How long `eventually` waits.
 pub fn patience() -> Duration {
