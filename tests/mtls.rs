@@ -83,7 +83,7 @@ fn two_spokes_speak_mtls_and_the_application_sees_the_client_identity() {
     );
     let books = format!(
         "{{\"direction\": \"outbound\", \"name\": \"{BOOKS}\", \"source\": \"controller\", \
-         \"endpoints\": [{{\"addr\": \"{}\", \"protocol_hint\": \"unknown\", \"mtls\": true, \
+         \"endpoints\": [{{\"addr\": \"{}\", \"protocol_hint\": \"h2\", \"mtls\": true, \
          \"server_id\": \"{BOOKS_ID}\", \"server_name\": \"{BOOKS_ID}\"}}]}}",
         m.b().inbound_addr()
     );

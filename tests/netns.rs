@@ -789,9 +789,21 @@ fn two_pods_speak_mtls_through_iptables_certified_by_the_controller() {
         .map(|s| s.value)
         .sum();
     assert!(terminated >= 1.0, "{metrics}\n{}", logs(&lab));
+    // The controller hints H2 for B, so A carried the HTTP/1 request as
+    // HTTP/2 under the TLS (Linkerd's `l5d-orig-proto` upgrade).
+    let h2: f64 = spoke::metrics::parse_text(&metrics)
+        .iter()
+        .filter(|s| {
+            s.name == "spoke_detect_total"
+                && s.label("direction") == Some("inbound")
+                && s.label("protocol") == Some("h2")
+        })
+        .map(|s| s.value)
+        .sum();
+    assert!(h2 >= 1.0, "{metrics}\n{}", logs(&lab));
     let doc = http_get(&a, "http://127.0.0.1:4191/destinations").expect("A's destinations");
     let endpoint = format!(
-        "{{\"addr\": \"{B_IP}:{BOOKS_PORT}\", \"protocol_hint\": \"unknown\", \"mtls\": true, \
+        "{{\"addr\": \"{B_IP}:{BOOKS_PORT}\", \"protocol_hint\": \"h2\", \"mtls\": true, \
          \"server_id\": \"{BOOKS_ID}\", \"server_name\": \"{BOOKS_ID}\"}}"
     );
     assert!(doc.contains(&endpoint), "{doc}");

@@ -358,6 +358,10 @@ impl EventLoop {
                 break;
             }
             for task in std::mem::take(&mut self.h2_batch).drain(..) {
+                if let TaskId::Wire(sock) = task {
+                    self.wire_woken(sock, now);
+                    continue;
+                }
                 let Some(direction) = self.h2.direction_of(task) else {
                     continue;
                 };
@@ -367,6 +371,19 @@ impl EventLoop {
         }
         if closed {
             self.resume_accepting(now);
+        }
+    }
+
+    /// The HTTP/2 stream under an HTTP/1 exchange's upstream slot `sock`
+    /// has news: its session steps. A wake for a slot that went (and may
+    /// belong to another session now) only costs that session a step.
+    fn wire_woken(&mut self, sock: usize, now: Instant) {
+        if let Some(Owner::Conn {
+            session,
+            role: Role::Upstream,
+        }) = self.parts.socks.get(sock).copied()
+        {
+            self.drive(session, now);
         }
     }
 

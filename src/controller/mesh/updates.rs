@@ -4,9 +4,9 @@
 //!
 //! An address with a TLS identity (`spec.ports[].identity`) is sent with
 //! `tls_identity{dns_like_identity{name}, server_name{name}}`, the identity also being the
-//! SNI, as Linkerd's destination controller fills it for a meshed pod. Linkerd also sends an
-//! `H2` protocol hint for meshed pods; spoke sends none, since its inbound side takes no
-//! HTTP/2 yet.
+//! SNI, as Linkerd's destination controller fills it for a meshed pod, and with the `H2`
+//! protocol hint Linkerd sends for meshed pods: the client's proxy carries HTTP/1 to them
+//! upgraded to HTTP/2 (`l5d-orig-proto`), which spoke's inbound side takes back to HTTP/1.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -15,7 +15,8 @@ use protobuf::MessageField;
 
 use super::{tcp_address, EndpointsView, ENDPOINT_WEIGHT};
 use crate::proto::destination::{
-    tls_identity, AddrSet, NoEndpoints, TlsIdentity, Update, WeightedAddr, WeightedAddrSet,
+    protocol_hint, tls_identity, AddrSet, NoEndpoints, ProtocolHint, TlsIdentity, Update,
+    WeightedAddr, WeightedAddrSet,
 };
 
 /// The messages to push on a `Get` stream that last reflected `old` (`None`: nothing sent yet)
@@ -69,13 +70,16 @@ fn add(addrs: &[SocketAddr], identity: Option<&str>) -> Update {
 }
 
 /// One address as `Get` answers (and `GetProfile`'s `endpoint` for a pod
-/// IP) carry it: with its TLS identity when it is meshed.
+/// IP) carry it: with its TLS identity and the `H2` hint when it is meshed.
 pub(super) fn weighted_addr(a: SocketAddr, identity: Option<&str>) -> WeightedAddr {
     let mut wa = WeightedAddr::new();
     wa.addr = MessageField::some(tcp_address(a));
     wa.weight = ENDPOINT_WEIGHT;
     if let Some(id) = identity {
         wa.tls_identity = MessageField::some(tls(id));
+        let mut hint = ProtocolHint::new();
+        hint.set_h2(protocol_hint::H2::new());
+        wa.protocol_hint = MessageField::some(hint);
     }
     wa
 }
@@ -133,6 +137,10 @@ mod tests {
                     for w in &set.addrs {
                         let port = w.addr.port;
                         out.push_str(&format!(" {port}"));
+                        // A meshed address carries its identity and the H2
+                        // hint; a plain one neither.
+                        let h2 = w.protocol_hint.as_ref().is_some_and(|h| h.has_h2());
+                        assert_eq!(h2, w.tls_identity.is_some(), "{w:?}");
                         if let Some(tls) = w.tls_identity.as_ref() {
                             assert_eq!(tls.dns_like_identity().name, tls.server_name.name);
                             out.push_str(&format!("={}", tls.server_name.name));

@@ -13,16 +13,18 @@ use crate::http1::{self, AfterResponse, BodyDecoder, BodyFraming};
 use crate::profile::{self, Classification};
 use crate::proxy::buffer::{Buffer, Filled};
 use crate::proxy::ctx::{Ctx, DialError, Owner, Role};
+use crate::proxy::h2::{Opened, Original, Upgraded};
 use crate::proxy::pipe::PipeError;
-use crate::proxy::pool::{IdleConn, UpstreamKey};
+use crate::proxy::pool::{IdleConn, Proto, UpstreamKey};
 use crate::proxy::timers::SessionTimer;
-use crate::proxy::transport::{Connect, Transport};
+
+use super::wire::Wire;
 
 /// A connect near the end of the fail-fast window still gets this long.
 const MIN_CONNECT_WINDOW: Duration = Duration::from_millis(50);
 
 pub(super) struct Upstream {
-    pub(super) stream: Transport,
+    pub(super) stream: Wire,
     pub(super) sock: usize,
     pub(super) addr: SocketAddr,
     /// What the connection was made for: its bucket in the pool.
@@ -55,7 +57,7 @@ impl Exchange {
         {
             ctx.socks[sock] = owner;
             self.upstream = Some(Upstream {
-                stream: stream.reused(),
+                stream: Wire::Conn(stream.reused()),
                 sock,
                 addr,
                 key,
@@ -67,7 +69,13 @@ impl Exchange {
             });
             return Ok(());
         }
-        let (stream, sock) = match ctx.dial(addr, owner, key.tls.as_ref(), false) {
+        let dialed = if key.proto == Proto::H2 {
+            self.open_upgraded(&key, owner, ctx)
+        } else {
+            ctx.dial(addr, owner, key.tls.as_ref(), false)
+                .map(|(t, sock)| (Wire::Conn(t), sock))
+        };
+        let (stream, sock) = match dialed {
             Ok(dialed) => dialed,
             Err(DialError::Connect(e)) => {
                 log::debug!("connect to {addr} failed: {e}");
@@ -103,6 +111,49 @@ impl Exchange {
         cl.deadlines
             .set(SessionTimer::Connect, timeout, ctx.now, ctx.timers);
         Ok(())
+    }
+
+    /// A stream on the shared HTTP/2 connection to `key`'s endpoint (one
+    /// connecting when none has room), for a request upgraded to it; its
+    /// slot in the socket table names the session its wakes drive.
+    fn open_upgraded(
+        &self,
+        key: &UpstreamKey,
+        owner: Owner,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(Wire, usize), DialError> {
+        let sock = ctx.socks.insert(owner);
+        let orig = Original {
+            minor: self.client_minor,
+            absolute_form: self.absolute_form,
+            head: self.head_is_head,
+        };
+        match Upgraded::open(key, sock, orig, &self.dst, ctx) {
+            Ok(u) => Ok((Wire::H2(Box::new(u)), sock)),
+            Err(e) => {
+                ctx.socks.remove(sock);
+                Err(e)
+            }
+        }
+    }
+
+    /// The request cannot be upgraded: it is sent again, as HTTP/1, the
+    /// endpoint not charged with anything.
+    fn no_upgrade(&mut self, cl: &mut ClientSide<'_>, ctx: &mut Ctx<'_>) -> ExNext {
+        self.upgradable = false;
+        if let Some(up) = self.upstream.take() {
+            if let Some(d) = ctx.dsts.get_mut(&self.attempt.backend) {
+                d.balancer.abandon(up.addr);
+            }
+            drop_upstream(up, ctx);
+        }
+        if !self.req.rewind() {
+            return self.upstream_failed(UpstreamError::Protocol, cl, ctx);
+        }
+        match self.start_attempt(cl, ctx) {
+            Ok(()) => ExNext::Going(true),
+            Err(e) => self.upstream_failed(e, cl, ctx),
+        }
     }
 
     /// An idle connection made for `key`. A request that may not be sent
@@ -150,14 +201,13 @@ impl Exchange {
         let mut progress = false;
 
         if !up.connected {
-            match up.stream.connect_status() {
-                Connect::Pending => return ExNext::Going(false),
-                Connect::Failed(e) => {
-                    log::debug!("connect to {} failed: {e}", up.addr);
-                    let f = ConnFailure::of_connect(&e);
+            match up.stream.connect_status(ctx) {
+                Opened::Pending => return ExNext::Going(false),
+                Opened::Failed(f) => {
+                    log::debug!("connect to {} failed: {}", up.addr, f.as_str());
                     return self.upstream_failed(UpstreamError::Conn(f), cl, ctx);
                 }
-                Connect::Done => {
+                Opened::Done => {
                     cl.deadlines.clear(SessionTimer::Connect);
                     up.connected = true;
                     up.stream.connected(ctx.cfg.connect_keepalive);
@@ -184,6 +234,12 @@ impl Exchange {
                     reason: "invalid request body",
                     close: true,
                 };
+            }
+            Err(PipeError::Write(e)) if Upgraded::cannot_carry(&e) => {
+                // A request HTTP/2 has no form for (a target its URI rules
+                // refuse): it goes as HTTP/1 after all.
+                log::debug!("{}: {e}; sending it as HTTP/1", up.addr);
+                return self.no_upgrade(cl, ctx);
             }
             Err(PipeError::Write(e)) => {
                 log::debug!("upstream write failed: {e}");
@@ -327,11 +383,20 @@ impl Exchange {
     }
 }
 
-/// Back to the pool, under the key it was made for.
-pub(super) fn pool_upstream(mut up: Upstream, ctx: &mut Ctx<'_>) {
-    up.stream.count_bytes();
+/// Back to the pool, under the key it was made for (an upgraded stream
+/// just ends: its connection is shared anyway).
+pub(super) fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
+    let mut stream = match up.stream {
+        Wire::Conn(t) => t,
+        wire @ Wire::H2(_) => {
+            ctx.socks.remove(up.sock);
+            wire.close(ctx);
+            return;
+        }
+    };
+    stream.count_bytes();
     let idle = IdleConn {
-        stream: up.stream,
+        stream,
         sock: up.sock,
         since: ctx.now,
         buf: up.inbuf,
@@ -345,7 +410,7 @@ pub(super) fn pool_upstream(mut up: Upstream, ctx: &mut Ctx<'_>) {
     }
 }
 
-pub(super) fn drop_upstream(mut up: Upstream, ctx: &mut Ctx<'_>) {
+pub(super) fn drop_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
     ctx.socks.remove(up.sock);
-    up.stream.count_close();
+    up.stream.close(ctx);
 }

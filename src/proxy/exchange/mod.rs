@@ -32,6 +32,7 @@
 //! the [`ExNext`] each call returns.
 
 mod h1;
+mod wire;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -49,10 +50,11 @@ use super::timers::{SessionDeadlines, SessionTimer};
 use super::transport::Transport;
 use crate::balance::Pick;
 use crate::conn_failure::{self, ConnFailure, Progress};
-use crate::endpoints::EndpointRef;
+use crate::endpoints::{EndpointRef, ProtocolHint};
 use crate::http1::{BodyDecoder, BodyFraming, RequestHead};
 use crate::metrics::{Direction, NoTlsReason, TlsLabel, TlsSlot};
 use crate::profile::{self, Classification};
+use crate::tls::MeshTls;
 
 use h1::Upstream;
 
@@ -136,6 +138,11 @@ pub(super) struct Exchange {
     upgrade: bool,
     /// The request is a `CONNECT`: a 2xx answer opens a tunnel.
     connect: bool,
+    /// It may go upgraded to HTTP/2 to an endpoint whose proxy takes that
+    /// (`proxy/h2::Upgraded`): outbound, and no upgrade or tunnel asked.
+    upgradable: bool,
+    /// The client's target was in absolute form (`l5d-orig-proto` says so).
+    absolute_form: bool,
     has_body: bool,
     expect_continue: bool,
     timeout: Option<Duration>,
@@ -291,6 +298,9 @@ impl Exchange {
             retryable,
             upgrade: head.upgrade(),
             connect: head.method() == "CONNECT",
+            upgradable: ctx.direction == Direction::Outbound
+                && crate::proxy::h2::upgradable(head.method(), head.target(), head.upgrade()),
+            absolute_form: head.is_absolute_form(),
             has_body,
             expect_continue: head.expect_continue() && head.minor_version() >= 1 && has_body,
             timeout,
@@ -452,7 +462,19 @@ impl Exchange {
             .route_metrics(self.route)
             .borrow()
             .actual_request();
-        self.open_upstream(UpstreamKey::new(&endpoint, Proto::Http1), cl, ctx)
+        // Linkerd's proxy-to-proxy upgrade: an endpoint whose proxy takes
+        // HTTP/2, reached over mTLS, gets the request as an HTTP/2 stream on
+        // the connection every request to it shares.
+        let proto = if self.upgradable
+            && endpoint.hint == ProtocolHint::H2
+            && endpoint.tls.is_some()
+            && matches!(ctx.tls, MeshTls::Ready(_))
+        {
+            Proto::H2
+        } else {
+            Proto::Http1
+        };
+        self.open_upstream(UpstreamKey::new(&endpoint, proto), cl, ctx)
     }
 
     /// Sends the request again after a failed response: the connection that
@@ -499,7 +521,14 @@ impl Exchange {
         let mut tunnel = None;
         if let Some(up) = self.upstream.take() {
             if self.resp_state == Resp::Switching {
-                tunnel = Some((up.stream, up.sock, up.inbuf));
+                match up.stream {
+                    wire::Wire::Conn(t) => tunnel = Some((t, up.sock, up.inbuf)),
+                    // Never upgraded: requests that may switch are not.
+                    wire @ wire::Wire::H2(_) => {
+                        ctx.socks.remove(up.sock);
+                        wire.close(ctx);
+                    }
+                }
             } else if self.req.is_complete()
                 && self.resp_keep_alive
                 && up.inbuf.is_empty()

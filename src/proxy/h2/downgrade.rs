@@ -116,7 +116,9 @@ pub fn request_head(
 }
 
 /// The HTTP/2 response headers for an HTTP/1 response head: hop-by-hop
-/// headers, and those its `Connection` names, dropped.
+/// headers, and those its `Connection` names, dropped; `l5d-orig-proto`
+/// says the response was HTTP/1.1 (Linkerd's client proxy reads it, and
+/// drops it).
 pub fn response_headers(head: &ResponseHead) -> HeaderMap {
     let named: Vec<String> = head
         .header("connection")
@@ -141,6 +143,7 @@ pub fn response_headers(head: &ResponseHead) -> HeaderMap {
         };
         map.append(n, v);
     }
+    map.insert(L5D_ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     map
 }
 
@@ -485,7 +488,8 @@ mod tests {
             panic!("parses");
         };
         let h = response_headers(&head);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-kept"], "2");
+        assert_eq!(h[L5D_ORIG_PROTO], "HTTP/1.1");
     }
 }

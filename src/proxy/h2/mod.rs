@@ -24,6 +24,7 @@ mod pump;
 mod server;
 mod stream;
 mod task;
+mod upgrade;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ use crate::metrics::{Direction, TlsLabel};
 use server::{Served, ServerConn, ServerRef};
 use stream::{Env, Origin, Polled, StreamTask};
 pub use task::{ReadyList, TaskId};
+pub use upgrade::{upgradable, Opened, Original, Upgraded};
 pub use upstream::UpPool;
 
 /// A client connection a session hands over once it saw the preface.
@@ -86,7 +88,7 @@ impl Default for H2World {
 impl H2World {
     /// The ready list every h2 waker queues on: the loop's shared state
     /// keeps a handle (`ctx.h2_ready`) for tasks made outside this world
-    /// (upstream connections).
+    /// (upstream connections, upgraded HTTP/1 requests).
     pub fn ready_list(&self) -> ReadyList {
         self.ready.clone()
     }
@@ -159,6 +161,8 @@ impl H2World {
             TaskId::Server(i) => self.servers.get(i).map(|s| s.direction),
             TaskId::Upstream(d, _) => Some(d),
             TaskId::Stream(i) => self.streams.get(i)?.as_ref().map(|t| t.direction),
+            // The loop drives the session itself.
+            TaskId::Wire(_) => None,
         }
     }
 
@@ -172,6 +176,7 @@ impl H2World {
                 ctx.h2.poll(i, keepalive, ctx.socks);
             }
             TaskId::Stream(i) => self.poll_stream(i, ctx),
+            TaskId::Wire(_) => {}
         }
         false
     }

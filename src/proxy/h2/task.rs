@@ -28,6 +28,10 @@ pub enum TaskId {
     Upstream(Direction, usize),
     /// One proxied request/response (index in the streams slab).
     Stream(usize),
+    /// An HTTP/1 exchange's upstream that is a stream on a shared HTTP/2
+    /// connection (`upgrade.rs`): the slot in the socket-owner table, whose
+    /// session the loop drives.
+    Wire(usize),
 }
 
 /// The tasks woken since the loop last drained them. The loop looks at it

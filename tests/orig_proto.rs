@@ -1,0 +1,220 @@
+//! Linkerd's HTTP/1-over-HTTP/2 between two spokes: the embedded
+//! controller gives the meshed endpoint (spoke B) the `H2` hint, so spoke
+//! A carries the application's HTTP/1 requests to it as HTTP/2 streams
+//! over mTLS with `l5d-orig-proto`, multiplexed on one connection, and
+//! spoke B gives app B HTTP/1.1 again. What the applications see must be
+//! what they would see without the upgrade: bodies byte for byte, their
+//! headers, `Host`, HEAD, `Connection: close`, HTTP/1.0, absolute form;
+//! requests asking for a protocol upgrade stay HTTP/1 end to end.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spoke::devtools::{Client, Response};
+use support::mesh::*;
+use support::*;
+
+/// App B's answer: its request's method, target and body content back, a
+/// header, and a delay when the request asks for one.
+fn mirror() -> spoke::devtools::Handler {
+    Arc::new(|req| {
+        let content = spoke::devtools::dechunk(&req.body).unwrap_or_else(|_| req.body.clone());
+        let mut body = format!("{} {}\n", req.method, req.target).into_bytes();
+        body.extend_from_slice(&content);
+        let r = Response::new(200, body).with_header("x-from", "app-b");
+        match req.header("x-delay-ms").and_then(|v| v.parse().ok()) {
+            Some(ms) => r.with_delay(Duration::from_millis(ms)),
+            None => r,
+        }
+    })
+}
+
+fn client(m: &Mesh) -> Client {
+    Client::connect(m.a().outbound_addr(), patience()).expect("connect to spoke A")
+}
+
+/// Some bytes that are not text, `n` long.
+fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn has_header(req: &spoke::devtools::Request, name: &str) -> bool {
+    req.headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(name))
+}
+
+#[test]
+fn http1_requests_cross_to_the_meshed_spoke_as_http2_and_arrive_byte_exact() {
+    let m = mesh("exact", Duration::from_secs(3600), BOOKS_ID, mirror());
+    eventually("a request through both spokes", || {
+        get(m.a(), BOOKS, "/warm").status == 200
+    });
+
+    // A GET with headers of its own.
+    let mut c = client(&m);
+    let r = c
+        .send("GET", BOOKS, "/a/b?c=1", &[("x-custom", "yes")], b"")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "GET /a/b?c=1\n");
+    assert_eq!(r.header("x-from"), Some("app-b"));
+    assert_eq!(
+        r.header("l5d-orig-proto"),
+        None,
+        "the proxies' note stays between them"
+    );
+    let seen = m.app_b.received().pop().unwrap();
+    assert_eq!(seen.header("host"), Some(BOOKS));
+    assert_eq!(seen.header("x-custom"), Some("yes"));
+    assert!(!has_header(&seen, "l5d-orig-proto"), "{:?}", seen.headers);
+
+    // Bodies with a length and chunked, on the same client connection.
+    let body = payload(200 * 1024);
+    let r = c.send("POST", BOOKS, "/upload", &[], &body).unwrap();
+    assert_eq!(r.status, 200);
+    let mut want = b"POST /upload\n".to_vec();
+    want.extend_from_slice(&body);
+    assert!(r.payload().unwrap() == want, "the body came back changed");
+    let seen = m.app_b.received().pop().unwrap();
+    assert_eq!(seen.header("content-length"), Some("204800"));
+
+    let mut chunked =
+        format!("PUT /chunks HTTP/1.1\r\nhost: {BOOKS}\r\ntransfer-encoding: chunked\r\n\r\n")
+            .into_bytes();
+    let parts = [&body[..1000], &body[1000..70_000], &body[70_000..70_001]];
+    for p in parts {
+        chunked.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
+        chunked.extend_from_slice(p);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let r = c.send_raw(&chunked, false).unwrap();
+    assert_eq!(r.status, 200);
+    let mut want = b"PUT /chunks\n".to_vec();
+    want.extend_from_slice(&body[..70_001]);
+    assert!(
+        r.payload().unwrap() == want,
+        "the chunked body came back changed"
+    );
+
+    // HEAD: the head with its length, no body.
+    let r = c.send("HEAD", BOOKS, "/h", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("8"), "{:?}", r.headers);
+    assert!(r.body.is_empty());
+    // The connection still works after all of them.
+    assert_eq!(c.get(BOOKS, "/again").unwrap().text(), "GET /again\n");
+
+    // Spoke B saw HTTP/2 after TLS; spoke A carried concurrent requests
+    // from three client connections on one connection to B.
+    let h2 = [("direction", "inbound"), ("protocol", "h2")];
+    assert!(
+        metric(m.b(), "spoke_detect_total", &h2) >= 1.0,
+        "{}",
+        metrics(m.b())
+    );
+    let dst = [
+        ("direction", "outbound"),
+        ("peer", "dst"),
+        ("tls", "true"),
+        ("server_id", BOOKS_ID),
+    ];
+    let before = metric(m.a(), "tcp_open_total", &dst);
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let addr = m.a().outbound_addr();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr, patience()).unwrap();
+                let path = format!("/slow/{i}");
+                c.send("GET", BOOKS, &path, &[("x-delay-ms", "300")], b"")
+                    .unwrap()
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let r = t.join().unwrap();
+        assert_eq!(r.text(), format!("GET /slow/{i}\n"));
+    }
+    assert_eq!(
+        metric(m.a(), "tcp_open_total", &dst),
+        before,
+        "no new connection to B for concurrent requests: {}",
+        metrics(m.a())
+    );
+    assert_eq!(before, 1.0, "one connection to B: {}", metrics(m.a()));
+}
+
+#[test]
+fn http1_semantics_survive_the_upgrade() {
+    let m = mesh("semantics", Duration::from_secs(3600), BOOKS_ID, mirror());
+    eventually("a request through both spokes", || {
+        get(m.a(), BOOKS, "/warm").status == 200
+    });
+
+    // `Connection: close` from the client: answered, then closed; the
+    // header itself is the client connection's, not app B's.
+    let mut c = client(&m);
+    let r = c
+        .send("GET", BOOKS, "/bye", &[("connection", "close")], b"")
+        .unwrap();
+    assert_eq!(r.text(), "GET /bye\n");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.is_closed());
+
+    // HTTP/1.0 without Host (routed by `l5d-dst-override`): app B gets the
+    // destination's name as Host, the client an answer with its length.
+    let mut c = client(&m);
+    let http10 = format!("GET /old HTTP/1.0\r\nl5d-dst-override: {BOOKS}\r\n\r\n");
+    let r = c.send_raw(http10.as_bytes(), false).unwrap();
+    assert_eq!((r.status, r.text()), (200, "GET /old\n".to_owned()));
+    assert_eq!(r.header("content-length"), Some("9"), "{:?}", r.headers);
+    let seen = m.app_b.received().pop().unwrap();
+    assert_eq!(seen.header("host"), Some(BOOKS), "{:?}", seen.headers);
+
+    // Absolute form: app B sees the absolute target, as Linkerd restores it.
+    let mut c = client(&m);
+    let abs = format!("GET http://{BOOKS}/abs HTTP/1.1\r\nhost: {BOOKS}\r\n\r\n");
+    let r = c.send_raw(abs.as_bytes(), false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), format!("GET http://{BOOKS}/abs\n"));
+
+    // A request asking for a protocol upgrade goes as HTTP/1, headers and
+    // all (an HTTP/2 stream could not carry the switch).
+    let mut c = client(&m);
+    let r = c
+        .send(
+            "GET",
+            BOOKS,
+            "/ws",
+            &[("connection", "upgrade"), ("upgrade", "websocket")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let seen = m.app_b.received().pop().unwrap();
+    assert_eq!(
+        seen.header("upgrade"),
+        Some("websocket"),
+        "{:?}",
+        seen.headers
+    );
+}
+
+#[test]
+fn a_target_http2_cannot_carry_goes_as_http1() {
+    let m = mesh("fallback", Duration::from_secs(3600), BOOKS_ID, mirror());
+    eventually("a request through both spokes", || {
+        get(m.a(), BOOKS, "/warm").status == 200
+    });
+    // `<`, `>` and a backtick pass HTTP/1 parsers, not HTTP/2's URI rules.
+    let mut c = client(&m);
+    let raw = format!("GET /a<b>`c HTTP/1.1\r\nhost: {BOOKS}\r\n\r\n");
+    let r = c.send_raw(raw.as_bytes(), false).unwrap();
+    assert_eq!((r.status, r.text()), (200, "GET /a<b>`c\n".to_owned()));
+    // The endpoint was not charged with it: the next request is upgraded.
+    let r = c.get(BOOKS, "/next").unwrap();
+    assert_eq!(r.text(), "GET /next\n");
+}
