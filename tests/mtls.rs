@@ -279,6 +279,40 @@ fn books_at(m: &Mesh, impostor: &Impostor) -> spoke::devtools::Reply {
 }
 
 #[test]
+fn the_inbound_side_agrees_on_alpn_h2_or_http11_with_a_client_that_offers_it() {
+    let m = mesh(
+        "alpn",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        echo_client_id(),
+    );
+    let ca = m.dir.join("anchors.pem");
+    std::fs::write(&ca, &m.anchors).unwrap();
+    let (addr, ca) = (m.b().inbound_addr().to_string(), ca.display().to_string());
+    // A TLS client with no client certificate that asks for a protocol gets
+    // the one it prefers of spoke's and is served in it (over HTTP/2 its
+    // request is an upgraded HTTP/1 one, for app B speaks HTTP/1).
+    for (offer, agreed) in [
+        ("h2,http/1.1", "h2"),
+        ("http/1.1", "http/1.1"),
+        ("h2", "h2"),
+    ] {
+        let out = python_client("tls_alpn.py", &[&addr, BOOKS_ID, &ca, offer, BOOKS, "/"]);
+        assert_eq!(
+            out,
+            format!("alpn={agreed} status=200 body=none"),
+            "offered {offer}"
+        );
+    }
+    let h2 = [("direction", "inbound"), ("protocol", "h2")];
+    assert!(
+        metric(m.b(), "spoke_detect_total", &h2) >= 2.0,
+        "{}",
+        metrics(m.b())
+    );
+}
+
+#[test]
 fn a_port_that_requires_an_identity_serves_mtls_and_refuses_plaintext() {
     let var = spoke::config::INBOUND_REQUIRE_IDENTITY_PORTS;
     let m = mesh_with(

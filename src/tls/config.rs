@@ -18,6 +18,9 @@
 //! - Linkerd's opaque transport is negotiated with ALPN `transport.l5d.io/v1`:
 //!   a client and a server configuration offering it are built beside the
 //!   plain ones ([`TlsConfigs::client_transport`], [`TlsConfigs::server_direct`]).
+//! - The server of application ports agrees on ALPN `h2` or `http/1.1` with
+//!   a client that offers them ([`SERVER_ALPN`]); the client offers none
+//!   (as Linkerd's, whose inbound side takes none).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -30,6 +33,10 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use super::provider::provider;
 use crate::identity::creds::Anchors;
 use crate::identity::Credentials;
+
+/// What the inbound server agrees on with a client that offers ALPN on an
+/// application port, in order of preference.
+pub const SERVER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// The configurations for one certificate.
 pub struct TlsConfigs {
@@ -116,6 +123,10 @@ impl TlsConfigs {
         client_transport.alpn_protocols = vec![super::TRANSPORT_ALPN.to_vec()];
         let mut server_direct = server.clone();
         server_direct.alpn_protocols = vec![super::TRANSPORT_ALPN.to_vec()];
+        // The application ports: HTTP/2 or HTTP/1.1 for a client that asks
+        // (what it then speaks is detected as on any connection); Linkerd's
+        // proxies offer no ALPN there, and are served as before.
+        server.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(TlsConfigs {
             local_name: Arc::from(creds.name.as_str()),
             not_after: creds.not_after,
@@ -213,7 +224,9 @@ pub(crate) mod tests {
         let alpn = vec![b"transport.l5d.io/v1".to_vec()];
         assert_eq!(cfg.client_transport().alpn_protocols, alpn);
         assert_eq!(cfg.server_direct().alpn_protocols, alpn);
-        assert!(cfg.client().alpn_protocols.is_empty() && cfg.server().alpn_protocols.is_empty());
+        assert!(cfg.client().alpn_protocols.is_empty());
+        let offered: Vec<Vec<u8>> = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        assert_eq!(cfg.server().alpn_protocols, offered);
         assert_eq!(peer_identity(&c.chain[0]).as_deref(), Some(c.name.as_str()));
         assert!(names(&c.chain[0], &c.name.to_uppercase()));
         assert!(!names(

@@ -536,3 +536,31 @@ pub fn ca_controller(
     .expect("controller starts");
     (ctl, ca, cert)
 }
+
+/// The Debian interpreter, which has the `python3-h2` modules
+/// (`scripts/setup.sh` installs them).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Runs the test client `tests/clients/<script>` with `args` (at most a
+/// minute) and returns what it printed; panics, with its output, when it
+/// fails.
+pub fn python_client(script: &str, args: &[&str]) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .arg(PYTHON)
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{PYTHON} {script}: {e} (run scripts/setup.sh)"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.trim().to_owned()
+}
