@@ -102,8 +102,9 @@ fn rss_kib() -> u64 {
 /// process's).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Runs a case with default settings and checks what comes after it.
-fn attack(case: &str, args: &[&str]) -> String {
+/// Runs a case with default settings and checks what comes after it;
+/// returns its report and the proxy's `spoke_http2_goaway_total` by reason.
+fn attack(case: &str, args: &[&str]) -> (String, Goaways) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let m = mesh(|e| e);
     let before = rss_kib();
@@ -115,25 +116,44 @@ fn attack(case: &str, args: &[&str]) -> String {
     );
     m.still_serves("after");
     eprintln!("{case} {args:?}: {report}; RSS +{grown} KiB");
-    report
+    let goaways = Goaways(metrics(&m.app));
+    (report, goaways)
+}
+
+/// The proxy's metrics, to read `spoke_http2_goaway_total` from.
+struct Goaways(String);
+
+impl Goaways {
+    fn count(&self, reason: &str) -> f64 {
+        spoke::metrics::parse_text(&self.0)
+            .iter()
+            .filter(|s| s.name == "spoke_http2_goaway_total" && s.label("reason") == Some(reason))
+            .map(|s| s.value)
+            .sum()
+    }
 }
 
 #[test]
 fn rapid_reset_gets_goaway_enhance_your_calm() {
-    attack("rapid_reset", &[]);
+    let (_, goaways) = attack("rapid_reset", &[]);
+    assert_eq!(goaways.count("enhance_your_calm"), 1.0, "{}", goaways.0);
 }
 
 /// The streams go to a client-streaming method whose request never ends,
 /// so the backend holds each open until the client resets it.
 #[test]
 fn streams_reset_after_they_were_accepted_trip_the_premature_reset_guard() {
-    let report = attack("premature_reset", &[]);
+    let (report, goaways) = attack("premature_reset", &[]);
     assert!(report.contains("ENHANCE_YOUR_CALM"), "{report}");
+    assert_eq!(goaways.count("premature_reset"), 1.0, "{}", goaways.0);
+    assert_eq!(goaways.count("enhance_your_calm"), 0.0, "{}", goaways.0);
 }
 
 #[test]
 fn a_continuation_flood_is_a_bounded_connection_error() {
-    attack("continuation_flood", &[]);
+    let (report, goaways) = attack("continuation_flood", &[]);
+    let counted = goaways.count("enhance_your_calm") + goaways.count("protocol_error");
+    assert!(counted >= 1.0, "{report}: {}", goaways.0);
 }
 
 #[test]
@@ -148,7 +168,7 @@ fn a_ping_flood_is_held_back_by_backpressure() {
 
 #[test]
 fn an_oversized_header_list_is_a_stream_error_not_a_connection_error() {
-    let report = attack("oversized_headers", &[]);
+    let (report, _) = attack("oversized_headers", &[]);
     assert!(
         report.contains("431") || report.contains("RST_STREAM"),
         "{report}"
@@ -157,7 +177,8 @@ fn an_oversized_header_list_is_a_stream_error_not_a_connection_error() {
 
 #[test]
 fn a_window_past_2_31_minus_1_is_a_flow_control_error() {
-    attack("window_overflow", &[]);
+    let (_, goaways) = attack("window_overflow", &[]);
+    assert_eq!(goaways.count("flow_control_error"), 1.0, "{}", goaways.0);
 }
 
 #[test]

@@ -85,6 +85,7 @@ pub struct ProxyMetrics {
     connect_retries: CounterFamily,
     connections_refused: CounterFamily,
     detect: CounterFamily,
+    http2_goaway: CounterFamily,
 }
 
 impl ProxyMetrics {
@@ -186,6 +187,14 @@ impl ProxyMetrics {
                 "Accepted connections by the protocol detection settled on and why \
                  (detected: from the first bytes; quiet_server_first: the client was silent \
                  and the server spoke first; timeout; eof; opaque_port; opaque_profile).",
+            )?,
+            http2_goaway: r.counter_family(
+                "spoke_http2_goaway_total",
+                "GOAWAYs with an error code spoke sent to HTTP/2 clients, by why \
+                 (premature_reset: the client reset most of many accepted streams; \
+                 enhance_your_calm: h2's limits on reset, SETTINGS, PING and CONTINUATION \
+                 floods; protocol_error: frames RFC 9113 forbids; flow_control_error; \
+                 other).",
             )?,
         })
     }
@@ -293,6 +302,15 @@ impl ProxyMetrics {
 
     /// The counter of accepted connections refused in `direction` for
     /// `reason` (the series is made on first use; refusals are rare).
+    /// `spoke_http2_goaway_total` for one direction and reason.
+    pub fn http2_goaway(&self, direction: Direction, reason: &'static str) -> Counter {
+        self.http2_goaway.series(
+            Labels::new()
+                .with("direction", direction.as_str())
+                .with("reason", reason),
+        )
+    }
+
     pub fn connection_refused(&self, direction: Direction, reason: &'static str) -> Counter {
         self.connections_refused.series(
             Labels::new()

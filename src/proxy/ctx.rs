@@ -208,6 +208,13 @@ pub struct ByDirection<T> {
 }
 
 impl<T> ByDirection<T> {
+    pub fn get(&self, direction: Direction) -> &T {
+        match direction {
+            Direction::Inbound => &self.inbound,
+            Direction::Outbound => &self.outbound,
+        }
+    }
+
     pub fn get_mut(&mut self, direction: Direction) -> &mut T {
         match direction {
             Direction::Inbound => &mut self.inbound,

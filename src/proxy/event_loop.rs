@@ -153,7 +153,7 @@ impl EventLoop {
         ];
         poll.registry()
             .register(&mut admin, token::ADMIN, Interest::READABLE)?;
-        let h2 = H2World::default();
+        let h2 = H2World::new(&metrics);
         let h2_ready = h2.ready_list();
         Ok(EventLoop {
             poll,

@@ -36,12 +36,12 @@ use h2::RecvStream;
 use http::Request;
 use slab::Slab;
 
-use super::ctx::{Ctx, Owner};
+use super::ctx::{ByDirection, Ctx, Owner};
 use super::ready::Readiness;
 use super::transport::Transport;
 use crate::config::H2ServerSettings;
-use crate::metrics::{Direction, TlsLabel};
-use server::{Served, ServerConn, ServerRef};
+use crate::metrics::{Direction, ProxyMetrics, TlsLabel};
+use server::{Goaways, Served, ServerConn, ServerRef};
 use stream::{Env, Origin, Polled, StreamTask};
 pub use task::{ReadyList, TaskId};
 pub use upgrade::{upgradable, Opened, Original, Upgraded};
@@ -71,21 +71,24 @@ pub struct H2World {
     accepted: Vec<(Request<RecvStream>, SendResponse<Bytes>)>,
     /// The id of the next client connection (see [`ServerRef`]).
     next_server_id: u64,
+    goaways: ByDirection<Goaways>,
 }
 
-impl Default for H2World {
-    fn default() -> Self {
+impl H2World {
+    pub fn new(metrics: &ProxyMetrics) -> H2World {
         H2World {
             ready: ReadyList::default(),
             servers: Slab::new(),
             streams: Slab::new(),
             accepted: Vec::new(),
             next_server_id: 0,
+            goaways: ByDirection {
+                inbound: Goaways::new(metrics, Direction::Inbound),
+                outbound: Goaways::new(metrics, Direction::Outbound),
+            },
         }
     }
-}
 
-impl H2World {
     /// The ready list every h2 waker queues on: the loop's shared state
     /// keeps a handle (`ctx.h2_ready`) for tasks made outside this world
     /// (upstream connections, upgraded HTTP/1 requests).
@@ -115,7 +118,8 @@ impl H2World {
             id: self.next_server_id,
         };
         self.next_server_id += 1;
-        let conn = ServerConn::new(at, h, settings, &self.ready, now);
+        let goaways = self.goaways.get(h.direction).clone();
+        let conn = ServerConn::new(at, h, settings, &self.ready, now, goaways);
         self.servers.insert(conn);
         if let Some(owner) = socks.get_mut(sock) {
             *owner = Owner::H2Server(index);

@@ -21,6 +21,9 @@
 //!   h2's for a protocol error) shuts writing and reads what the client
 //!   still sends for a bounded time, so the client reads the GOAWAY instead
 //!   of a TCP reset.
+//!
+//! Every GOAWAY with an error code, spoke's or h2's, is counted in
+//! `spoke_http2_goaway_total{direction, reason}` ([`Goaways`]).
 
 use std::future::Future;
 use std::io::{self, Read};
@@ -41,6 +44,7 @@ use super::io::{H2Io, IoShared};
 use super::task::{ReadyList, TaskHandle, TaskId};
 use super::Handover;
 use crate::config::H2ServerSettings;
+use crate::metrics::{Counter, ProxyMetrics};
 use crate::metrics::{Direction, TlsLabel};
 use crate::proxy::ready::Readiness;
 use crate::proxy::timers::{Timer, Timers};
@@ -89,6 +93,48 @@ pub struct ServerConn {
     resets: Resets,
     /// Spoke said GOAWAY ENHANCE_YOUR_CALM already.
     calmed: bool,
+    goaways: Goaways,
+}
+
+/// The `spoke_http2_goaway_total` series of one direction, made once and
+/// shared by its connections.
+#[derive(Clone)]
+pub struct Goaways {
+    premature_reset: Counter,
+    enhance_your_calm: Counter,
+    protocol_error: Counter,
+    flow_control_error: Counter,
+    other: Counter,
+}
+
+impl Goaways {
+    pub fn new(metrics: &ProxyMetrics, direction: Direction) -> Goaways {
+        let c = |reason| metrics.http2_goaway(direction, reason);
+        Goaways {
+            premature_reset: c("premature_reset"),
+            enhance_your_calm: c("enhance_your_calm"),
+            protocol_error: c("protocol_error"),
+            flow_control_error: c("flow_control_error"),
+            other: c("other"),
+        }
+    }
+
+    /// h2 ended the connection with a GOAWAY of its own carrying `reason`.
+    fn library(&self, reason: Option<Reason>) {
+        let c = match reason {
+            Some(Reason::NO_ERROR) => return,
+            Some(Reason::ENHANCE_YOUR_CALM) => &self.enhance_your_calm,
+            Some(Reason::FLOW_CONTROL_ERROR) => &self.flow_control_error,
+            Some(
+                Reason::PROTOCOL_ERROR
+                | Reason::FRAME_SIZE_ERROR
+                | Reason::COMPRESSION_ERROR
+                | Reason::STREAM_CLOSED,
+            ) => &self.protocol_error,
+            _ => &self.other,
+        };
+        c.inc();
+    }
 }
 
 /// What a poll of the connection found.
@@ -105,6 +151,7 @@ impl ServerConn {
         settings: &H2ServerSettings,
         ready: &ReadyList,
         now: Instant,
+        goaways: Goaways,
     ) -> ServerConn {
         let client_id = h.transport.peer_identity().cloned();
         let (io, shared) = H2Io::new(h.transport, h.prefix);
@@ -135,6 +182,7 @@ impl ServerConn {
             pings: None,
             resets: Resets::default(),
             calmed: false,
+            goaways,
         }
     }
 
@@ -172,6 +220,7 @@ impl ServerConn {
                 "h2 client reset {reset} of its {accepted} streams: GOAWAY ENHANCE_YOUR_CALM"
             );
             conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+            self.goaways.premature_reset.inc();
             self.calmed = true;
             self.task.wake();
         }
@@ -260,6 +309,11 @@ impl ServerConn {
                             log::debug!("h2 client connection failed: {e}");
                             if e.is_io() {
                                 return self.close();
+                            }
+                            // Spoke's own premature-reset GOAWAY is counted
+                            // where it is said.
+                            if e.is_go_away() && e.is_library() && !self.calmed {
+                                self.goaways.library(e.reason());
                             }
                             self.linger(now);
                         }
