@@ -9,7 +9,11 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use spoke::devtools::{Client, Response};
@@ -217,4 +221,103 @@ fn a_target_http2_cannot_carry_goes_as_http1() {
     // The endpoint was not charged with it: the next request is upgraded.
     let r = c.get(BOOKS, "/next").unwrap();
     assert_eq!(r.text(), "GET /next\n");
+}
+
+/// An application that answers every request with `reply` and closes: a
+/// server whose HTTP/1 is broken. Stopped (and joined) on drop.
+struct Broken {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Broken {
+    fn start(reply: &'static [u8]) -> Broken {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("broken-app".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    let Ok((mut s, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut b) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let _ = s.write_all(reply);
+                }
+            })
+            .unwrap();
+        Broken {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Broken {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_broken_application_response_is_a_proxy_error_or_a_cut_connection_across_the_upgrade() {
+    // A head that is not HTTP/1: spoke B answers its stream 502, which spoke
+    // A gives the client as HTTP/1, with the proxy's error header.
+    let bad_head = Broken::start(b"HTTP/1.1 200 OK\r\ncontent-length: nope\r\n\r\n");
+    let m = mesh_with(
+        "broken-head",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        mirror(),
+        None,
+        Some(bad_head.addr),
+    );
+    let r = eventually_some("spoke B's answer", || {
+        let r = get(m.a(), BOOKS, "/x");
+        (r.status == 502).then_some(r)
+    });
+    assert!(r.header("l5d-proxy-error").is_some(), "{:?}", r.headers);
+    let h2 = [("direction", "inbound"), ("protocol", "h2")];
+    assert!(
+        metric(m.b(), "spoke_detect_total", &h2) >= 1.0,
+        "{}",
+        metrics(m.b())
+    );
+    drop(m);
+
+    // A body cut short after the head went out: the client's connection
+    // closes before the body is complete (nothing else could tell it).
+    let cut = Broken::start(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly a part");
+    let m = mesh_with(
+        "broken-body",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        mirror(),
+        None,
+        Some(cut.addr),
+    );
+    eventually("the response cut short", || {
+        let mut c = client(&m);
+        c.get(BOOKS, "/y").is_err()
+    });
+    // Spoke A still serves the next client.
+    assert!(Client::connect(m.a().outbound_addr(), patience()).is_ok());
 }

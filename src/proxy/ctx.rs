@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::destinations::Destinations;
 use super::h2::{ReadyList, UpPool};
-use super::pool::Pool;
+use super::pool::{IdleConn, Pool, UpstreamKey};
 use super::timers::Timers;
 use super::token;
 use super::transport::Transport;
@@ -122,6 +122,42 @@ pub enum DialError {
 }
 
 impl Ctx<'_> {
+    /// An idle connection made for `key`, its socket now `owner`'s. With
+    /// `check_open` (a request that may not be sent twice), one that its
+    /// peer closed a moment ago, the event not handled yet, is closed and
+    /// the next tried: one `peek` each.
+    pub fn take_idle(
+        &mut self,
+        key: &UpstreamKey,
+        check_open: bool,
+        owner: Owner,
+    ) -> Option<IdleConn> {
+        loop {
+            let mut idle = self.pool.take(key)?;
+            if !check_open || idle.stream.is_idle_and_open() {
+                self.socks[idle.sock] = owner;
+                return Some(idle);
+            }
+            log::debug!("{}: a pooled connection was closed; not using it", key.addr);
+            self.socks.remove(idle.sock);
+            idle.stream.count_close();
+        }
+    }
+
+    /// Keeps `idle` in the pool under `key` (its socket's events go to the
+    /// pool), or closes it when the pool has no room.
+    pub fn park_idle(&mut self, key: &UpstreamKey, mut idle: IdleConn) {
+        idle.stream.count_bytes();
+        let sock = idle.sock;
+        match self.pool.put(key, idle) {
+            Ok(bucket) => self.socks[sock] = Owner::Idle(self.direction, bucket),
+            Err(mut idle) => {
+                self.socks.remove(idle.sock);
+                idle.stream.count_close();
+            }
+        }
+    }
+
     /// Starts a non-blocking connect to `addr`, registered for `owner` and
     /// counted open (`tcp.dst`, in the TLS state [`connect_label`] gives);
     /// the writable edge will say how it went.

@@ -51,11 +51,15 @@ impl Exchange {
             session: cl.session,
             role: Role::Upstream,
         };
+        // A request that may not be sent twice checks that its pooled
+        // connection is still open (see `Ctx::take_idle`).
+        let pooled = (key.proto == Proto::Http1)
+            .then(|| ctx.take_idle(&key, !self.idempotent, owner))
+            .flatten();
         if let Some(IdleConn {
             stream, sock, buf, ..
-        }) = self.take_pooled(&key, ctx)
+        }) = pooled
         {
-            ctx.socks[sock] = owner;
             self.upstream = Some(Upstream {
                 stream: Wire::Conn(stream.reused()),
                 sock,
@@ -153,24 +157,6 @@ impl Exchange {
         match self.start_attempt(cl, ctx) {
             Ok(()) => ExNext::Going(true),
             Err(e) => self.upstream_failed(e, cl, ctx),
-        }
-    }
-
-    /// An idle connection made for `key`. A request that may not be sent
-    /// twice (not idempotent) first checks that its connection is still
-    /// open: a pooled connection whose upstream closed it a moment ago, with
-    /// the event not handled yet, would otherwise take the request and fail
-    /// it with 502, where an idempotent one is simply sent again. That check
-    /// is one `peek`, for those requests only.
-    fn take_pooled(&self, key: &UpstreamKey, ctx: &mut Ctx<'_>) -> Option<IdleConn> {
-        loop {
-            let mut idle = ctx.pool.take(key)?;
-            if self.idempotent || idle.stream.is_idle_and_open() {
-                return Some(idle);
-            }
-            log::debug!("{}: a pooled connection was closed; not using it", key.addr);
-            ctx.socks.remove(idle.sock);
-            idle.stream.count_close();
         }
     }
 
@@ -386,7 +372,7 @@ impl Exchange {
 /// Back to the pool, under the key it was made for (an upgraded stream
 /// just ends: its connection is shared anyway).
 pub(super) fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
-    let mut stream = match up.stream {
+    let stream = match up.stream {
         Wire::Conn(t) => t,
         wire @ Wire::H2(_) => {
             ctx.socks.remove(up.sock);
@@ -394,20 +380,13 @@ pub(super) fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
             return;
         }
     };
-    stream.count_bytes();
     let idle = IdleConn {
         stream,
         sock: up.sock,
         since: ctx.now,
         buf: up.inbuf,
     };
-    match ctx.pool.put(&up.key, idle) {
-        Ok(bucket) => ctx.socks[up.sock] = Owner::Idle(ctx.direction, bucket),
-        Err(mut idle) => {
-            ctx.socks.remove(idle.sock);
-            idle.stream.count_close();
-        }
-    }
+    ctx.park_idle(&up.key, idle);
 }
 
 pub(super) fn drop_upstream(up: Upstream, ctx: &mut Ctx<'_>) {

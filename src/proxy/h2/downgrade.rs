@@ -182,11 +182,20 @@ enum Resp {
     Done,
 }
 
-/// One HTTP/1 connection to the application for one upgraded request.
+/// The HTTP/1 connection to the application for one upgraded request:
+/// taken from the direction's pool or made for it, and back in the pool
+/// after a clean exchange ([`H1Leg::reusable`]).
 pub struct H1Leg {
     pub transport: Transport,
     pub sock: usize,
     connected: bool,
+    /// The response is complete.
+    complete: bool,
+    /// The response allows another request on the connection.
+    keep_alive: bool,
+    /// Some of the client's body went into it (a new attempt could not
+    /// send it again).
+    took_body: bool,
     out: Vec<u8>,
     written: usize,
     framing: ReqFraming,
@@ -210,6 +219,9 @@ impl H1Leg {
             transport,
             sock,
             connected: false,
+            complete: false,
+            keep_alive: false,
+            took_body: false,
             out: head,
             written: 0,
             req_done: framing == ReqFraming::None,
@@ -221,8 +233,35 @@ impl H1Leg {
         }
     }
 
+    /// A leg on a pooled connection (connected, its read buffer kept).
+    pub fn reusing(mut self, buf: Buffer) -> H1Leg {
+        self.connected = true;
+        self.inbuf = buf;
+        self
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    pub fn took_body(&self) -> bool {
+        self.took_body
+    }
+
+    /// The exchange ended cleanly, and both sides allow another on the
+    /// connection: it may go back to the pool.
+    pub fn reusable(&self) -> bool {
+        self.complete
+            && self.keep_alive
+            && self.req_done
+            && self.out.is_empty()
+            && self.inbuf.is_empty()
+            && !self.eof
+    }
+
+    /// The connection and its (empty) read buffer, for the pool.
+    pub fn into_idle(self) -> (Transport, usize, Buffer) {
+        (self.transport, self.sock, self.inbuf)
     }
 
     pub fn ready(&mut self, r: Readiness) {
@@ -330,6 +369,7 @@ impl H1Leg {
             Poll::Pending => Ok(false),
             Poll::Ready(Some(Ok(chunk))) => {
                 let _ = client.flow_control().release_capacity(chunk.len());
+                self.took_body |= !chunk.is_empty();
                 if self.framing == ReqFraming::Chunked && !chunk.is_empty() {
                     let _ = write!(self.out, "{:x}\r\n", chunk.len());
                     self.out.extend_from_slice(&chunk);
@@ -370,6 +410,8 @@ impl H1Leg {
             if head.is_switching() {
                 return Err(LegError::Protocol);
             }
+            self.keep_alive = head.keep_alive() && head.framing() != BodyFraming::CloseDelimited;
+            self.complete = head.framing() == BodyFraming::None;
             let headers = response_headers(&head);
             return Ok(Some(LegEvent::Head(head.status(), headers, head.framing())));
         }
@@ -388,6 +430,7 @@ impl H1Leg {
             }
             if decoder.is_done() {
                 let _ = to.send_data(Bytes::new(), true);
+                self.complete = true;
                 return Ok(true);
             }
             if self.inbuf.is_empty() {

@@ -112,6 +112,10 @@ pub struct Upgraded {
     out_off: usize,
     /// The connection takes no more streams (it refused one).
     retire: bool,
+    /// Bytes the current `fill` gave the exchange.
+    given: usize,
+    /// An error met after them, for the next `fill`.
+    deferred: Option<io::Error>,
 }
 
 impl Upgraded {
@@ -139,6 +143,8 @@ impl Upgraded {
             out: Vec::new(),
             out_off: 0,
             retire: false,
+            given: 0,
+            deferred: None,
         })
     }
 
@@ -170,8 +176,23 @@ impl Upgraded {
     /// request side may have nothing more to write and still be waiting.
     pub fn fill(&mut self, buf: &mut Buffer) -> io::Result<Filled> {
         self.task.polling();
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
         self.feed(&[])?;
-        buf.fill_from(self)
+        self.given = 0;
+        match buf.fill_from(self) {
+            // A stream that failed right after the bytes it gave this call
+            // (the head, part of a body, then RST_STREAM): the bytes first,
+            // so the exchange sees the response started; the error on the
+            // next call, which this wake brings.
+            Err(e) if self.given > 0 => {
+                self.deferred = Some(e);
+                self.task.wake();
+                Ok(Filled::Some(self.given))
+            }
+            other => other,
+        }
     }
 
     /// Takes request bytes; `Ok(0)` only for empty input.
@@ -388,6 +409,7 @@ impl Read for Upgraded {
                 let n = buf.len().min(self.out.len() - self.out_off);
                 buf[..n].copy_from_slice(&self.out[self.out_off..self.out_off + n]);
                 self.out_off += n;
+                self.given += n;
                 return Ok(n);
             }
             self.out.clear();

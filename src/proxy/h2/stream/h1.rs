@@ -1,7 +1,11 @@
 //! The downgraded path of a stream task (event-loop thread): a request
 //! that came with `l5d-orig-proto` goes to the application on an HTTP/1
-//! connection of its own (`super::super::downgrade::H1Leg`), with the same
-//! balancer, metrics and failure rules as the HTTP/2 path in `mod.rs`.
+//! connection (`super::super::downgrade::H1Leg`) taken from the
+//! direction's pool, as HTTP/1 requests' are, or made for it, and back in
+//! the pool after a clean exchange; with the same balancer, metrics and
+//! failure rules as the HTTP/2 path in `mod.rs`. A failed attempt goes
+//! again only if none of the client's body went into it (the leg reads
+//! the body straight from the client's stream; nothing is kept to replay).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,10 +13,11 @@ use std::sync::Arc;
 use http::{Method, Response};
 
 use super::{classify, Attempt, Env, Phase, StreamTask};
-use crate::conn_failure::ConnFailure;
+use crate::conn_failure::{self, ConnFailure};
 use crate::proxy::ctx::{Ctx, Owner};
 use crate::proxy::h2::downgrade::{self, H1Leg, LegError, LegEvent, OrigProto};
 use crate::proxy::h2::TaskId;
+use crate::proxy::pool::{IdleConn, Proto, UpstreamKey};
 use crate::proxy::ready::Readiness;
 use crate::proxy::timers::Timer;
 
@@ -25,13 +30,30 @@ impl StreamTask {
         self.task.wake();
     }
 
-    /// Closes the downgraded request's HTTP/1 connection, if it has one
-    /// (it carries one request: the application sees it close after).
+    /// Ends the downgraded request's HTTP/1 connection, if it has one: back
+    /// to the pool after a clean exchange, closed otherwise.
     pub(super) fn close_leg(&mut self, ctx: &mut Ctx<'_>) {
-        if let Phase::H1(leg) = &mut self.phase {
-            leg.transport.count_close();
-            ctx.socks.remove(leg.sock);
-            self.phase = Phase::Pick;
+        if !matches!(self.phase, Phase::H1(_)) {
+            return;
+        }
+        let Phase::H1(mut leg) = std::mem::replace(&mut self.phase, Phase::Pick) else {
+            return;
+        };
+        match &self.attempt {
+            Some(a) if leg.reusable() => {
+                let (stream, sock, buf) = (*leg).into_idle();
+                let idle = IdleConn {
+                    stream,
+                    sock,
+                    since: ctx.now,
+                    buf,
+                };
+                ctx.park_idle(&app_key(a.addr), idle);
+            }
+            _ => {
+                leg.transport.count_close();
+                ctx.socks.remove(leg.sock);
+            }
         }
     }
 
@@ -47,9 +69,24 @@ impl StreamTask {
         let has_body = !self.client_body.is_end_stream();
         let (head, framing) =
             downgrade::request_head(&self.method, &self.uri, &self.headers, orig, has_body);
-        match ctx.dial(addr, Owner::H2Stream(self.key), None, false) {
+        let is_head = self.method == Method::HEAD;
+        let owner = Owner::H2Stream(self.key);
+        let check_open = !conn_failure::idempotent(self.method.as_str());
+        if let Some(idle) = ctx.take_idle(&app_key(addr), check_open, owner) {
+            let leg = H1Leg::new(idle.stream.reused(), idle.sock, head, framing, is_head, 0);
+            self.attempt = Some(Attempt {
+                backend,
+                addr,
+                started: ctx.now,
+                up: None,
+                req: None,
+            });
+            self.phase = Phase::H1(Box::new(leg.reusing(idle.buf)));
+            self.task.wake();
+            return;
+        }
+        match ctx.dial(addr, owner, None, false) {
             Ok((transport, sock)) => {
-                let is_head = self.method == Method::HEAD;
                 let leg = H1Leg::new(
                     transport,
                     sock,
@@ -91,6 +128,11 @@ impl StreamTask {
         let mut cx = self.task.context();
         let ev = leg.step(&mut self.client_body, &ctx.cfg.limits, &mut cx);
         leg.count_bytes();
+        if ev.is_err() && leg.took_body() {
+            // Part of the body is gone into this connection: another
+            // attempt could not send it whole.
+            self.kept.overflowed = true;
+        }
         match ev {
             Ok(LegEvent::Idle) => false,
             Ok(LegEvent::Connected) => {
@@ -161,5 +203,15 @@ impl StreamTask {
                 true
             }
         }
+    }
+}
+
+/// The pool key of a connection to the application at `addr` (inbound:
+/// plaintext HTTP/1, shared with the HTTP/1 path's).
+fn app_key(addr: SocketAddr) -> UpstreamKey {
+    UpstreamKey {
+        addr,
+        tls: None,
+        proto: Proto::Http1,
     }
 }
