@@ -21,7 +21,8 @@
 # service's Endpoints carry `identity:` (A speaks mTLS to B), the plaintext one's do not.
 #
 # Usage: bench/mtls.sh [--quick] [--no-install] [--keep] [--raw FILE] [--rows "ROW..."]
-#        (rows: spoke-plain spoke-mtls nginx-plain nginx-tls and their -new forms; all by
+#        (rows: spoke-plain spoke-mtls spoke-mtls-h1 nginx-plain nginx-tls and the -new forms
+#        of all but spoke-mtls-h1; all by
 #        default; fewer, e.g. to profile one row with `perf record -C 1` beside it)
 # Env:   SPOKE_BIN, BENCH_MTLS_RUNS (3), BENCH_MTLS_DURATION (10), BENCH_MTLS_SLICE (2),
 #        BENCH_MTLS_CONNS (64). Needs root (namespace, iptables); about 5 minutes.
@@ -63,6 +64,7 @@ BACKEND_MESHED=7000 BACKEND_PLAIN=7001 # the backend on both; services books / p
 CTL=8086
 A_OUT=4140 A_ADMIN=4191 A_IN=4143         # spoke A, pooled upstream connections
 AN_OUT=4340 AN_ADMIN=4391 AN_IN=4343      # spoke A-new: no idle upstream connections kept
+AH_OUT=4440 AH_ADMIN=4491 AH_IN=4443      # spoke A-h1: HTTP/1 to B, not upgraded to HTTP/2
 B_OUT=4240 B_ADMIN=4291 B_IN=4243         # spoke B, behind the redirect
 NA_PLAIN=7301 NA_TLS=7302 NA_TLS_NEW=7303 NA_PLAIN_NEW=7304 # nginx A's servers
 NB_PLAIN=7311 NB_TLS=7312                 # nginx B's
@@ -370,18 +372,24 @@ if [ "$HAVE_SPOKE" = 1 ]; then
   spoke_env web $AN_OUT $AN_ADMIN $AN_IN LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT=0
   start spoke-a-new 1 "$A_UID" env "${SPOKE_ENV[@]}" "$SPOKE_BIN"
   SAN_PID=$STARTED
-  for spec in "spoke-b $SB_PID $B_ADMIN" "spoke-a $SA_PID $A_ADMIN" "spoke-a-new $SAN_PID $AN_ADMIN"; do
+  spoke_env web $AH_OUT $AH_ADMIN $AH_IN SPOKE_OUTBOUND_ORIG_PROTO_UPGRADE=off
+  start spoke-a-h1 1 "$A_UID" env "${SPOKE_ENV[@]}" "$SPOKE_BIN"
+  SAH_PID=$STARTED
+  for spec in "spoke-b $SB_PID $B_ADMIN" "spoke-a $SA_PID $A_ADMIN" "spoke-a-new $SAN_PID $AN_ADMIN" \
+    "spoke-a-h1 $SAH_PID $AH_ADMIN"; do
     read -r name pid port <<<"$spec"
     wait_200 "$name" "$pid" "http://127.0.0.1:$port/ready"
   done
   wait_200 spoke-a "$SA_PID" "http://127.0.0.1:$A_OUT/" "$MESHED_HOST"
   wait_200 spoke-a "$SA_PID" "http://127.0.0.1:$A_OUT/" "$PLAIN_HOST"
   wait_200 spoke-a-new "$SAN_PID" "http://127.0.0.1:$AN_OUT/" "$MESHED_HOST"
+  wait_200 spoke-a-h1 "$SAH_PID" "http://127.0.0.1:$AH_OUT/" "$MESHED_HOST"
   T[spoke-plain]="$A_OUT|$PLAIN_HOST|$SA_PID $SB_PID"
   T[spoke-mtls]="$A_OUT|$MESHED_HOST|$SA_PID $SB_PID"
+  T[spoke-mtls-h1]="$AH_OUT|$MESHED_HOST|$SAH_PID $SB_PID"
   T[spoke-plain-new]="$AN_OUT|$PLAIN_HOST|$SAN_PID $SB_PID"
   T[spoke-mtls-new]="$AN_OUT|$MESHED_HOST|$SAN_PID $SB_PID"
-  ACTIVE+=(spoke-plain spoke-mtls)
+  ACTIVE+=(spoke-plain spoke-mtls spoke-mtls-h1)
   HS+=(spoke-plain-new spoke-mtls-new)
 fi
 ACTIVE+=(nginx-plain nginx-tls)

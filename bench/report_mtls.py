@@ -12,11 +12,12 @@ import sys
 
 from report_util import fmt, load, median, table
 
-KEEPALIVE = ["spoke-plain", "spoke-mtls", "nginx-plain", "nginx-tls"]
+KEEPALIVE = ["spoke-plain", "spoke-mtls", "spoke-mtls-h1", "nginx-plain", "nginx-tls"]
 NEWCONN = ["spoke-plain-new", "spoke-mtls-new", "nginx-plain-new", "nginx-tls-new"]
 LABEL = {
     "spoke-plain": "spoke → spoke, plaintext (endpoint not meshed)",
-    "spoke-mtls": "spoke → spoke, mTLS (endpoint with `identity:`)",
+    "spoke-mtls": "spoke → spoke, mTLS (endpoint with `identity:`), HTTP/1 upgraded to HTTP/2 (`l5d-orig-proto`)",
+    "spoke-mtls-h1": "spoke → spoke, mTLS, HTTP/1 kept (`SPOKE_OUTBOUND_ORIG_PROTO_UPGRADE=off`)",
     "nginx-plain": "nginx → nginx, plaintext",
     "nginx-tls": "nginx → nginx, TLS 1.3 with client certificate",
     "spoke-plain-new": "spoke → spoke, plaintext, new TCP connection per request",
@@ -152,6 +153,10 @@ def render(recs):
     tr.append(["spoke: mTLS / plaintext hop, CPU µs per request at keep-alive",
                fmt(sp, 2, "×"), "≤ %.1f×" % AIM_CPU,
                "—" if sp is None else ("met" if sp <= AIM_CPU else "missed")])
+    h1 = ratio(cpu("spoke-mtls-h1"), cpu("spoke-plain"))
+    tr.append(["spoke: mTLS with HTTP/1 kept / plaintext hop, CPU µs per request at keep-alive",
+               fmt(h1, 2, "×"), "≤ %.1f×" % AIM_CPU,
+               "—" if h1 is None else ("met" if h1 <= AIM_CPU else "missed")])
     tr.append(["nginx: TLS / plaintext hop, CPU µs per request at keep-alive (reference)",
                fmt(ng, 2, "×"), "—", "—"])
     tr.append(["spoke mTLS / nginx TLS hop, CPU µs per request at keep-alive",

@@ -213,6 +213,7 @@ impl App {
             detect: cfg.detect.clone(),
             h2_inbound: cfg.h2_inbound,
             h2_outbound: cfg.h2_outbound,
+            orig_proto_upgrade: cfg.orig_proto_upgrade,
         };
         let (started_tx, started) = mpsc::channel();
         let loop_metrics = metrics.clone();

@@ -19,7 +19,7 @@ mod h2;
 
 pub use h2::{
     H2KeepAlive, H2ServerSettings, H2ServerVars, H2_HANDSHAKE_TIMEOUT, H2_LINGER_TIMEOUT,
-    H2_PREMATURE_RESETS, INBOUND_H2, OUTBOUND_H2,
+    H2_PREMATURE_RESETS, INBOUND_H2, ORIG_PROTO_UPGRADE, OUTBOUND_H2,
 };
 
 /// Where configuration values come from: the process environment in production,
@@ -228,6 +228,9 @@ pub struct Config {
     /// How HTTP/2 clients are served: inbound, outbound (`config/h2.rs`).
     pub h2_inbound: H2ServerSettings,
     pub h2_outbound: H2ServerSettings,
+    /// Outbound HTTP/1 to endpoints that hint H2 goes upgraded
+    /// (`SPOKE_OUTBOUND_ORIG_PROTO_UPGRADE`, on by default).
+    pub orig_proto_upgrade: bool,
     /// Protocol detection and opaque TCP.
     pub detect: DetectConfig,
     /// The workload's identity and the embedded controller's CA
@@ -379,6 +382,7 @@ impl Config {
             http,
             h2_inbound: h2::server_settings(env, &INBOUND_H2, http.idle_timeout)?,
             h2_outbound: h2::server_settings(env, &OUTBOUND_H2, http.idle_timeout)?,
+            orig_proto_upgrade: h2::orig_proto_upgrade(env)?,
             detect: DetectConfig {
                 inbound_timeout: positive(env, INBOUND_DETECT_TIMEOUT, "10s")?,
                 outbound_timeout: positive(env, OUTBOUND_DETECT_TIMEOUT, "10s")?,

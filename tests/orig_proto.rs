@@ -321,3 +321,37 @@ fn a_broken_application_response_is_a_proxy_error_or_a_cut_connection_across_the
     // Spoke A still serves the next client.
     assert!(Client::connect(m.a().outbound_addr(), patience()).is_ok());
 }
+
+#[test]
+fn with_the_upgrade_turned_off_requests_cross_as_http1_over_mtls() {
+    let m = mesh_full(
+        "no-upgrade",
+        Duration::from_secs(3600),
+        BOOKS_ID,
+        mirror(),
+        None,
+        None,
+        |env| env.set(spoke::config::ORIG_PROTO_UPGRADE, "off"),
+    );
+    let r = eventually_some("a request through both spokes", || {
+        let r = get(m.a(), BOOKS, "/plain-h1");
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(r.text(), "GET /plain-h1\n");
+    let b = metrics(m.b());
+    let detected = |protocol| {
+        metric(
+            m.b(),
+            "spoke_detect_total",
+            &[("direction", "inbound"), ("protocol", protocol)],
+        )
+    };
+    assert_eq!(detected("h2"), 0.0, "{b}");
+    assert!(detected("http1") >= 1.0, "{b}");
+    let tls = [
+        ("direction", "inbound"),
+        ("protocol", "tls"),
+        ("reason", "terminated"),
+    ];
+    assert!(metric(m.b(), "spoke_detect_total", &tls) >= 1.0, "{b}");
+}

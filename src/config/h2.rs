@@ -128,6 +128,25 @@ pub fn server_settings(
     })
 }
 
+/// `off`: outbound HTTP/1 requests to endpoints that hint H2 go as HTTP/1
+/// (over mTLS, on pooled connections) instead of upgraded to HTTP/2
+/// (Linkerd's `l5d-orig-proto`, the default).
+pub const ORIG_PROTO_UPGRADE: &str = "SPOKE_OUTBOUND_ORIG_PROTO_UPGRADE";
+
+/// Whether outbound HTTP/1 is upgraded for H2-hinted endpoints
+/// ([`ORIG_PROTO_UPGRADE`]: `on`, the default, or `off`).
+pub fn orig_proto_upgrade(env: &dyn Env) -> Result<bool, ConfigError> {
+    match nonempty(env, ORIG_PROTO_UPGRADE).as_deref() {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(ConfigError {
+            var: ORIG_PROTO_UPGRADE,
+            value: other.to_owned(),
+            reason: "must be on or off".into(),
+        }),
+    }
+}
+
 /// At most 10s: a lingering connection holds a descriptor.
 fn linger(env: &dyn Env) -> Result<Duration, ConfigError> {
     let d = dur(env, H2_LINGER_TIMEOUT, "1s")?;
@@ -147,6 +166,16 @@ mod tests {
     use super::*;
 
     const IDLE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn the_upgrade_is_on_unless_turned_off() {
+        assert!(orig_proto_upgrade(&MapEnv::new()).unwrap());
+        let env = |v: &str| MapEnv::new().set(ORIG_PROTO_UPGRADE, v);
+        assert!(orig_proto_upgrade(&env("on")).unwrap());
+        assert!(!orig_proto_upgrade(&env("off")).unwrap());
+        let e = orig_proto_upgrade(&env("no")).unwrap_err();
+        assert_eq!(e.var, ORIG_PROTO_UPGRADE);
+    }
 
     #[test]
     fn defaults() {

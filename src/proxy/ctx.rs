@@ -82,6 +82,8 @@ pub struct LoopConfig {
     /// How HTTP/2 clients are served, per direction.
     pub h2_inbound: crate::config::H2ServerSettings,
     pub h2_outbound: crate::config::H2ServerSettings,
+    /// Outbound HTTP/1 to endpoints that hint H2 goes upgraded.
+    pub orig_proto_upgrade: bool,
 }
 
 /// The loop state a session may touch while it runs.

@@ -104,6 +104,19 @@ pub fn mesh_with(
     policy: Option<&str>,
     app: Option<SocketAddr>,
 ) -> Mesh {
+    mesh_full(test, lifetime, identity, handler, policy, app, |env| env)
+}
+
+/// [`mesh_with`], with spoke A's configuration changed by `a_env`.
+pub fn mesh_full(
+    test: &str,
+    lifetime: Duration,
+    identity: &str,
+    handler: spoke::devtools::Handler,
+    policy: Option<&str>,
+    app: Option<SocketAddr>,
+    a_env: impl FnOnce(MapEnv) -> MapEnv,
+) -> Mesh {
     let dir = std::env::temp_dir().join(format!("spoke-mtls-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -119,7 +132,7 @@ pub fn mesh_with(
     let target = app.unwrap_or(app_b.addr());
     let b = proxy_with_orig_dst(&b_env, Box::new(Injected::to(target)));
     std::fs::write(&file, mesh_yaml(Some((b.inbound_addr(), identity)))).unwrap();
-    let a = proxy(&spoke_env(&dir, ctl.addr(), &anchors, WEB, short));
+    let a = proxy(&a_env(spoke_env(&dir, ctl.addr(), &anchors, WEB, short)));
     eventually("both spokes certified", || ready(&a) && ready(&b));
     Mesh {
         dir,

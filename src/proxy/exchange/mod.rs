@@ -466,6 +466,7 @@ impl Exchange {
         // HTTP/2, reached over mTLS, gets the request as an HTTP/2 stream on
         // the connection every request to it shares.
         let proto = if self.upgradable
+            && ctx.cfg.orig_proto_upgrade
             && endpoint.hint == ProtocolHint::H2
             && endpoint.tls.is_some()
             && matches!(ctx.tls, MeshTls::Ready(_))

@@ -24,6 +24,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -103,7 +104,7 @@ pub struct Upgraded {
     orig: Original,
     limits: http1::Limits,
     /// The `:authority` when the request has no `Host` (HTTP/1.0).
-    fallback_authority: String,
+    fallback_authority: Arc<str>,
     send: Option<SendRequest<Bytes>>,
     req: Req,
     resp: Resp,
@@ -126,7 +127,7 @@ impl Upgraded {
         key: &UpstreamKey,
         sock: usize,
         orig: Original,
-        fallback_authority: &str,
+        fallback_authority: &Arc<str>,
         ctx: &mut Ctx<'_>,
     ) -> Result<Upgraded, DialError> {
         let task = TaskHandle::new(TaskId::Wire(sock), ctx.h2_ready);
@@ -136,7 +137,7 @@ impl Upgraded {
             up,
             orig,
             limits: ctx.cfg.limits,
-            fallback_authority: fallback_authority.to_owned(),
+            fallback_authority: fallback_authority.clone(),
             send: None,
             req: Req::Head(Vec::with_capacity(512)),
             resp: Resp::NotYet,
@@ -356,8 +357,7 @@ impl Upgraded {
                     let _ = from.flow_control().release_capacity(data.len());
                     if *chunked {
                         if !data.is_empty() {
-                            self.out
-                                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                            let _ = write!(self.out, "{:x}\r\n", data.len());
                             self.out.extend_from_slice(&data);
                             self.out.extend_from_slice(b"\r\n");
                         }
@@ -523,18 +523,19 @@ pub fn upgraded_request(head: &RequestHead, orig: Original, fallback: &str) -> O
         .unwrap_or_default();
     let mut headers = HeaderMap::new();
     for (name, value) in head.headers() {
-        let lower = name.to_ascii_lowercase();
-        if connection_specific(&lower) || named.contains(&lower) || lower == L5D_ORIG_PROTO.as_str()
+        // `from_bytes` lowercases the name.
+        let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let lower = n.as_str();
+        if connection_specific(lower)
+            || named.iter().any(|c| c == lower)
+            || n == L5D_ORIG_PROTO
+            || (lower == "te" && !value.eq_ignore_ascii_case(b"trailers"))
         {
             continue;
         }
-        if lower == "te" && !value.eq_ignore_ascii_case(b"trailers") {
-            continue;
-        }
-        let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(lower.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) else {
+        let Ok(v) = HeaderValue::from_bytes(value) else {
             continue;
         };
         headers.append(n, v);
@@ -563,10 +564,8 @@ pub fn response_head(
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
-    let mut fields = headers.clone();
-    fields.remove(L5D_ORIG_PROTO);
-    write_fields(out, &fields);
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    write_fields(out, headers);
     let has_length = headers.contains_key(http::header::CONTENT_LENGTH);
     let framing = if bodiless {
         None
@@ -585,8 +584,12 @@ pub fn response_head(
     framing
 }
 
+/// The fields as HTTP/1 header lines, but `l5d-orig-proto`.
 fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
     for (name, value) in fields {
+        if name == L5D_ORIG_PROTO {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
