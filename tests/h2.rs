@@ -421,28 +421,6 @@ fn a_request_upgraded_by_a_client_proxy_reaches_an_http1_application_as_http11()
     assert!(out.contains(&format!("GET http://{BOOKS}/abs 0")), "{out}");
 }
 
-/// An HTTP/2 frame: length, type, flags, stream id, payload.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// An HPACK header block of literal fields (no indexing, no Huffman).
-fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (n, v) in fields {
-        out.push(0x00);
-        out.push(n.len() as u8);
-        out.extend_from_slice(n.as_bytes());
-        out.push(v.len() as u8);
-        out.extend_from_slice(v.as_bytes());
-    }
-    out
-}
-
 #[test]
 fn a_client_that_never_reads_stalls_no_other_client() {
     use std::io::Write;

@@ -11,7 +11,8 @@
 //!     v
 //!  target = (original IP, header port): no protocol --> Opaque
 //!                                       HTTP/1     --> ReadHead
-//!                                       HTTP/2     --> refused (not yet)
+//!                                       HTTP/2     --> H2 (served as a client
+//!                                                      connection of its own)
 //! ```
 //!
 //! Until the header has said where the connection goes it goes nowhere: no
@@ -67,9 +68,7 @@ impl Session {
         match header.protocol {
             None => self.go_opaque("opaque", "transport_header", ctx)?,
             Some(SessionProtocol::Http1) => self.go_http1("transport_header", ctx),
-            Some(SessionProtocol::Http2) => {
-                return self.direct_refused("http2_not_supported", ctx);
-            }
+            Some(SessionProtocol::Http2) => self.go_h2("transport_header", ctx)?,
         }
         Ok(true)
     }
