@@ -369,7 +369,9 @@ if [ "$HAVE_SPOKE" = 1 ]; then
   spoke_env web $A_OUT $A_ADMIN $A_IN
   start spoke-a 1 "$A_UID" env "${SPOKE_ENV[@]}" "$SPOKE_BIN"
   SA_PID=$STARTED
-  spoke_env web $AN_OUT $AN_ADMIN $AN_IN LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT=0
+  # HTTP/1 kept: an upgraded request would share one HTTP/2 connection to B.
+  spoke_env web $AN_OUT $AN_ADMIN $AN_IN LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT=0 \
+    SPOKE_OUTBOUND_ORIG_PROTO_UPGRADE=off
   start spoke-a-new 1 "$A_UID" env "${SPOKE_ENV[@]}" "$SPOKE_BIN"
   SAN_PID=$STARTED
   spoke_env web $AH_OUT $AH_ADMIN $AH_IN SPOKE_OUTBOUND_ORIG_PROTO_UPGRADE=off

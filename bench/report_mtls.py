@@ -130,7 +130,9 @@ def render(recs):
         "wrk keeps its connections to proxy A, and proxy B keeps its connections to the "
         "backend; proxy A keeps none to B, so each request opens one (with a full TLS "
         "handshake on the TLS rows): nginx A's upstream has no `keepalive`, spoke A runs "
-        "with `LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT=0`. The rate is "
+        "with `LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT=0` and "
+        "`SPOKE_OUTBOUND_ORIG_PROTO_UPGRADE=off` (an upgraded request would share one "
+        "HTTP/2 connection). The rate is "
         "therefore connections (handshakes) per second at the hop.")
     out.append("")
     out.append(rows(s, NEWCONN, "new connections/s"))

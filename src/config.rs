@@ -19,7 +19,7 @@ mod h2;
 
 pub use h2::{
     H2KeepAlive, H2ServerSettings, H2ServerVars, H2_HANDSHAKE_TIMEOUT, H2_LINGER_TIMEOUT,
-    H2_PREMATURE_RESETS, INBOUND_H2, ORIG_PROTO_UPGRADE, OUTBOUND_H2,
+    H2_PREMATURE_RESETS, H2_READ_BUDGET, INBOUND_H2, ORIG_PROTO_UPGRADE, OUTBOUND_H2,
 };
 
 /// Where configuration values come from: the process environment in production,

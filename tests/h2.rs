@@ -539,3 +539,46 @@ fn calls_complete_through_one_byte_stream_windows() {
     });
     assert_eq!(total, 32 * 32 * 1024);
 }
+
+/// A read budget of one byte: every HTTP/2 connection (the client's and
+/// the upstream one) yields after each byte it reads and must wake itself
+/// to read on, with bytes still in the socket and no new event to come.
+/// Every kind of call completes, whole.
+#[test]
+fn calls_complete_when_each_connection_reads_one_byte_per_poll() {
+    let server = EchoServer::start("a");
+    let ctl = MockController::start();
+    ctl.endpoints(BOOKS, &[server.addr]);
+    ctl.profile(BOOKS, &profile(vec![]));
+    let app = proxy(&config(ctl.addr()).set(spoke::config::H2_READ_BUDGET, "1"));
+    let client = client_via(app.outbound_addr(), BOOKS);
+
+    let reply = client
+        .unary_call(&echo::UNARY, &msg("one"), opt())
+        .expect("unary");
+    assert_eq!(reply.path, "a:one");
+    let (mut tx, rx) = client.client_streaming(&echo::SUM, opt()).expect("starts");
+    let sum = futures::executor::block_on(async {
+        for p in ["x", "y", "z"] {
+            tx.send((msg(p), WriteFlags::default()))
+                .await
+                .expect("send");
+        }
+        tx.close().await.expect("close");
+        rx.await
+    })
+    .expect("reply");
+    assert_eq!(sum.path, "a:x+y+z");
+    // 64 KiB back a byte per poll.
+    let mut big = client
+        .server_streaming(&echo::BIG, &msg("2"), opt())
+        .expect("starts");
+    let total = futures::executor::block_on(async {
+        let mut n = 0;
+        while let Some(m) = big.next().await {
+            n += m.expect("message").path.len();
+        }
+        n
+    });
+    assert_eq!(total, 2 * 32 * 1024);
+}

@@ -55,6 +55,10 @@ pub const H2_PREMATURE_RESETS: &str = "SPOKE_HTTP2_PREMATURE_RESET_MIN";
 /// discarding) before its socket closes.
 pub const H2_LINGER_TIMEOUT: &str = "SPOKE_HTTP2_LINGER_TIMEOUT";
 
+/// Bytes an HTTP/2 connection reads per poll before it lets the loop serve
+/// others (it wakes itself to read on); default 256 KiB.
+pub const H2_READ_BUDGET: &str = "SPOKE_HTTP2_READ_BUDGET";
+
 /// The largest flow-control window HTTP/2 allows (2^31-1).
 pub const MAX_WINDOW: usize = (1 << 31) - 1;
 
@@ -92,6 +96,9 @@ pub struct H2ServerSettings {
     /// See [`H2_PREMATURE_RESETS`] (`0`: off).
     pub premature_reset_min: u32,
     pub linger_timeout: Duration,
+    /// Bytes one HTTP/2 connection (client or upstream) reads from its
+    /// socket per poll of its task ([`H2_READ_BUDGET`]).
+    pub read_budget: usize,
 }
 
 /// Reads the settings of one direction; `idle_timeout` is the HTTP one.
@@ -125,6 +132,7 @@ pub fn server_settings(
         idle_timeout,
         premature_reset_min: count(env, H2_PREMATURE_RESETS, 100, 0..=1_000_000)? as u32,
         linger_timeout: linger(env)?,
+        read_budget: count(env, H2_READ_BUDGET, 256 * 1024, 1..=64 << 20)?,
     })
 }
 

@@ -5,8 +5,10 @@
 //! cleared only by a real `WouldBlock` or a short read), so a read or write
 //! it reports as `WouldBlock` means a new event will come, and that event
 //! polls the socket's owner task: returning `Pending` there loses no wakeup.
-//! Nothing here returns `Pending` for any other reason. Bytes read before
-//! h2 took over (detection's buffer) are served first.
+//! The one other `Pending` is the read budget: a connection that read its
+//! budget in one poll of its task ([`IoShared::new_poll`] renews it) wakes
+//! its own task first, so the loop serves others and comes back to it.
+//! Bytes read before h2 took over (detection's buffer) are served first.
 //!
 //! h2 owns its I/O object and gives no way back to it, so what the loop
 //! learns about the socket (events) passes through a shared [`IoShared`]:
@@ -29,15 +31,32 @@ use crate::proxy::ready::Readiness;
 use crate::proxy::transport::Transport;
 
 /// What the loop and the adapter tell each other about one socket.
-#[derive(Default)]
 pub struct IoShared {
     events: Cell<Option<Readiness>>,
+    /// Socket bytes a poll of the task may read, and what is left of them.
+    budget: usize,
+    left: Cell<usize>,
     /// Set: the adapter, dropped, leaves its transport in `kept`.
     keep: Cell<bool>,
     kept: RefCell<Option<Transport>>,
 }
 
 impl IoShared {
+    fn new(budget: usize) -> IoShared {
+        IoShared {
+            events: Cell::new(None),
+            budget,
+            left: Cell::new(budget),
+            keep: Cell::new(false),
+            kept: RefCell::new(None),
+        }
+    }
+
+    /// The task is being polled: the read budget starts again.
+    pub fn new_poll(&self) {
+        self.left.set(self.budget);
+    }
+
     /// Records an event (merged with any not applied yet).
     pub fn ready(&self, r: Readiness) {
         let merged = match self.events.get() {
@@ -78,8 +97,10 @@ pub struct H2Io {
 }
 
 impl H2Io {
-    pub fn new(transport: Transport, prefix: Vec<u8>) -> (H2Io, Rc<IoShared>) {
-        let shared = Rc::new(IoShared::default());
+    /// The adapter over `transport`, reading at most `budget` socket bytes
+    /// per poll of its task.
+    pub fn new(transport: Transport, prefix: Vec<u8>, budget: usize) -> (H2Io, Rc<IoShared>) {
+        let shared = Rc::new(IoShared::new(budget.max(1)));
         let io = H2Io {
             transport: Some(transport),
             shared: shared.clone(),
@@ -131,7 +152,7 @@ fn pending_if_blocked<T>(r: io::Result<T>) -> Poll<io::Result<T>> {
 impl AsyncRead for H2Io {
     fn poll_read(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -145,11 +166,19 @@ impl AsyncRead for H2Io {
             }
             return Poll::Ready(Ok(()));
         }
+        let left = this.shared.left.get();
+        if left == 0 {
+            // The budget of this poll is spent: yield, awake.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let dst = buf.initialize_unfilled();
-        let r = this.sync()?.read(dst);
+        let room = dst.len().min(left);
+        let r = this.sync()?.read(&mut dst[..room]);
         this.count();
         match pending_if_blocked(r) {
             Poll::Ready(Ok(n)) => {
+                this.shared.left.set(left - n);
                 buf.advance(n);
                 Poll::Ready(Ok(()))
             }
@@ -224,7 +253,7 @@ mod tests {
         let (accepted, _) = listener.accept().expect("accept");
         accepted.set_nonblocking(true).expect("nonblocking");
         let stream = mio::net::TcpStream::from_std(accepted);
-        let (mut io, shared) = H2Io::new(Transport::accepted(stream), b"PRI".to_vec());
+        let (mut io, shared) = H2Io::new(Transport::accepted(stream), b"PRI".to_vec(), 1 << 16);
         let mut cx = Context::from_waker(Waker::noop());
         let mut space = [0u8; 16];
         let mut buf = ReadBuf::new(&mut space);

@@ -175,9 +175,10 @@ impl H2World {
     pub fn poll_task(&mut self, task: TaskId, ctx: &mut Ctx<'_>) -> bool {
         match task {
             TaskId::Server(i) => return self.poll_server(i, ctx),
-            TaskId::Upstream(_, i) => {
+            TaskId::Upstream(d, i) => {
                 let keepalive = ctx.cfg.connect_keepalive;
-                ctx.h2.poll(i, keepalive, ctx.socks);
+                let budget = ctx.cfg.h2_server(d).read_budget;
+                ctx.h2.poll(i, keepalive, budget, ctx.socks);
             }
             TaskId::Stream(i) => self.poll_stream(i, ctx),
             TaskId::Wire(_) => {}

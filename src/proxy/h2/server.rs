@@ -154,7 +154,7 @@ impl ServerConn {
         goaways: Goaways,
     ) -> ServerConn {
         let client_id = h.transport.peer_identity().cloned();
-        let (io, shared) = H2Io::new(h.transport, h.prefix);
+        let (io, shared) = H2Io::new(h.transport, h.prefix, settings.read_budget);
         let hs = h2::server::Builder::new()
             .max_concurrent_streams(settings.max_concurrent_streams)
             .max_header_list_size(settings.max_header_list_size)
@@ -234,6 +234,7 @@ impl ServerConn {
         now: Instant,
     ) -> Served {
         self.task.polling();
+        self.shared.new_poll();
         let served = self.step(accepted, now);
         if let Served::Open = served {
             let linger_until = match &self.state {

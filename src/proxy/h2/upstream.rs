@@ -178,19 +178,23 @@ impl UpPool {
     }
 
     /// Polls connection `index` (connections that finish connecting
-    /// tune their socket with `keepalive`; a closed one's socket slot goes
-    /// from `socks`).
+    /// tune their socket with `keepalive` and read at most `read_budget`
+    /// bytes per poll; a closed one's socket slot goes from `socks`).
     pub fn poll(
         &mut self,
         index: usize,
         keepalive: Option<std::time::Duration>,
+        read_budget: usize,
         socks: &mut Slab<Owner>,
     ) {
         let Some(c) = self.conns.get_mut(index) else {
             return;
         };
         c.task.polling();
-        let gone = c.step(keepalive);
+        if let Some(shared) = &c.shared {
+            shared.new_poll();
+        }
+        let gone = c.step(keepalive, read_budget);
         if gone {
             self.remove(index, socks);
         }
@@ -298,7 +302,7 @@ impl UpConn {
     }
 
     /// Advances the connection; `true` when it is over.
-    fn step(&mut self, keepalive: Option<std::time::Duration>) -> bool {
+    fn step(&mut self, keepalive: Option<std::time::Duration>, read_budget: usize) -> bool {
         loop {
             match &mut self.state {
                 State::Connecting(t) => {
@@ -318,7 +322,7 @@ impl UpConn {
                                 return true;
                             };
                             transport.connected(keepalive);
-                            let (io, shared) = H2Io::new(transport, Vec::new());
+                            let (io, shared) = H2Io::new(transport, Vec::new(), read_budget);
                             self.shared = Some(shared);
                             let hs = h2::client::Builder::new()
                                 .initial_window_size(STREAM_WINDOW)
