@@ -22,6 +22,24 @@ fn opt() -> CallOption {
     CallOption::default().timeout(Duration::from_secs(10))
 }
 
+/// A client-streaming call sending `parts`, and its reply.
+fn sum_of(
+    client: &grpcio::Client,
+    parts: &[impl AsRef<str>],
+) -> spoke::proto::destination::GetDestination {
+    let (mut tx, rx) = client.client_streaming(&echo::SUM, opt()).expect("starts");
+    futures::executor::block_on(async {
+        for p in parts {
+            tx.send((msg(p.as_ref()), WriteFlags::default()))
+                .await
+                .expect("send");
+        }
+        tx.close().await.expect("close");
+        rx.await
+    })
+    .expect("reply")
+}
+
 fn served_by(reply: &str) -> &str {
     reply.split(':').next().unwrap_or("")
 }
@@ -87,17 +105,7 @@ fn streaming_calls_and_statuses_pass_through() {
     assert_eq!(got[49], "a:49");
 
     // Client streaming.
-    let (mut tx, rx) = client.client_streaming(&echo::SUM, opt()).expect("starts");
-    let sum = futures::executor::block_on(async {
-        for p in ["x", "y", "z"] {
-            tx.send((msg(p), WriteFlags::default()))
-                .await
-                .expect("send");
-        }
-        tx.close().await.expect("close");
-        rx.await
-    })
-    .expect("reply");
+    let sum = sum_of(&client, &["x", "y", "z"]);
     assert_eq!(sum.path, "a:x+y+z");
 
     // Bidirectional: each message answered before the next is sent.
@@ -498,17 +506,7 @@ fn calls_complete_through_one_byte_stream_windows() {
 
     // Client streaming: 8 messages of 1 KiB, a byte at a time.
     let parts: Vec<String> = (0..8).map(|i| format!("{i}{}", "p".repeat(1023))).collect();
-    let (mut tx, rx) = client.client_streaming(&echo::SUM, opt()).expect("starts");
-    let sum = futures::executor::block_on(async {
-        for p in &parts {
-            tx.send((msg(p), WriteFlags::default()))
-                .await
-                .expect("send");
-        }
-        tx.close().await.expect("close");
-        rx.await
-    })
-    .expect("reply");
+    let sum = sum_of(&client, &parts);
     assert_eq!(sum.path, format!("a:{}", parts.join("+")));
 
     // Bidirectional, each message answered before the next goes.
@@ -557,17 +555,7 @@ fn calls_complete_when_each_connection_reads_one_byte_per_poll() {
         .unary_call(&echo::UNARY, &msg("one"), opt())
         .expect("unary");
     assert_eq!(reply.path, "a:one");
-    let (mut tx, rx) = client.client_streaming(&echo::SUM, opt()).expect("starts");
-    let sum = futures::executor::block_on(async {
-        for p in ["x", "y", "z"] {
-            tx.send((msg(p), WriteFlags::default()))
-                .await
-                .expect("send");
-        }
-        tx.close().await.expect("close");
-        rx.await
-    })
-    .expect("reply");
+    let sum = sum_of(&client, &["x", "y", "z"]);
     assert_eq!(sum.path, "a:x+y+z");
     // 64 KiB back a byte per poll.
     let mut big = client

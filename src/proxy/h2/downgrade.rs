@@ -57,6 +57,19 @@ fn hop_by_hop(name: &str) -> bool {
     )
 }
 
+/// The header names a `Connection` value lists (lowercase): hop-by-hop
+/// too, so not carried across HTTP/1 and HTTP/2 either way.
+pub fn connection_names(value: Option<&[u8]>) -> Vec<String> {
+    value
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How the request body goes to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReqFraming {
@@ -120,15 +133,7 @@ pub fn request_head(
 /// says the response was HTTP/1.1 (Linkerd's client proxy reads it, and
 /// drops it).
 pub fn response_headers(head: &ResponseHead) -> HeaderMap {
-    let named: Vec<String> = head
-        .header("connection")
-        .map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect()
-        })
-        .unwrap_or_default();
+    let named = connection_names(head.header("connection"));
     let mut map = HeaderMap::new();
     for (name, value) in head.headers() {
         let lower = name.to_ascii_lowercase();

@@ -33,7 +33,7 @@ use h2::{RecvStream, SendStream};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 
-use super::downgrade::L5D_ORIG_PROTO;
+use super::downgrade::{connection_names, L5D_ORIG_PROTO};
 use super::pump::Half;
 use super::task::{TaskHandle, TaskId};
 use super::upstream::{self, Status, UpRef};
@@ -512,15 +512,7 @@ pub fn upgraded_request(head: &RequestHead, orig: Original, fallback: &str) -> O
             .ok()
             .filter(|u| u.authority().is_some())?
     };
-    let named: Vec<String> = head
-        .header("connection")
-        .map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect()
-        })
-        .unwrap_or_default();
+    let named = connection_names(head.header("connection"));
     let mut headers = HeaderMap::new();
     for (name, value) in head.headers() {
         // `from_bytes` lowercases the name.

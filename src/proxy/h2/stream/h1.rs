@@ -74,13 +74,7 @@ impl StreamTask {
         let check_open = !conn_failure::idempotent(self.method.as_str());
         if let Some(idle) = ctx.take_idle(&app_key(addr), check_open, owner) {
             let leg = H1Leg::new(idle.stream.reused(), idle.sock, head, framing, is_head, 0);
-            self.attempt = Some(Attempt {
-                backend,
-                addr,
-                started: ctx.now,
-                up: None,
-                req: None,
-            });
+            self.leg_attempt(backend, addr, ctx.now);
             self.phase = Phase::H1(Box::new(leg.reusing(idle.buf)));
             self.task.wake();
             return;
@@ -98,17 +92,22 @@ impl StreamTask {
                 let connect_by = ctx.now + ctx.cfg.connect_timeout(ctx.direction);
                 ctx.timers
                     .add(connect_by, Timer::H2(TaskId::Stream(self.key)));
-                self.attempt = Some(Attempt {
-                    backend,
-                    addr,
-                    started: ctx.now,
-                    up: None,
-                    req: None,
-                });
+                self.leg_attempt(backend, addr, ctx.now);
                 self.phase = Phase::H1(Box::new(leg));
             }
             Err(e) => self.dial_failed(e, &backend, addr, ctx),
         }
+    }
+
+    /// The attempt a downgraded request makes on `addr` (of `backend`).
+    fn leg_attempt(&mut self, backend: Arc<str>, addr: SocketAddr, now: std::time::Instant) {
+        self.attempt = Some(Attempt {
+            backend,
+            addr,
+            started: now,
+            up: None,
+            req: None,
+        });
     }
 
     /// One step of a downgraded request.
