@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use protobuf::Message;
 
 use spoke::proto::destination::GetDestination;
 use spoke::proto::{METHOD_GET, METHOD_GET_PROFILE};
+use support::frames::*;
 use support::*;
 
 const BOOKS: &str = "books.default.svc.cluster.local:7000";
@@ -184,71 +185,24 @@ fn sigterm_ends_every_stream_with_status_ok() {
 
 // --- a minimal HTTP/2 client, enough to see the frames ---
 
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const PING: u8 = 6;
-const GOAWAY: u8 = 7;
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-
-#[derive(Debug, Clone)]
-struct Frame {
-    ty: u8,
-    flags: u8,
-    stream: u32,
-    payload: Vec<u8>,
-}
-
-fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// HPACK "literal header field without indexing, new name", no Huffman.
-fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
-    assert!(name.len() < 127 && value.len() < 127);
-    block.push(0x00);
-    block.push(name.len() as u8);
-    block.extend_from_slice(name.as_bytes());
-    block.push(value.len() as u8);
-    block.extend_from_slice(value.as_bytes());
-}
-
-fn read_frame(r: &mut impl Read) -> Option<Frame> {
-    let mut head = [0u8; 9];
-    r.read_exact(&mut head).ok()?;
-    let len = (head[0] as usize) << 16 | (head[1] as usize) << 8 | head[2] as usize;
-    let mut payload = vec![0; len];
-    r.read_exact(&mut payload).ok()?;
-    Some(Frame {
-        ty: head[3],
-        flags: head[4],
-        stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
-        payload,
-    })
-}
-
 /// Opens one `Get` stream on a raw connection; a thread records every frame
 /// the server sends (answering its SETTINGS and PINGs) until it closes.
 fn raw_get(addr: SocketAddr) -> (Arc<Mutex<Vec<Frame>>>, std::thread::JoinHandle<()>) {
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut out = PREFACE.to_vec();
     out.extend(frame(SETTINGS, 0, 0, &[]));
-    let mut block = Vec::new();
-    literal(&mut block, ":method", "POST");
-    literal(&mut block, ":scheme", "http");
-    literal(&mut block, ":path", METHOD_GET.name);
-    literal(&mut block, ":authority", &addr.to_string());
-    literal(&mut block, "content-type", "application/grpc");
-    literal(&mut block, "te", "trailers");
-    out.extend(frame(HEADERS, 0x4, 1, &block)); // END_HEADERS
+    let authority = addr.to_string();
+    let block = hpack(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", METHOD_GET.name),
+        (":authority", &authority),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]);
+    out.extend(frame(HEADERS, END_HEADERS, 1, &block));
     let msg = request().write_to_bytes().unwrap();
     let mut body = vec![0u8];
     body.extend_from_slice(&(msg.len() as u32).to_be_bytes());

@@ -15,17 +15,9 @@ use spoke::identity::creds::{Anchors, Documents};
 use spoke::identity::Credentials;
 use spoke::tls::TlsConfigs;
 use spoke::transport_header::{encode, SessionProtocol, TransportHeader};
+use support::frames::*;
 use support::mesh::*;
 use support::*;
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const GOAWAY: u8 = 7;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
 
 /// The client's TLS: spoke's client configuration for the opaque transport,
 /// with a certificate for `web` from the mesh's CA.
@@ -47,26 +39,45 @@ fn web_transport_tls(m: &Mesh) -> std::sync::Arc<rustls::ClientConfig> {
 /// The body of stream 1's response, read frame by frame.
 fn response_body(s: &mut impl Read) -> Vec<u8> {
     let mut body = Vec::new();
-    loop {
-        let mut head = [0u8; 9];
-        s.read_exact(&mut head).expect("a frame header");
-        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
-        let (kind, flags) = (head[3], head[4]);
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-        let mut payload = vec![0u8; len];
-        s.read_exact(&mut payload).expect("a frame payload");
-        match kind {
-            RST_STREAM | GOAWAY => panic!("frame {kind} on stream {stream}: {payload:?}"),
-            DATA if stream == 1 => {
-                body.extend_from_slice(&payload);
-                if flags & END_STREAM != 0 {
+    while let Some(f) = read_frame(s) {
+        match f.ty {
+            RST_STREAM | GOAWAY => panic!("{f:?}"),
+            DATA if f.stream == 1 => {
+                body.extend_from_slice(&f.payload);
+                if f.flags & END_STREAM != 0 {
                     return body;
                 }
             }
-            HEADERS if stream == 1 && flags & END_STREAM != 0 => return body,
+            HEADERS if f.stream == 1 && f.flags & END_STREAM != 0 => return body,
             _ => {}
         }
     }
+    panic!("the connection ended before the response did: {body:?}");
+}
+
+/// A connection to spoke C's inbound port as linkerd2-proxy makes one:
+/// mTLS with `web`'s certificate, the transport ALPN, a header naming
+/// `port` with HTTP/2, then `after`.
+fn direct_to(
+    m: &Mesh,
+    c: &spoke::app::App,
+    port: u16,
+    after: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let name = rustls_pki_types::ServerName::try_from(BOOKS_ID.to_owned()).unwrap();
+    let conn = rustls::ClientConnection::new(web_transport_tls(m), name).unwrap();
+    let tcp = TcpStream::connect(c.inbound_addr()).unwrap();
+    tcp.set_read_timeout(Some(patience())).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut out = encode(&TransportHeader {
+        port,
+        name: None,
+        protocol: Some(SessionProtocol::Http2),
+    });
+    out.extend_from_slice(after);
+    s.write_all(&out).unwrap();
+    s.flush().unwrap();
+    s
 }
 
 #[test]
@@ -90,18 +101,7 @@ fn a_transport_header_saying_http2_is_served_as_http2_to_the_port_it_names() {
     direct.set(Some(c.inbound_addr()));
     eventually("spoke C certified", || ready(&c));
 
-    let name = rustls_pki_types::ServerName::try_from(BOOKS_ID.to_owned()).unwrap();
-    let conn = rustls::ClientConnection::new(web_transport_tls(&m), name).unwrap();
-    let tcp = TcpStream::connect(c.inbound_addr()).unwrap();
-    tcp.set_read_timeout(Some(patience())).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    let mut out = encode(&TransportHeader {
-        port: m.app_b.addr().port(),
-        name: None,
-        protocol: Some(SessionProtocol::Http2),
-    });
-    out.extend_from_slice(PREFACE);
-    out.extend_from_slice(&frame(SETTINGS, 0, 0, &[]));
+    let port = m.app_b.addr().port();
     let fields = [
         (":method", "GET"),
         (":scheme", "http"),
@@ -109,32 +109,42 @@ fn a_transport_header_saying_http2_is_served_as_http2_to_the_port_it_names() {
         (":path", "/over-the-transport"),
         ("l5d-orig-proto", "HTTP/1.1"),
     ];
-    out.extend_from_slice(&frame(
+    let mut h2 = PREFACE.to_vec();
+    h2.extend_from_slice(&frame(SETTINGS, 0, 0, &[]));
+    h2.extend_from_slice(&frame(
         HEADERS,
         END_STREAM | END_HEADERS,
         1,
         &hpack(&fields),
     ));
-    s.write_all(&out).unwrap();
-    s.flush().unwrap();
+
+    // A header saying HTTP/2 and then no HTTP/2: the connection ends with
+    // no response, and spoke C goes on serving.
+    let mut bad = direct_to(&m, &c, port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    while let Some(f) = read_frame(&mut bad) {
+        assert!(f.ty != DATA && f.ty != HEADERS, "answered garbage: {f:?}");
+    }
+
+    let mut s = direct_to(&m, &c, port, &h2);
     let body = response_body(&mut s);
     // App B answered, told the identity the client proved to spoke C.
     assert_eq!(
         String::from_utf8_lossy(&body),
         format!("/over-the-transport {WEB}")
     );
-    let h2 = [
+    let detected = [
         ("direction", "inbound"),
         ("protocol", "h2"),
         ("reason", "transport_header"),
     ];
+    // Both connections were taken for HTTP/2 by their header.
     assert_eq!(
-        metric(&c, "spoke_detect_total", &h2),
-        1.0,
+        metric(&c, "spoke_detect_total", &detected),
+        2.0,
         "{}",
         metrics(&c)
     );
-    // The client goes (else shutdown waits for its connection to end).
-    drop(s);
+    // The clients go (else shutdown waits for their connections to end).
+    drop((s, bad));
     c.shutdown().unwrap();
 }

@@ -14,6 +14,7 @@ use grpcio::{CallOption, RpcStatusCode, WriteFlags};
 use protobuf::well_known_types::duration::Duration as PbDuration;
 
 use support::echo::{self, client_via, msg, EchoServer};
+use support::frames::{frame, hpack};
 use support::*;
 
 const BOOKS: &str = "books.default.svc.cluster.local:7000";

@@ -35,6 +35,15 @@ fn mirror() -> spoke::devtools::Handler {
     })
 }
 
+/// The two spokes with app B mirroring, once a request went through both.
+fn warm_mesh(test: &str) -> Mesh {
+    let m = mesh(test, Duration::from_secs(3600), BOOKS_ID, mirror());
+    eventually("a request through both spokes", || {
+        get(m.a(), BOOKS, "/warm").status == 200
+    });
+    m
+}
+
 fn client(m: &Mesh) -> Client {
     Client::connect(m.a().outbound_addr(), patience()).expect("connect to spoke A")
 }
@@ -52,10 +61,7 @@ fn has_header(req: &spoke::devtools::Request, name: &str) -> bool {
 
 #[test]
 fn http1_requests_cross_to_the_meshed_spoke_as_http2_and_arrive_byte_exact() {
-    let m = mesh("exact", Duration::from_secs(3600), BOOKS_ID, mirror());
-    eventually("a request through both spokes", || {
-        get(m.a(), BOOKS, "/warm").status == 200
-    });
+    let m = warm_mesh("exact");
 
     // A GET with headers of its own.
     let mut c = client(&m);
@@ -153,10 +159,7 @@ fn http1_requests_cross_to_the_meshed_spoke_as_http2_and_arrive_byte_exact() {
 
 #[test]
 fn http1_semantics_survive_the_upgrade() {
-    let m = mesh("semantics", Duration::from_secs(3600), BOOKS_ID, mirror());
-    eventually("a request through both spokes", || {
-        get(m.a(), BOOKS, "/warm").status == 200
-    });
+    let m = warm_mesh("semantics");
 
     // `Connection: close` from the client: answered, then closed; the
     // header itself is the client connection's, not app B's.
@@ -209,10 +212,7 @@ fn http1_semantics_survive_the_upgrade() {
 
 #[test]
 fn a_target_http2_cannot_carry_goes_as_http1() {
-    let m = mesh("fallback", Duration::from_secs(3600), BOOKS_ID, mirror());
-    eventually("a request through both spokes", || {
-        get(m.a(), BOOKS, "/warm").status == 200
-    });
+    let m = warm_mesh("fallback");
     // `<`, `>` and a backtick pass HTTP/1 parsers, not HTTP/2's URI rules.
     let mut c = client(&m);
     let raw = format!("GET /a<b>`c HTTP/1.1\r\nhost: {BOOKS}\r\n\r\n");

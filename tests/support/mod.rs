@@ -33,6 +33,7 @@ use spoke::proto::destination::{
 pub use spoke::proto::destination as pb;
 
 pub mod echo;
+pub mod frames;
 pub mod mesh;
 
 /// How long `eventually` waits.
@@ -563,26 +564,4 @@ pub fn python_client(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout.trim().to_owned()
-}
-
-/// An HTTP/2 frame: length, type, flags, stream id, payload.
-pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// An HPACK header block of literal fields (no indexing, no Huffman).
-pub fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (n, v) in fields {
-        out.push(0x00);
-        out.push(n.len() as u8);
-        out.extend_from_slice(n.as_bytes());
-        out.push(v.len() as u8);
-        out.extend_from_slice(v.as_bytes());
-    }
-    out
 }

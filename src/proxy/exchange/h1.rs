@@ -17,6 +17,7 @@ use crate::proxy::h2::{Opened, Original, Upgraded};
 use crate::proxy::pipe::PipeError;
 use crate::proxy::pool::{IdleConn, Proto, UpstreamKey};
 use crate::proxy::timers::SessionTimer;
+use crate::proxy::transport::Transport;
 
 use super::wire::Wire;
 
@@ -141,23 +142,12 @@ impl Exchange {
         }
     }
 
-    /// The request cannot be upgraded: it is sent again, as HTTP/1, the
-    /// endpoint not charged with anything.
+    /// The request cannot be upgraded: it is sent again, as HTTP/1 (nothing
+    /// of it was written), the endpoint not charged with anything.
     fn no_upgrade(&mut self, cl: &mut ClientSide<'_>, ctx: &mut Ctx<'_>) -> ExNext {
         self.upgradable = false;
-        if let Some(up) = self.upstream.take() {
-            if let Some(d) = ctx.dsts.get_mut(&self.attempt.backend) {
-                d.balancer.abandon(up.addr);
-            }
-            drop_upstream(up, ctx);
-        }
-        if !self.req.rewind() {
-            return self.upstream_failed(UpstreamError::Protocol, cl, ctx);
-        }
-        match self.start_attempt(cl, ctx) {
-            Ok(()) => ExNext::Going(true),
-            Err(e) => self.upstream_failed(e, cl, ctx),
-        }
+        self.abandon_upstream(ctx);
+        self.retry(cl, ctx)
     }
 
     /// A connect that failed before a socket was registered: the endpoint
@@ -369,24 +359,36 @@ impl Exchange {
     }
 }
 
-/// Back to the pool, under the key it was made for (an upgraded stream
-/// just ends: its connection is shared anyway).
-pub(super) fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
-    let stream = match up.stream {
-        Wire::Conn(t) => t,
-        wire @ Wire::H2(_) => {
-            ctx.socks.remove(up.sock);
-            wire.close(ctx);
-            return;
+impl Upstream {
+    /// Its connection (socket slot, read buffer, pool key), for the pool
+    /// or a tunnel; an upgraded stream has none of its own and just ends
+    /// (`None`).
+    pub(super) fn into_conn(
+        self,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<(Transport, usize, Buffer, UpstreamKey)> {
+        match self.stream {
+            Wire::Conn(t) => Some((t, self.sock, self.inbuf, self.key)),
+            wire @ Wire::H2(_) => {
+                ctx.socks.remove(self.sock);
+                wire.close(ctx);
+                None
+            }
         }
-    };
-    let idle = IdleConn {
-        stream,
-        sock: up.sock,
-        since: ctx.now,
-        buf: up.inbuf,
-    };
-    ctx.park_idle(&up.key, idle);
+    }
+}
+
+/// Back to the pool, under the key it was made for.
+pub(super) fn pool_upstream(up: Upstream, ctx: &mut Ctx<'_>) {
+    if let Some((stream, sock, buf, key)) = up.into_conn(ctx) {
+        let idle = IdleConn {
+            stream,
+            sock,
+            since: ctx.now,
+            buf,
+        };
+        ctx.park_idle(&key, idle);
+    }
 }
 
 pub(super) fn drop_upstream(up: Upstream, ctx: &mut Ctx<'_>) {

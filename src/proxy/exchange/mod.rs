@@ -522,14 +522,8 @@ impl Exchange {
         let mut tunnel = None;
         if let Some(up) = self.upstream.take() {
             if self.resp_state == Resp::Switching {
-                match up.stream {
-                    wire::Wire::Conn(t) => tunnel = Some((t, up.sock, up.inbuf)),
-                    // Never upgraded: requests that may switch are not.
-                    wire @ wire::Wire::H2(_) => {
-                        ctx.socks.remove(up.sock);
-                        wire.close(ctx);
-                    }
-                }
+                // Requests that may switch are never upgraded.
+                tunnel = up.into_conn(ctx).map(|(t, sock, buf, _)| (t, sock, buf));
             } else if self.req.is_complete()
                 && self.resp_keep_alive
                 && up.inbuf.is_empty()

@@ -24,6 +24,7 @@ use http::{Method, Uri};
 use super::pump::Half;
 use crate::http1::{self, BodyDecoder, BodyFraming, Parsed, ResponseHead};
 use crate::proxy::buffer::{Buffer, Filled};
+use crate::proxy::pool::IdleConn;
 use crate::proxy::ready::Readiness;
 use crate::proxy::transport::{Connect, Transport};
 
@@ -264,9 +265,15 @@ impl H1Leg {
             && !self.eof
     }
 
-    /// The connection and its (empty) read buffer, for the pool.
-    pub fn into_idle(self) -> (Transport, usize, Buffer) {
-        (self.transport, self.sock, self.inbuf)
+    /// The connection and its (empty) read buffer, idle from `now`, for
+    /// the pool.
+    pub fn into_idle(self, now: std::time::Instant) -> IdleConn {
+        IdleConn {
+            stream: self.transport,
+            sock: self.sock,
+            since: now,
+            buf: self.inbuf,
+        }
     }
 
     pub fn ready(&mut self, r: Readiness) {

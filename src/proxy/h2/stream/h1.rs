@@ -14,10 +14,11 @@ use http::{Method, Response};
 
 use super::{classify, Attempt, Env, Phase, StreamTask};
 use crate::conn_failure::{self, ConnFailure};
+use crate::endpoints::EndpointRef;
 use crate::proxy::ctx::{Ctx, Owner};
 use crate::proxy::h2::downgrade::{self, H1Leg, LegError, LegEvent, OrigProto};
 use crate::proxy::h2::TaskId;
-use crate::proxy::pool::{IdleConn, Proto, UpstreamKey};
+use crate::proxy::pool::{Proto, UpstreamKey};
 use crate::proxy::ready::Readiness;
 use crate::proxy::timers::Timer;
 
@@ -41,13 +42,7 @@ impl StreamTask {
         };
         match &self.attempt {
             Some(a) if leg.reusable() => {
-                let (stream, sock, buf) = (*leg).into_idle();
-                let idle = IdleConn {
-                    stream,
-                    sock,
-                    since: ctx.now,
-                    buf,
-                };
+                let idle = (*leg).into_idle(ctx.now);
                 ctx.park_idle(&app_key(a.addr), idle);
             }
             _ => {
@@ -208,9 +203,5 @@ impl StreamTask {
 /// The pool key of a connection to the application at `addr` (inbound:
 /// plaintext HTTP/1, shared with the HTTP/1 path's).
 fn app_key(addr: SocketAddr) -> UpstreamKey {
-    UpstreamKey {
-        addr,
-        tls: None,
-        proto: Proto::Http1,
-    }
+    UpstreamKey::new(&EndpointRef::plain(addr), Proto::Http1)
 }
