@@ -15,6 +15,10 @@
 //!   dropped (`Pipe::tap`).
 //!
 //! Once any byte of a response has arrived, nothing is repeated.
+//!
+//! A stream the peer refused on a shared HTTP/2 connection (its `REFUSED_STREAM`, or a
+//! GOAWAY whose last stream id is below the stream's) was, by RFC 9113 section 8.7, not
+//! processed at all: it goes again whatever its method, as long as its bytes are kept.
 
 use std::io;
 
@@ -38,6 +42,32 @@ pub enum ConnFailure {
     /// The mTLS handshake failed: the endpoint did not prove the identity
     /// expected of it (or its chain does not verify), or refused ours.
     Tls,
+    /// The peer refused the HTTP/2 stream carrying the request, unprocessed.
+    StreamRefused,
+}
+
+/// The inner error of an `io::Error` that reports a stream the peer refused
+/// without processing it (see the module header); `ConnFailure::of_io` reads
+/// it as `StreamRefused`.
+#[derive(Debug)]
+pub struct NotProcessed(pub String);
+
+impl std::fmt::Display for NotProcessed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stream refused, not processed: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotProcessed {}
+
+impl NotProcessed {
+    /// The `io::Error` carrying it.
+    pub fn io_error(why: impl std::fmt::Display) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            NotProcessed(why.to_string()),
+        )
+    }
 }
 
 impl ConnFailure {
@@ -59,6 +89,9 @@ impl ConnFailure {
 
     /// The failure of a read or write on an established connection.
     pub fn of_io(e: &io::Error) -> ConnFailure {
+        if e.get_ref().is_some_and(|i| i.is::<NotProcessed>()) {
+            return ConnFailure::StreamRefused;
+        }
         match e.kind() {
             io::ErrorKind::UnexpectedEof | io::ErrorKind::WriteZero => ConnFailure::Closed,
             _ => ConnFailure::Reset,
@@ -87,6 +120,7 @@ impl ConnFailure {
             ConnFailure::Reset => "reset",
             ConnFailure::Closed => "closed",
             ConnFailure::Tls => "tls",
+            ConnFailure::StreamRefused => "refused_stream",
         }
     }
 
@@ -101,6 +135,7 @@ impl ConnFailure {
             ConnFailure::Reset => (502, "connection reset before response", "unavailable"),
             ConnFailure::Closed => (502, "connection closed before response", "unavailable"),
             ConnFailure::Tls => (502, "TLS handshake with the endpoint failed", "connect"),
+            ConnFailure::StreamRefused => (502, "stream refused by the endpoint", "unavailable"),
         }
     }
 }
@@ -122,11 +157,11 @@ pub struct Progress {
 
 /// Whether a request that got this far on a failed connection may be sent again on
 /// another one (see the module header for the rule).
-pub fn may_resend(idempotent: bool, p: Progress) -> bool {
+pub fn may_resend(idempotent: bool, f: ConnFailure, p: Progress) -> bool {
     if p.response_started || !p.replayable {
         return false;
     }
-    if !p.wrote_any || !p.body_sent {
+    if f == ConnFailure::StreamRefused || !p.wrote_any || !p.body_sent {
         return true;
     }
     idempotent && p.complete
@@ -145,6 +180,8 @@ pub fn idempotent(method: &str) -> bool {
 mod tests {
     use super::*;
 
+    const R: ConnFailure = ConnFailure::Reset;
+
     fn p(wrote_any: bool, body_sent: bool, complete: bool) -> Progress {
         Progress {
             wrote_any,
@@ -157,22 +194,22 @@ mod tests {
 
     #[test]
     fn nothing_written_always_goes_again() {
-        assert!(may_resend(false, p(false, false, false)));
-        assert!(may_resend(true, p(false, false, false)));
+        assert!(may_resend(false, R, p(false, false, false)));
+        assert!(may_resend(true, R, p(false, false, false)));
     }
 
     #[test]
     fn written_requests_go_again_only_when_rfc_9110_allows() {
         // Head out, body not started: any method (no body byte reached the upstream).
-        assert!(may_resend(false, p(true, false, false)));
+        assert!(may_resend(false, R, p(true, false, false)));
         // A bodiless POST, written whole.
-        assert!(may_resend(false, p(true, false, true)));
+        assert!(may_resend(false, R, p(true, false, true)));
         // A POST whose body went out, whole or in part: never.
-        assert!(!may_resend(false, p(true, true, true)));
-        assert!(!may_resend(false, p(true, true, false)));
+        assert!(!may_resend(false, R, p(true, true, true)));
+        assert!(!may_resend(false, R, p(true, true, false)));
         // A PUT whose body went out whole: idempotent, so yes; in part: no.
-        assert!(may_resend(true, p(true, true, true)));
-        assert!(!may_resend(true, p(true, true, false)));
+        assert!(may_resend(true, R, p(true, true, true)));
+        assert!(!may_resend(true, R, p(true, true, false)));
     }
 
     #[test]
@@ -181,12 +218,31 @@ mod tests {
             response_started: true,
             ..p(false, false, false)
         };
-        assert!(!may_resend(true, started));
+        assert!(!may_resend(true, R, started));
         let lost = Progress {
             replayable: false,
             ..p(true, false, false)
         };
-        assert!(!may_resend(true, lost));
+        assert!(!may_resend(true, R, lost));
+    }
+
+    #[test]
+    fn a_refused_stream_goes_again_whatever_its_method() {
+        let f = ConnFailure::StreamRefused;
+        // A POST whose body went out, whole or in part, that the peer did not process.
+        assert!(may_resend(false, f, p(true, true, true)));
+        assert!(may_resend(false, f, p(true, true, false)));
+        // But not when its bytes are no longer kept, nor once a response began.
+        let lost = Progress {
+            replayable: false,
+            ..p(true, true, false)
+        };
+        assert!(!may_resend(false, f, lost));
+        let started = Progress {
+            response_started: true,
+            ..p(true, true, true)
+        };
+        assert!(!may_resend(false, f, started));
     }
 
     #[test]
@@ -212,6 +268,11 @@ mod tests {
         assert_eq!(i(K::ConnectionReset), ConnFailure::Reset);
         assert_eq!(i(K::BrokenPipe), ConnFailure::Reset);
         assert_eq!(i(K::UnexpectedEof), ConnFailure::Closed);
+        assert_eq!(
+            ConnFailure::of_io(&NotProcessed::io_error("GOAWAY")),
+            ConnFailure::StreamRefused
+        );
+        assert_eq!(i(K::ConnectionAborted), ConnFailure::Reset);
         assert!(ConnFailure::Refused.while_connecting());
         assert!(!ConnFailure::Reset.while_connecting());
         assert_eq!(ConnFailure::ConnectTimeout.response().0, 504);

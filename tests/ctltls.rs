@@ -10,18 +10,15 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use spoke::config::{MapEnv, DESTINATION_SVC_NAME};
 use spoke::controller::embedded::{Controller, STOP_GRACE};
 use spoke::devtools::Backend;
 use spoke::identity::config as id;
-use spoke::identity::creds::{Anchors, Documents};
 use spoke::identity::issuer::Issuer;
-use spoke::identity::Credentials;
 use spoke::tls::terminator::Terminator;
-use spoke::tls::{ServerConfig, TlsConfigs};
+use support::mesh::server_as;
 use support::*;
 
 const WEB: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
@@ -49,27 +46,6 @@ impl Drop for ControlPlane {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A server configuration presenting `name`, issued by `ca`.
-fn server_as(ca: &Issuer, anchors: &str, name: &str) -> Arc<ServerConfig> {
-    let docs = Documents::generate(name).unwrap();
-    let leaf = ca
-        .issue(
-            name,
-            &docs.csr,
-            Duration::from_secs(3600),
-            SystemTime::now(),
-        )
-        .unwrap();
-    let creds = Credentials {
-        name: name.to_owned(),
-        key_pkcs8: docs.key_pkcs8.clone(),
-        chain: vec![leaf.der.into()],
-        not_after: leaf.not_after,
-        anchors: Anchors::from_pem(anchors).unwrap(),
-    };
-    TlsConfigs::new(&creds).unwrap().server()
 }
 
 /// Starts the controller (serving `web`'s identity and `books` at a backend)

@@ -100,7 +100,7 @@ fn two_spokes_speak_mtls_and_the_application_sees_the_client_identity() {
         .unwrap();
     assert_eq!((plain.status, plain.text()), (200, "none".to_owned()));
     // A service discovery names no identity for: A reaches it in plaintext.
-    let mut yaml = mesh_yaml(Some((m.b().inbound_addr(), BOOKS_ID)));
+    let mut yaml = mesh_yaml(&[m.b().inbound_addr()], BOOKS_ID);
     yaml.push_str(&format!(
         "---\napiVersion: spoke.dev/v1alpha1\nkind: Endpoints\nmetadata:\n  \
          name: plain.default.svc.cluster.local\nspec:\n  ports:\n  - port: 7000\n    \
@@ -270,7 +270,7 @@ impl Drop for Impostor {
 /// Points `books` at `impostor` (expected to prove `BOOKS_ID`) and asks
 /// for it through spoke A until the impostor was reached: the answer.
 fn books_at(m: &Mesh, impostor: &Impostor) -> spoke::devtools::Reply {
-    let yaml = mesh_yaml(Some((impostor.addr, BOOKS_ID)));
+    let yaml = mesh_yaml(&[impostor.addr], BOOKS_ID);
     std::fs::write(m.dir.join("mesh.yaml"), yaml).unwrap();
     eventually_some("the endpoint moved", || {
         let r = get(m.a(), BOOKS, "/");

@@ -10,8 +10,8 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -354,4 +354,155 @@ fn with_the_upgrade_turned_off_requests_cross_as_http1_over_mtls() {
         ("reason", "terminated"),
     ];
     assert!(metric(m.b(), "spoke_detect_total", &tls) >= 1.0, "{b}");
+}
+
+/// How [`Refuser`] turns a stream away once it has read all of it.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// `RST_STREAM` with `REFUSED_STREAM`; the connection stays.
+    Reset,
+    /// GOAWAY naming no stream processed, then the connection closes.
+    GoAway,
+}
+
+/// A meshed endpoint proving `BOOKS_ID` that speaks just enough HTTP/2 to
+/// read each request whole and then refuse it unprocessed (RFC 9113
+/// section 8.7). Its connections and thread are stopped and joined on drop.
+struct Refuser {
+    addr: SocketAddr,
+    /// Streams it read to their end and refused.
+    refused: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Refuser {
+    fn start(m: &Mesh, how: Refusal) -> Refuser {
+        let cfg = server_as(&m.ca, &m.anchors, BOOKS_ID);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (stop.clone(), refused.clone());
+        let thread = std::thread::Builder::new()
+            .name("refuser".into())
+            .spawn(move || {
+                let mut conns: Vec<(TcpStream, JoinHandle<()>)> = Vec::new();
+                while !flag.load(Ordering::Relaxed) {
+                    let Ok((s, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    let (cfg, count) = (cfg.clone(), count.clone());
+                    let closer = s.try_clone().unwrap();
+                    let t = std::thread::spawn(move || refuse_all(s, cfg, how, &count));
+                    conns.push((closer, t));
+                }
+                for (s, t) in conns {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    let _ = t.join();
+                }
+            })
+            .unwrap();
+        Refuser {
+            addr,
+            refused,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Refuser {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One connection of [`Refuser`]: TLS, the preface, SETTINGS both ways,
+/// PINGs answered, and every stream refused once its request ended.
+fn refuse_all(sock: TcpStream, cfg: Arc<rustls::ServerConfig>, how: Refusal, count: &AtomicUsize) {
+    use support::frames::*;
+    let conn = rustls::ServerConnection::new(cfg).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    let mut preface = [0u8; 24];
+    if s.read_exact(&mut preface).is_err() || preface != PREFACE {
+        return;
+    }
+    let send = |s: &mut rustls::StreamOwned<_, _>, f: Vec<u8>| {
+        let _ = s.write_all(&f);
+        let _ = s.flush();
+    };
+    send(&mut s, frame(SETTINGS, 0, 0, &[]));
+    while let Some(f) = read_frame(&mut s) {
+        match f.ty {
+            SETTINGS if f.flags & ACK == 0 => send(&mut s, frame(SETTINGS, ACK, 0, &[])),
+            PING if f.flags & ACK == 0 => send(&mut s, frame(PING, ACK, 0, &f.payload)),
+            HEADERS | DATA if f.flags & END_STREAM != 0 => {
+                count.fetch_add(1, Ordering::Relaxed);
+                match how {
+                    Refusal::Reset => {
+                        send(&mut s, frame(RST_STREAM, 0, f.stream, &REFUSED_STREAM_CODE));
+                    }
+                    Refusal::GoAway => {
+                        // Last stream id 0, NO_ERROR: none was processed.
+                        send(&mut s, frame(GOAWAY, 0, 0, &[0; 8]));
+                        s.conn.send_close_notify();
+                        let _ = s.flush();
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+const REFUSED_STREAM_CODE: [u8; 4] = 7u32.to_be_bytes();
+
+#[test]
+fn a_post_the_peer_refused_unprocessed_goes_to_another_endpoint_whole() {
+    for how in [Refusal::Reset, Refusal::GoAway] {
+        let m = warm_mesh(&format!("refused-{how:?}"));
+        let refuser = Refuser::start(&m, how);
+        let yaml = mesh_yaml(&[m.b().inbound_addr(), refuser.addr], BOOKS_ID);
+        std::fs::write(m.dir.join("mesh.yaml"), yaml).unwrap();
+        // A POST is not idempotent: only the peer's word that it did not
+        // process the stream lets it go again after its body went out (a
+        // body small enough to be kept on a route without retries).
+        let body = payload(3_000);
+        let mut want = b"POST /order\n".to_vec();
+        want.extend_from_slice(&body);
+        let posted = m.app_b.received().len();
+        let mut sent = 0;
+        // App B answers slower than an endpoint with no latency known yet is
+        // deemed to: P2C then tries the refuser.
+        let slow = [("x-delay-ms", "60")];
+        eventually("a POST refused by the endpoint", || {
+            let r = client(&m)
+                .send("POST", BOOKS, "/order", &slow, &body)
+                .unwrap();
+            sent += 1;
+            assert_eq!(r.status, 200, "{how:?}: {:?} {}", r.headers, r.text());
+            assert!(r.payload().unwrap() == want, "{how:?}: the body changed");
+            refuser.refused.load(Ordering::Relaxed) >= 1
+        });
+        let orders = m.app_b.received()[posted..]
+            .iter()
+            .filter(|r| r.target == "/order")
+            .count();
+        assert_eq!(orders, sent, "{how:?}: app B got each POST once");
+        let refused = [("direction", "outbound"), ("reason", "refused_stream")];
+        assert!(
+            metric(m.a(), "spoke_connect_retries_total", &refused) >= 1.0,
+            "{how:?}: {}",
+            metrics(m.a())
+        );
+    }
 }

@@ -6,14 +6,18 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use spoke::app::App;
 use spoke::config::MapEnv;
 use spoke::controller::embedded::{Controller, STOP_GRACE};
 use spoke::devtools::Backend;
 use spoke::identity::config as id;
+use spoke::identity::creds::{Anchors, Documents};
 use spoke::identity::issuer::Issuer;
+use spoke::identity::Credentials;
+use spoke::tls::{ServerConfig, TlsConfigs};
 
 use super::*;
 
@@ -45,7 +49,9 @@ impl Drop for Mesh {
     }
 }
 
-pub fn mesh_yaml(books_at: Option<(SocketAddr, &str)>) -> String {
+/// The mesh's identities, and `books` at `books_at` proving `identity`
+/// (no `books` endpoints when empty).
+pub fn mesh_yaml(books_at: &[SocketAddr], identity: &str) -> String {
     let mut y = String::new();
     for name in [WEB, BOOKS_ID] {
         y.push_str(&format!(
@@ -54,14 +60,39 @@ pub fn mesh_yaml(books_at: Option<(SocketAddr, &str)>) -> String {
             name.split('.').next().unwrap()
         ));
     }
-    if let Some((addr, identity)) = books_at {
+    if !books_at.is_empty() {
         y.push_str(&format!(
             "---\napiVersion: spoke.dev/v1alpha1\nkind: Endpoints\nmetadata:\n  \
              name: books.default.svc.cluster.local\nspec:\n  ports:\n  - port: 7000\n    \
-             identity: {identity}\n    addresses:\n    - {addr}\n"
+             identity: {identity}\n    addresses:\n"
         ));
+        for addr in books_at {
+            y.push_str(&format!("    - {addr}\n"));
+        }
     }
     y
+}
+
+/// A server configuration presenting `name`, issued by `ca`, as spoke's
+/// own (client certificates verified against `anchors`).
+pub fn server_as(ca: &Issuer, anchors: &str, name: &str) -> Arc<ServerConfig> {
+    let docs = Documents::generate(name).unwrap();
+    let leaf = ca
+        .issue(
+            name,
+            &docs.csr,
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+    let creds = Credentials {
+        name: name.to_owned(),
+        key_pkcs8: docs.key_pkcs8.clone(),
+        chain: vec![leaf.der.into()],
+        not_after: leaf.not_after,
+        anchors: Anchors::from_pem(anchors).unwrap(),
+    };
+    TlsConfigs::new(&creds).unwrap().server()
 }
 
 /// A spoke certified as `name` by the mesh's controller.
@@ -121,7 +152,7 @@ pub fn mesh_full(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("mesh.yaml");
-    std::fs::write(&file, mesh_yaml(None)).unwrap();
+    std::fs::write(&file, mesh_yaml(&[], BOOKS_ID)).unwrap();
     let (ctl, ca, anchors) = ca_controller(&file, "mtls test CA", lifetime);
     let app_b = backend_with("app-b", handler);
     let short = lifetime < Duration::from_secs(60);
@@ -131,7 +162,7 @@ pub fn mesh_full(
     }
     let target = app.unwrap_or(app_b.addr());
     let b = proxy_with_orig_dst(&b_env, Box::new(Injected::to(target)));
-    std::fs::write(&file, mesh_yaml(Some((b.inbound_addr(), identity)))).unwrap();
+    std::fs::write(&file, mesh_yaml(&[b.inbound_addr()], identity)).unwrap();
     let a = proxy(&a_env(spoke_env(&dir, ctl.addr(), &anchors, WEB, short)));
     eventually("both spokes certified", || ready(&a) && ready(&b));
     Mesh {

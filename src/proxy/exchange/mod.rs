@@ -681,7 +681,7 @@ impl Exchange {
             response_started: false,
         };
         let late = ctx.now >= self.give_up_at(ctx.cfg);
-        if late || !conn_failure::may_resend(self.idempotent, progress) {
+        if late || !conn_failure::may_resend(self.idempotent, f, progress) {
             log::debug!(
                 "{}: {} and the request cannot go again",
                 self.dst,

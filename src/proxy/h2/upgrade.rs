@@ -37,7 +37,7 @@ use super::downgrade::{connection_names, L5D_ORIG_PROTO};
 use super::pump::Half;
 use super::task::{TaskHandle, TaskId};
 use super::upstream::{self, Status, UpRef};
-use crate::conn_failure::ConnFailure;
+use crate::conn_failure::{ConnFailure, NotProcessed};
 use crate::http1::{self, BodyDecoder, BodyFraming, Parsed, RequestHead};
 use crate::proxy::buffer::{Buffer, Filled};
 use crate::proxy::ctx::{Ctx, DialError};
@@ -467,16 +467,16 @@ fn find_end(bytes: &[u8]) -> Option<usize> {
         .map(|i| i + 4)
 }
 
-/// An h2 error as the exchange takes it: before a response, a connection
-/// failure (the request may go to another endpoint); after, the response
-/// is cut short.
+/// An h2 error as the exchange takes it: a stream the peer refused
+/// unprocessed goes again whatever the request (`NotProcessed`); any other,
+/// before a response, is a connection failure (the request may go to another
+/// endpoint under RFC 9110's rules); after, the response is cut short.
 fn stream_error(e: h2::Error) -> io::Error {
-    let kind = if e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-        io::ErrorKind::ConnectionAborted
+    if upstream::unprocessed(&e) {
+        NotProcessed::io_error(e)
     } else {
-        io::ErrorKind::ConnectionReset
-    };
-    io::Error::new(kind, e)
+        io::Error::new(io::ErrorKind::ConnectionReset, e)
+    }
 }
 
 /// Headers HTTP/2 has no place for (RFC 9113 section 8.2.2), and `Host`,

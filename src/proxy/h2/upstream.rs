@@ -34,6 +34,14 @@ use crate::proxy::pool::UpstreamKey;
 use crate::proxy::transport::{Connect, Transport};
 use crate::FastMap;
 
+/// Whether the peer refused the stream `e` ended, unprocessed (RFC 9113
+/// section 8.7): its `REFUSED_STREAM`, or its GOAWAY naming a last stream id
+/// below this one (h2 gives those streams the GOAWAY as a remote error). A
+/// GOAWAY h2 sent itself says nothing of what the peer did with the stream.
+pub fn unprocessed(e: &h2::Error) -> bool {
+    e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
+}
+
 /// Streams one upstream connection carries at most, whatever the peer
 /// allows: past this a second connection opens.
 pub const MAX_STREAMS_PER_CONN: usize = 100;

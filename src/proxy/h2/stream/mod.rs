@@ -622,14 +622,16 @@ impl StreamTask {
         let resp = match head {
             Ok(resp) => resp,
             Err(e) => {
-                let refused = e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM);
+                let refused = upstream::unprocessed(&e);
                 log::debug!("h2 upstream stream failed before a response: {e}");
                 if let Some(a) = &self.attempt {
                     if let (true, Some(up)) = (e.is_go_away(), a.up) {
                         env.ctx.h2.retire(up);
                     }
                 }
-                let f = if e.is_io() {
+                let f = if refused {
+                    ConnFailure::StreamRefused
+                } else if e.is_io() {
                     ConnFailure::Reset
                 } else {
                     ConnFailure::Closed
