@@ -224,6 +224,9 @@ impl App {
         let event_loop = std::thread::Builder::new()
             .name("event-loop".into())
             .spawn(move || {
+                // The loop allocates and frees all the time: its small blocks
+                // are cached (crate::alloc), given back when it ends.
+                let _cache = crate::alloc::ThreadCache::enable();
                 let dsts = ByDirection {
                     inbound: Destinations::new(
                         discovery.clone(),

@@ -27,13 +27,16 @@
 //! `networks` (port and CIDR sets), `http1` (sans-IO HTTP/1.1), `proxy` (event loop),
 //! `metrics`, `controller` (embedded Destination and Identity server),
 //! `identity` (the workload's certificate: key and CSR, validation, renewal
-//! thread, the embedded CA), `app` (wiring),
+//! thread, the embedded CA), `app` (wiring), `alloc` (the binary's allocator),
 //! `devtools` (backends and a client for the demo and tests), `demo`.
 
-// One module may use `unsafe`, with a proof beside each block:
-// `discovery::stack` (releasing idle thread stacks).
+// Two modules may use `unsafe`, with a proof beside each block:
+// `discovery::stack` (releasing idle thread stacks) and `alloc` (the
+// binary's allocator and the event loop's block cache).
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod alloc;
 pub mod app;
 pub mod balance;
 pub mod client_hello;

@@ -31,12 +31,13 @@ const USAGE: &str = "usage:
   spoke --version";
 
 /// Rust's allocations go to dlmalloc: one heap behind one lock, with no
-/// per-thread caches. glibc's malloc gives every thread a cache of freed
-/// chunks it alone can reuse; a discovery thread frees a message's worth of
-/// chunks and then parks for minutes, so with 2,000 of them those caches held
-/// about 6 MiB that no one could use. gRPC's C core keeps the system malloc.
+/// per-thread caches but the event loop's (`spoke::alloc`). glibc's malloc
+/// gives every thread a cache of freed chunks it alone can reuse; a discovery
+/// thread frees a message's worth of chunks and then parks for minutes, so
+/// with 2,000 of them those caches held about 6 MiB that no one could use.
+/// gRPC's C core keeps the system malloc.
 #[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOC: spoke::alloc::Allocator = spoke::alloc::Allocator;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

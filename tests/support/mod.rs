@@ -32,6 +32,10 @@ use spoke::proto::destination::{
 
 pub use spoke::proto::destination as pb;
 
+/// The binary's allocator, so every test's event loop runs over its cache.
+#[global_allocator]
+static ALLOC: spoke::alloc::Allocator = spoke::alloc::Allocator;
+
 pub mod echo;
 pub mod frames;
 pub mod mesh;
