@@ -30,6 +30,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::proxy::ready::Readiness;
 use crate::proxy::transport::Transport;
 
+/// Bytes one read takes from a socket at most (the largest HTTP/2 frame h2
+/// accepts by default).
+const SCRATCH_LEN: usize = 16 * 1024;
+
+thread_local! {
+    /// The event loop's buffer every adapter reads through (one read at a
+    /// time, on this one thread).
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
+}
+
 /// What the loop and the adapter tell each other about one socket.
 pub struct IoShared {
     events: Cell<Option<Readiness>>,
@@ -172,14 +182,21 @@ impl AsyncRead for H2Io {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let dst = buf.initialize_unfilled();
-        let room = dst.len().min(left);
-        let r = this.sync()?.read(&mut dst[..room]);
+        // h2 hands over its buffer's spare room uninitialised, every time:
+        // making it a `&mut [u8]` would clear it all (kilobytes) for the few
+        // hundred bytes a read brings. The bytes go through the loop's
+        // scratch buffer instead, and only those are copied.
+        let room = buf.remaining().min(left).min(SCRATCH_LEN);
+        let t = this.sync()?;
+        let r = SCRATCH.with_borrow_mut(|scratch| {
+            let n = t.read(&mut scratch[..room])?;
+            buf.put_slice(&scratch[..n]);
+            Ok(n)
+        });
         this.count();
         match pending_if_blocked(r) {
             Poll::Ready(Ok(n)) => {
                 this.shared.left.set(left - n);
-                buf.advance(n);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
