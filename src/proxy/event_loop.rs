@@ -304,8 +304,9 @@ impl EventLoop {
     /// others the grace period.
     fn begin_drain(&mut self, now: Instant) {
         log::info!(
-            "draining {} connections (grace period {:?})",
-            self.sessions.len(),
+            "draining {} connections ({} of them HTTP/2; grace period {:?})",
+            self.sessions.len() + self.h2.connections(),
+            self.h2.connections(),
             self.parts.cfg.shutdown_grace
         );
         self.draining = true;
