@@ -13,6 +13,8 @@
 # every process it starts is stopped by PID on exit.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 SPOKE_BIN=${SPOKE_BIN:-${CARGO_TARGET_DIR:-/var/tmp/spoke-target}/release/spoke}
 N1=${N1:-1000}
 N2=${N2:-6000}
@@ -58,12 +60,8 @@ while True:
 EOF
 PIDS+=($!)
 
-spoke_env=(SPOKE_CONTROLLER_CONFIG="$RUN/mesh.yaml"
-  LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR="127.0.0.1:$OUT_PORT"
-  LINKERD2_PROXY_ADMIN_LISTEN_ADDR="127.0.0.1:$ADMIN_PORT"
-  LINKERD2_PROXY_INBOUND_LISTEN_ADDR="127.0.0.1:$IN_PORT"
-  LINKERD2_PROXY_LOG=warn LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD=1s
-  LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT=10m)
+# shellcheck disable=SC2207
+spoke_env=($(spoke_plain_env "$RUN/mesh.yaml" "$OUT_PORT" "$ADMIN_PORT" "$IN_PORT"))
 
 # load N: N sequential keep-alive GETs on one connection (after one warm-up request).
 load() {

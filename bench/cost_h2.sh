@@ -59,12 +59,8 @@ nginx -p "$RUN" -e "$RUN/logs/backend.err" -c "$RUN/backend.conf" >"$RUN/logs/ba
 PIDS+=($!)
 
 python3 "$HERE/spoke_cases.py" yaml plain --backend "127.0.0.1:$BACKEND_PORT" >"$RUN/mesh.yaml"
-spoke_env=(SPOKE_CONTROLLER_CONFIG="$RUN/mesh.yaml"
-  LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR="127.0.0.1:$OUT_PORT"
-  LINKERD2_PROXY_ADMIN_LISTEN_ADDR="127.0.0.1:$ADMIN_PORT"
-  LINKERD2_PROXY_INBOUND_LISTEN_ADDR="127.0.0.1:$IN_PORT"
-  LINKERD2_PROXY_LOG=warn LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD=1s
-  LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT=10m)
+# shellcheck disable=SC2207
+spoke_env=($(spoke_plain_env "$RUN/mesh.yaml" "$OUT_PORT" "$ADMIN_PORT" "$IN_PORT"))
 
 # one_ok: one request through spoke answered 200.
 one_ok() {

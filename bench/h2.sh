@@ -231,16 +231,6 @@ backend be
 EOF
 }
 
-spoke_env() {
-  echo "SPOKE_CONTROLLER_CONFIG=$RUN/spoke.yaml" \
-    "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR=127.0.0.1:$SPOKE_PORT" \
-    "LINKERD2_PROXY_ADMIN_LISTEN_ADDR=127.0.0.1:$SPOKE_ADMIN" \
-    "LINKERD2_PROXY_INBOUND_LISTEN_ADDR=127.0.0.1:$SPOKE_INBOUND" \
-    "LINKERD2_PROXY_LOG=warn" \
-    "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD=1s" \
-    "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT=10m"
-}
-
 # ------------------------------------------------------------------ setup
 
 for p in $BACKEND_PORT $BACKEND_H1_PORT $HAPROXY_PORT $NGINX_PORT $NGINX_H1_PORT $SPOKE_PORT \
@@ -287,7 +277,7 @@ for t in $TARGETS; do
       [ "$HAVE_SPOKE" = 1 ] || continue
       python3 "$HERE/spoke_cases.py" yaml plain --backend "127.0.0.1:$BACKEND_PORT" >"$RUN/spoke.yaml"
       # shellcheck disable=SC2046
-      start spoke 1 env $(spoke_env) "$SPOKE_BIN"
+      start spoke 1 env $(spoke_plain_env "$RUN/spoke.yaml" "$SPOKE_PORT" "$SPOKE_ADMIN" "$SPOKE_INBOUND") "$SPOKE_BIN"
       TPORT[spoke]=$SPOKE_PORT; TPID[spoke]=$STARTED
       ;;
   esac

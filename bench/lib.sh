@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# bench/lib.sh: helpers that bench/run.sh and bench/opaque.sh share (sourced, not run).
+# bench/lib.sh: helpers the bench scripts share (sourced, not run).
 #
 # Owns: the log format, the Debian install of missing tools (with service starts refused),
 # and the two /proc readings every benchmark row is built from (a process's CPU ticks, the
@@ -115,4 +115,16 @@ stop() {
   wait "$pid" 2>/dev/null || true
   for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
   PIDS=("${keep[@]}")
+}
+
+# spoke_plain_env YAML OUTBOUND_PORT ADMIN_PORT INBOUND_PORT: the environment assignments for
+# a spoke on loopback served by its embedded controller from YAML, logging warnings only.
+spoke_plain_env() {
+  echo "SPOKE_CONTROLLER_CONFIG=$1" \
+    "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR=127.0.0.1:$2" \
+    "LINKERD2_PROXY_ADMIN_LISTEN_ADDR=127.0.0.1:$3" \
+    "LINKERD2_PROXY_INBOUND_LISTEN_ADDR=127.0.0.1:$4" \
+    "LINKERD2_PROXY_LOG=warn" \
+    "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD=1s" \
+    "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT=10m"
 }

@@ -282,23 +282,13 @@ backend be
 EOF
 }
 
-spoke_env() { # YAML OUTBOUND_PORT ADMIN_PORT INBOUND_PORT -> env assignments for spoke
-  echo "SPOKE_CONTROLLER_CONFIG=$1" \
-    "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR=127.0.0.1:$2" \
-    "LINKERD2_PROXY_ADMIN_LISTEN_ADDR=127.0.0.1:$3" \
-    "LINKERD2_PROXY_INBOUND_LISTEN_ADDR=127.0.0.1:$4" \
-    "LINKERD2_PROXY_LOG=warn" \
-    "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD=1s" \
-    "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT=10m"
-}
-
 # start_spoke NAME YAML CPU [OUTBOUND ADMIN INBOUND]: starts spoke, waits for /ready;
 # sets $STARTED.
 start_spoke() {
   local name=$1 yaml=$2 cpu=$3 out=${4:-$SPOKE_PORT} admin=${5:-$SPOKE_ADMIN}
   local inbound=${6:-$SPOKE_INBOUND}
   # shellcheck disable=SC2046
-  start "$name" "$cpu" env $(spoke_env "$yaml" "$out" "$admin" "$inbound") "$SPOKE_BIN"
+  start "$name" "$cpu" env $(spoke_plain_env "$yaml" "$out" "$admin" "$inbound") "$SPOKE_BIN"
   wait_http "http://127.0.0.1:$admin/ready" "$name" "$STARTED"
 }
 
@@ -453,7 +443,7 @@ if [ "$HAVE_SPOKE" = 1 ] && [[ " $TARGETS " == *" spoke "* ]]; then
     --config "$RUN/dests.yaml" --listen "127.0.0.1:$CONTROLLER_PORT"
   cpid=$STARTED
   # shellcheck disable=SC2046
-  start spoke-dests 1 env $(spoke_env "$RUN/dests.yaml" "$SPOKE_PORT" "$SPOKE_ADMIN" \
+  start spoke-dests 1 env $(spoke_plain_env "$RUN/dests.yaml" "$SPOKE_PORT" "$SPOKE_ADMIN" \
     "$SPOKE_INBOUND" | sed 's/SPOKE_CONTROLLER_CONFIG=[^ ]*//') \
     "LINKERD2_PROXY_DESTINATION_SVC_ADDR=127.0.0.1:$CONTROLLER_PORT" "$SPOKE_BIN"
   pid=$STARTED
