@@ -8,26 +8,14 @@
 //! except under `CI=true`, where it fails: CI must run it.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-fn python3() -> bool {
-    Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+#[path = "support/python.rs"]
+mod python;
 
 #[test]
 fn h2_bench_tools_pass_their_selftests() {
-    if !python3() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !ci,
-            "python3 is required for the bench selftests under CI=true"
-        );
-        eprintln!("SKIPPED: python3 not found; the h2 bench selftests did not run");
+    if !python::python3_or_skip("the h2 bench selftests") {
         return;
     }
     let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");

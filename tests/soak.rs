@@ -13,26 +13,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/python.rs"]
+mod python;
+
 /// The soak's own duration; the whole test takes a few seconds more.
 const SOAK_SECONDS: u32 = 60;
 /// Past this the soak is stopped (SIGTERM: its trap kills what it started).
 const LIMIT: Duration = Duration::from_secs(100);
 
-fn python3() -> bool {
-    Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn short_soak_keeps_memory_flat_and_fails_no_avoidable_request() {
-    if !python3() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!ci, "python3 is required for the soak under CI=true");
-        eprintln!("SKIPPED: python3 not found; the short soak did not run");
+    if !python::python3_or_skip("the short soak") {
         return;
     }
     let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
