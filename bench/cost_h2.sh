@@ -4,12 +4,14 @@
 # time changes h2.sh's figures run to run, not these.
 #
 # Runs spoke under callgrind (per-thread counts) twice, with N1 and N2 requests from h2load
-# (one connection, 10 concurrent streams) through its outbound port to an nginx h2c backend
-# answering a fixed 200; the event-loop thread's instructions per request are the difference
-# divided by N2 - N1, which cancels start-up and discovery. How many streams each poll
-# carries depends a little on timing, so figures move by about ±1% between runs.
+# (CONNS connections of STREAMS concurrent streams) through its outbound port to an nginx h2c
+# backend answering a fixed 200; the event-loop thread's instructions per request are the
+# difference divided by N2 - N1, which cancels start-up and discovery. How many streams each
+# poll carries depends a little on timing, so figures move by about ±1% between runs.
+# h2.sh's own shape is CONNS=8 STREAMS=100 (N1=4000 N2=24000 then, to stay past start-up).
 #
-# Usage: bench/cost_h2.sh         (SPOKE_BIN, N1=2000, N2=12000, COST_PORT_BASE=18650)
+# Usage: bench/cost_h2.sh   (SPOKE_BIN, N1=2000, N2=12000, CONNS=1, STREAMS=10,
+#                            COST_PORT_BASE=18650)
 # Needs valgrind, nginx with HTTP/2, h2load (Debian nghttp2-client), python3: installed with
 # apt-get when missing. Loopback only; every process it starts is stopped by PID on exit.
 set -euo pipefail
@@ -19,6 +21,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SPOKE_BIN=${SPOKE_BIN:-${CARGO_TARGET_DIR:-/var/tmp/spoke-target}/release/spoke}
 N1=${N1:-2000}
 N2=${N2:-12000}
+STREAMS=${STREAMS:-10}
+CONNS=${CONNS:-1}
 BASE=${COST_PORT_BASE:-18650}
 BACKEND_PORT=$((BASE + 1)) OUT_PORT=$((BASE + 2)) ADMIN_PORT=$((BASE + 3)) IN_PORT=$((BASE + 4))
 URI=http://books.default.svc.cluster.local:7000/r/x
@@ -77,7 +81,7 @@ callgrind() {
   PIDS+=($pid)
   for _ in $(seq 1 300); do one_ok && break; sleep 0.2; done
   one_ok || die "spoke under callgrind answered no HTTP/2 request"
-  h2load -n "$1" -c1 -m10 -t1 --connect-to="127.0.0.1:$OUT_PORT" "$URI" >"$RUN/h2load.$1" 2>&1
+  h2load -n "$1" -c"$CONNS" -m"$STREAMS" -t1 --connect-to="127.0.0.1:$OUT_PORT" "$URI" >"$RUN/h2load.$1" 2>&1
   grep -q "$1 succeeded" "$RUN/h2load.$1" || die "h2load: $(grep '^requests:' "$RUN/h2load.$1")"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   # The loop's thread file is the one whose functions include the loop's run.
@@ -93,9 +97,9 @@ callgrind() {
 c1=$(callgrind "$N1")
 c2=$(callgrind "$N2")
 [ -n "${COST_KEEP:-}" ] && cp "$RUN"/cg.* "$COST_KEEP"/
-python3 - "$N1" "$N2" "$c1" "$c2" <<'EOF'
+python3 - "$N1" "$N2" "$c1" "$c2" "$STREAMS" "$CONNS" <<'EOF'
 import sys
-n1, n2, c1, c2 = map(int, sys.argv[1:])
+n1, n2, c1, c2, m, c = map(int, sys.argv[1:])
 print(f"HTTP/2 instructions per request on the event loop: {(c2 - c1) / (n2 - n1):.0f}"
-      f"  ({c1} at {n1}, {c2} at {n2}; h2load -c1 -m10)")
+      f"  ({c1} at {n1}, {c2} at {n2}; h2load -c{c} -m{m})")
 EOF
