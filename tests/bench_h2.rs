@@ -1,7 +1,8 @@
 //! The pure parts of the HTTP/2 benchmark (bench/h2.sh): `h2idle.py selftest`
 //! (its frame parser and HPACK request encoder) and `report_h2.py selftest`
 //! (the per-run arithmetic, the idle-memory division and the haproxy targets
-//! table), run from the test thread. The benchmark itself needs h2load,
+//! table), and `cg_crates.py selftest` (which crate cost_h2.sh charges a
+//! function's instructions to), run from the test thread. The benchmark itself needs h2load,
 //! haproxy and nginx and is run by hand (bench/README.md).
 //!
 //! Needs python3 (stdlib only). Without it the test is skipped with a message,
@@ -19,7 +20,7 @@ fn h2_bench_tools_pass_their_selftests() {
         return;
     }
     let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
-    for script in ["h2idle.py", "report_h2.py"] {
+    for script in ["h2idle.py", "report_h2.py", "cg_crates.py"] {
         let out = Command::new("python3")
             .arg(bench.join(script))
             .arg("selftest")
