@@ -78,22 +78,7 @@ python3 "$HERE/spoke_cases.py" yaml plain --backend "127.0.0.1:$BACKEND_PORT" >"
 # shellcheck disable=SC2207
 spoke_env=($(spoke_plain_env "$RUN/mesh.yaml" "$OUT_PORT" "$ADMIN_PORT" "$IN_PORT"))
 
-cat >"$RUN/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 8192
-defaults
-  mode http
-  http-reuse always
-  timeout connect 1s
-  timeout client 300s
-  timeout server 300s
-frontend fe
-  bind 127.0.0.1:$HAPROXY_PORT proto h2
-  default_backend be
-backend be
-  server s1 127.0.0.1:$BACKEND_PORT proto h2
-EOF
+haproxy_h2_cfg "$HAPROXY_PORT" "$BACKEND_PORT" >"$RUN/haproxy.cfg"
 if [ "$TARGET" = spoke ]; then PORT=$OUT_PORT; else PORT=$HAPROXY_PORT; fi
 
 # one_ok: one request through the target answered 200.

@@ -210,25 +210,7 @@ EOF
 }
 
 write_haproxy() {
-  cat >"$RUN/haproxy.cfg" <<EOF
-# haproxy: one thread, HTTP/2 on both sides (proto h2 on bind and server), server
-# connections shared between streams and clients (http-reuse always).
-global
-  nbthread 1
-  maxconn 8192
-  pidfile $RUN/haproxy.pid
-defaults
-  mode http
-  http-reuse always
-  timeout connect 1s
-  timeout client 300s
-  timeout server 300s
-frontend fe
-  bind 127.0.0.1:$HAPROXY_PORT proto h2
-  default_backend be
-backend be
-  server s1 127.0.0.1:$BACKEND_PORT proto h2
-EOF
+  haproxy_h2_cfg "$HAPROXY_PORT" "$BACKEND_PORT" "$RUN/haproxy.pid" >"$RUN/haproxy.cfg"
 }
 
 # ------------------------------------------------------------------ setup

@@ -128,3 +128,26 @@ spoke_plain_env() {
     "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD=1s" \
     "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT=10m"
 }
+
+# haproxy_h2_cfg PORT BACKEND_PORT [PIDFILE]: the haproxy config of h2.sh and cost_h2.sh, one
+# thread, HTTP/2 on both sides (proto h2 on bind and server), server connections shared
+# between streams and clients (http-reuse always).
+haproxy_h2_cfg() {
+  echo "global"
+  echo "  nbthread 1"
+  echo "  maxconn 8192"
+  [ -n "${3:-}" ] && echo "  pidfile $3"
+  cat <<EOF
+defaults
+  mode http
+  http-reuse always
+  timeout connect 1s
+  timeout client 300s
+  timeout server 300s
+frontend fe
+  bind 127.0.0.1:$1 proto h2
+  default_backend be
+backend be
+  server s1 127.0.0.1:$2 proto h2
+EOF
+}
